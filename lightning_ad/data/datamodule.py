@@ -1,0 +1,261 @@
+"""``AnomalyDataModule``: normal images and their anomaly twins for training, good vs defects for test.
+
+Batches hold uint8 images (B, 3, H, W): a quarter of the bytes of float32 through the loader and
+onto the device. Scaling and ImageNet normalisation belong to the model, which knows what its
+backbone expects.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import cv2
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lightning_ad.data.mvtec import MVTecCategory, read_image, read_mask
+from lightning_ad.data.twins import NORMAL, TWINS, Twin, build_twin, object_masks
+from lightning_ad.errors import LightningADError
+
+CLASS_PRESETS: dict[int, tuple[str, ...]] = {
+    2: (NORMAL, "line"),
+    3: (NORMAL, "line", "distortion"),
+}
+MIN_IMAGE_SIZE = 32
+
+
+def resolve_classes(classes: int | str | Sequence[str]) -> tuple[str, ...]:
+    """``2`` -> (normal, line); ``3`` -> (normal, line, distortion); a list is checked and kept.
+
+    ``normal`` is always class 0, so a list must start with it.
+    """
+    if isinstance(classes, str) and classes.removeprefix("class").isdigit():
+        classes = int(classes.removeprefix("class"))
+    if isinstance(classes, int):
+        if classes not in CLASS_PRESETS:
+            raise LightningADError(
+                f"classes={classes} has no preset; use 2, 3 or a list of twin names such as "
+                f"[normal, cutpaste, scar]"
+            )
+        return CLASS_PRESETS[classes]
+    names = tuple(classes)
+    if not names or names[0] != NORMAL:
+        raise LightningADError(f"classes {list(names)} must start with '{NORMAL}' (class 0)")
+    unknown = [n for n in names[1:] if n not in TWINS]
+    if unknown:
+        raise LightningADError(
+            f"unknown twin '{unknown[0]}' in classes; valid names: {', '.join([NORMAL, *TWINS])}"
+        )
+    if len(set(names)) != len(names) or len(names) < 2:
+        raise LightningADError(f"classes {list(names)} need at least two distinct names")
+    return names
+
+
+@functools.lru_cache(maxsize=16)
+def load_images(paths: tuple[Path, ...], size: int) -> np.ndarray:
+    """Decode and resize images once per process: (N, size, size, 3) uint8, read-only.
+
+    Cached so that every trial of a category in one worker shares one copy.
+    """
+    images = np.stack([_resize(read_image(p), size, cv2.INTER_AREA) for p in paths])
+    images.flags.writeable = False
+    return images
+
+
+@functools.lru_cache(maxsize=16)
+def load_masks(paths: tuple[Path | None, ...], size: int) -> np.ndarray:
+    """Ground-truth masks at ``size`` (N, size, size) bool; a missing mask is all False."""
+    empty = np.zeros((size, size), bool)
+    masks = np.stack(
+        [empty if p is None else _resize(read_mask(p).astype(np.uint8), size, cv2.INTER_NEAREST) > 0
+         for p in paths]
+    )
+    masks.flags.writeable = False
+    return masks
+
+
+def _resize(image: np.ndarray, size: int, interpolation: int) -> np.ndarray:
+    if image.shape[:2] == (size, size):
+        return image
+    return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+def _to_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+class TwinDataset(Dataset):
+    """Each image once per class: item ``c * N + i`` is image ``i`` turned into class ``c``.
+
+    A key is an index or ``(epoch, index)`` (from :class:`EpochSampler`). The twin is drawn from
+    ``default_rng([seed, stream, epoch, index])``: redrawn every epoch, identical in every worker
+    process and on every rerun with the same seed.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        object_masks: np.ndarray,
+        twins: Sequence[Twin | None],
+        seed: int,
+        stream: int,
+    ) -> None:
+        self.images, self.object_masks, self.twins = images, object_masks, list(twins)
+        self.seed, self.stream = seed, stream
+
+    def __len__(self) -> int:
+        return len(self.images) * len(self.twins)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        target, i = divmod(index, len(self.images))
+        image, twin = self.images[i], self.twins[target]
+        if twin is not None:
+            rng = np.random.default_rng([self.seed, self.stream, epoch, index])
+            image = twin(image, self.object_masks[i], rng)
+        return _to_tensor(image), target
+
+
+class EpochSampler(Sampler):
+    """Shuffles reproducibly per (seed, epoch) and hands the epoch to the dataset with each index.
+
+    Lightning calls ``set_epoch`` before every epoch, so twins change every epoch, yet a worker
+    process never needs to know which epoch it is in.
+    """
+
+    def __init__(self, length: int, seed: int) -> None:
+        self.length, self.seed, self.epoch = length, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        for index in torch.randperm(self.length, generator=generator).tolist():
+            yield self.epoch, index
+
+
+class LabelledBatch(NamedTuple):
+    """A test batch: images, 0/1 labels, defect-type indices (into ``defect_names``), masks."""
+
+    image: torch.Tensor
+    label: torch.Tensor
+    defect: torch.Tensor
+    mask: torch.Tensor
+
+
+class LabelledDataset(Dataset):
+    def __init__(self, images: np.ndarray, labels: Sequence[int], defects: Sequence[int], masks: np.ndarray):
+        self.images, self.labels, self.defects, self.masks = images, labels, defects, masks
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> LabelledBatch:
+        return LabelledBatch(_to_tensor(self.images[i]), self.labels[i], self.defects[i], torch.from_numpy(self.masks[i].copy()))
+
+
+class AnomalyDataModule(pl.LightningDataModule):
+    """Normal images of one category and their anomaly twins.
+
+    Args:
+        category_dir: a category folder in MVTec AD layout (see :mod:`lightning_ad.data.resolve`).
+        classes: ``2``, ``3`` or a list of twin names starting with ``normal`` (class 0).
+        twin_params: per-twin parameter overrides, e.g. ``{"line": {"blob_aware": True}}``.
+        image_size: side of the square images the model sees.
+        batch_size: images per batch, all classes mixed.
+        val_fraction: share of train/good held out, with its own fixed twins, for model
+            selection and early stopping. Test images are never used for any choice.
+        mask_mode: how the object mask for twins is found: auto, mean, background or full.
+        seed: drives the split, the shuffling and every twin.
+        num_workers: loader processes; ``None`` picks 0 on CPU (the twins are cheap and a
+            worker would steal a core from the model) and up to 4 with a GPU.
+    """
+
+    def __init__(
+        self,
+        category_dir: str | Path,
+        classes: int | str | Sequence[str] = 3,
+        twin_params: Mapping[str, Mapping[str, Any]] | None = None,
+        image_size: int = 96,
+        batch_size: int = 32,
+        val_fraction: float = 0.2,
+        mask_mode: str = "auto",
+        seed: int = 0,
+        num_workers: int | None = None,
+    ) -> None:
+        super().__init__()
+        if image_size < MIN_IMAGE_SIZE:
+            raise LightningADError(f"image_size {image_size} is too small; use {MIN_IMAGE_SIZE} or more")
+        if not 0 < val_fraction < 1:
+            raise LightningADError(f"val_fraction {val_fraction} must lie strictly between 0 and 1")
+        self.category_dir = Path(category_dir)
+        self.classes = resolve_classes(classes)
+        params = dict(twin_params or {})
+        self.twins: list[Twin | None] = [
+            None if name == NORMAL else build_twin(name, **params.get(name, {})) for name in self.classes
+        ]
+        self.image_size, self.batch_size, self.val_fraction = image_size, batch_size, val_fraction
+        self.mask_mode, self.seed = mask_mode, seed
+        cuda = torch.cuda.is_available()
+        self.num_workers = (min(4, os.cpu_count() or 1) if cuda else 0) if num_workers is None else num_workers
+        self.pin_memory = cuda
+        self.used_mask_mode: str | None = None
+        self.defect_names: tuple[str, ...] = ()
+
+    def setup(self, stage: str | None = None) -> None:
+        if hasattr(self, "train_set"):
+            return
+        category = MVTecCategory.load(self.category_dir)
+        images = load_images(tuple(s.path for s in category.train), self.image_size)
+        masks, self.used_mask_mode = object_masks(images, self.mask_mode)
+        order = np.random.default_rng([self.seed, 7]).permutation(len(images))
+        n_val = max(1, round(self.val_fraction * len(images)))
+        if n_val >= len(images):
+            raise LightningADError(
+                f"{category.root / 'train' / 'good'} has {len(images)} image(s): too few to hold out "
+                f"a validation slice of {self.val_fraction:.0%}; add normal images"
+            )
+        val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+        self.train_set = TwinDataset(images[train], masks[train], self.twins, self.seed, stream=0)
+        self.val_set = TwinDataset(images[val], masks[val], self.twins, self.seed, stream=1)
+        self.good_set = TwinDataset(images, masks, [None], self.seed, stream=2)
+        self.defect_names = (("good",) + category.defect_types)
+        self.test_set = LabelledDataset(
+            load_images(tuple(s.path for s in category.test), self.image_size),
+            [s.label for s in category.test],
+            [self.defect_names.index(s.defect) for s in category.test],
+            load_masks(tuple(s.mask_path for s in category.test), self.image_size),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, sampler=EpochSampler(len(self.train_set), self.seed))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set)
+
+    def train_good_dataloader(self) -> DataLoader:
+        """Every train/good image as it is (no twins): what the scorers are fitted on."""
+        return self._loader(self.good_set)
+
+    def _loader(self, dataset: Dataset, sampler: Sampler | None = None) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )

@@ -1,0 +1,1 @@
+"""Models: backbones, metric-learning heads and the LightningModule."""

@@ -1,0 +1,27 @@
+"""Shared fixtures: real data made small (tiny images, few files), never mocks."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lightning_ad.data.synthetic import generate_category
+
+TINY_SIZE = 64
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The three built-in categories at 64 px with at most 10 images per folder."""
+    root = tmp_path_factory.mktemp("synthetic")
+    for category in ("screw", "grid", "transistor"):
+        generate_category(category, root, seed=0, image_size=TINY_SIZE, max_per_folder=10)
+    return root
+
+
+@pytest.fixture
+def screw_copy(synthetic_root: Path, tmp_path: Path) -> Path:
+    """A writable copy of the tiny screw category, for tests that break it."""
+    return Path(shutil.copytree(synthetic_root / "screw", tmp_path / "screw"))

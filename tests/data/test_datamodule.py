@@ -1,0 +1,121 @@
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_ad.data.datamodule import AnomalyDataModule, EpochSampler, LabelledBatch, resolve_classes
+from lightning_ad.errors import LightningADError
+
+
+def _datamodule(root: Path, **kwargs) -> AnomalyDataModule:
+    params = dict(classes=3, image_size=32, batch_size=8, seed=0) | kwargs
+    dm = AnomalyDataModule(root / "screw", **params)
+    dm.setup("fit")
+    return dm
+
+
+def _epoch(dm: AnomalyDataModule, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(epoch)  # what Lightning's fit loop does before each epoch
+    images, targets = zip(*loader, strict=True)
+    return torch.cat(images), torch.cat(targets)
+
+
+def test_an_epoch_has_every_image_once_per_class(synthetic_root: Path) -> None:
+    dm = _datamodule(synthetic_root)
+    images, targets = _epoch(dm, 0)
+    n_train = len(dm.train_set.images)
+    assert n_train == 8  # 10 train/good images, 20 % held out for validation
+    assert Counter(targets.tolist()) == {0: n_train, 1: n_train, 2: n_train}
+    assert images.dtype == torch.uint8 and images.shape[1:] == (3, 32, 32)
+
+
+def test_twins_are_redrawn_each_epoch_reproducibly(synthetic_root: Path) -> None:
+    dm = _datamodule(synthetic_root)
+    first = [dm.train_set[(0, i)][0] for i in range(len(dm.train_set))]
+    again = [dm.train_set[(0, i)][0] for i in range(len(dm.train_set))]
+    second = [dm.train_set[(1, i)][0] for i in range(len(dm.train_set))]
+    n = len(dm.train_set.images)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(first[:n], second[:n], strict=True))  # normal: as is
+    changed = sum(not torch.equal(a, b) for a, b in zip(first[n:], second[n:], strict=True))
+    assert changed >= 0.9 * (len(first) - n)
+
+
+def test_same_seed_same_batches_other_seed_other_split(synthetic_root: Path) -> None:
+    a, b = _datamodule(synthetic_root), _datamodule(synthetic_root)
+    assert all(torch.equal(x, y) for x, y in zip(_epoch(a, 3), _epoch(b, 3), strict=True))
+    other = _datamodule(synthetic_root, seed=1)
+    assert not torch.equal(_epoch(a, 0)[1], _epoch(other, 0)[1])
+
+
+def test_validation_slice_has_its_own_fixed_twins(synthetic_root: Path) -> None:
+    dm = _datamodule(synthetic_root, val_fraction=0.3)
+    assert len(dm.val_set.images) == 3 and len(dm.train_set.images) == 7
+    first = [x for x, _ in dm.val_dataloader()]
+    second = [x for x, _ in dm.val_dataloader()]
+    assert all(torch.equal(x, y) for x, y in zip(first, second, strict=True))
+    targets = torch.cat([y for _, y in dm.val_dataloader()])
+    assert Counter(targets.tolist()) == {0: 3, 1: 3, 2: 3}
+
+
+def test_test_split_has_labels_defects_and_masks(synthetic_root: Path) -> None:
+    dm = _datamodule(synthetic_root)
+    batches = list(dm.test_dataloader())
+    assert isinstance(batches[0], LabelledBatch)
+    labels = torch.cat([b.label for b in batches])
+    defects = torch.cat([b.defect for b in batches])
+    masks = torch.cat([b.mask for b in batches])
+    assert dm.defect_names[0] == "good"
+    assert set(defects[labels == 0].tolist()) == {0}
+    assert set(defects[labels == 1].tolist()) == set(range(1, len(dm.defect_names)))
+    assert not masks[labels == 0].any()
+    assert all(m.any() for m in masks[labels == 1])
+
+
+def test_train_good_loader_is_every_training_image_untouched(synthetic_root: Path) -> None:
+    dm = _datamodule(synthetic_root)
+    images = torch.cat([x for x, _ in dm.train_good_dataloader()])
+    assert len(images) == 10
+
+
+def test_any_list_of_twins(synthetic_root: Path) -> None:
+    dm = _datamodule(synthetic_root, classes=["normal", "cutpaste", "scar"], twin_params={"scar": {"rotation": 10.0}})
+    _, targets = _epoch(dm, 0)
+    assert set(targets.tolist()) == {0, 1, 2}
+    assert dm.twins[2].rotation == 10.0
+
+
+@pytest.mark.parametrize(
+    ("classes", "message"),
+    [
+        (4, "classes=4 has no preset"),
+        (["line", "normal"], "must start with 'normal'"),
+        (["normal", "lines"], "unknown twin 'lines'"),
+        (["normal", "line", "line"], "two distinct names"),
+    ],
+)
+def test_bad_classes(classes, message: str) -> None:
+    with pytest.raises(LightningADError, match=message):
+        resolve_classes(classes)
+
+
+def test_class_presets() -> None:
+    assert resolve_classes(2) == ("normal", "line")
+    assert resolve_classes("class3") == ("normal", "line", "distortion")
+
+
+def test_bad_image_size(synthetic_root: Path) -> None:
+    with pytest.raises(LightningADError, match="image_size 8 is too small"):
+        AnomalyDataModule(synthetic_root / "screw", image_size=8)
+
+
+def test_corrupt_training_image_fails_setup_naming_it(screw_copy: Path) -> None:
+    from lightning_ad.errors import DataError
+
+    bad = screw_copy / "train" / "good" / "004.png"
+    bad.write_bytes(b"garbage")
+    dm = AnomalyDataModule(screw_copy, image_size=33)
+    with pytest.raises(DataError, match=f"cannot decode image {bad}"):
+        dm.setup("fit")

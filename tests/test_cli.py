@@ -1,0 +1,80 @@
+"""The CLI as a user types it, in a subprocess where the exit code matters."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+from lightning_ad.cli import main
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lightning_ad", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_python_m_and_help_with_examples(tmp_path: Path) -> None:
+    result = _run("data", "preview", "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "examples:" in result.stdout and "--data-root" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "command", [["data", "synth"], ["data", "mvtec"], ["data", "info"], ["data", "preview"]]
+)
+def test_every_subcommand_has_examples(command: list[str], capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert "examples:\n  lightning-ad " + " ".join(command) in capsys.readouterr().out
+
+
+def test_synth_writes_a_category(tmp_path: Path) -> None:
+    assert (
+        main(["data", "synth", "--category", "grid", "--root", str(tmp_path), "--image-size", "32"])
+        == 0
+    )
+    assert len(list((tmp_path / "grid" / "train" / "good").iterdir())) == 264
+
+
+def test_preview_draws_one_png(synthetic_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "preview.png"
+    code = main(
+        [
+            "data",
+            "preview",
+            "--category",
+            "transistor",
+            "--data-root",
+            str(synthetic_root),
+            "--out",
+            str(out),
+            "--image-size",
+            "48",
+        ]
+    )
+    assert code == 0
+    sheet = cv2.imread(str(out))
+    assert sheet is not None and sheet.shape[0] > 500 and sheet.shape[1] > 500
+    assert sheet.std() > 20  # not a blank canvas
+
+
+def test_info_counts(synthetic_root: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["data", "info", "--category", "grid", "--data-root", str(synthetic_root)]) == 0
+    out = capsys.readouterr().out
+    assert "train/good" in out and "metal_contamination" in out
+
+
+def test_bad_category_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = _run("data", "info", "--category", "scerw", "--data-dir", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lightning-ad: error: unknown category 'scerw'")
+    assert not (tmp_path / "synthetic").exists()  # nothing half-written
