@@ -102,6 +102,39 @@ def _data_info(args: argparse.Namespace) -> None:
     Console().print(table)
 
 
+# ---- train -------------------------------------------------------------------------------
+
+
+def _train(args: argparse.Namespace) -> None:
+    import json
+
+    from lightning_ad.config import TrialConfig
+    from lightning_ad.train import run_trial
+
+    classes = args.classes if args.classes in ("2", "3") else tuple(args.classes.split(","))
+    config = TrialConfig(
+        category=args.category,
+        backbone=args.backbone,
+        head=args.head,
+        classes=int(classes) if isinstance(classes, str) else classes,
+        seed=args.seed,
+        image_size=args.image_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        pretrained=args.pretrained,
+        score=args.score,
+        swa=args.swa,
+        cosine_schedule=args.cosine,
+        artifacts=args.artifacts,
+        data_root=str(args.data_root) if args.data_root else None,
+        data_dir=str(args.data_dir),
+    )
+    result = run_trial(config, tracking_uri=args.tracking_uri, experiment=args.experiment)
+    # The last stdout line is one JSON object, for scripts.
+    print(json.dumps({"run_id": result.run_id, **result.metrics}, sort_keys=True))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from lightning_ad.data.mvtec import MVTEC_SHA256, MVTEC_URL
     from lightning_ad.data.synthetic import CATEGORIES
@@ -172,6 +205,68 @@ def build_parser() -> argparse.ArgumentParser:
         "--image-size", type=int, default=160, help="side of each tile (default: 160)"
     )
     preview.add_argument("--seed", type=int, default=0)
+
+    from lightning_ad.config import TrialConfig
+    from lightning_ad.models.backbones import BACKBONES
+    from lightning_ad.models.heads import HEADS, NO_HEAD
+    from lightning_ad.scoring import SCORERS
+    from lightning_ad.tracking import DEFAULT_EXPERIMENT
+
+    defaults = TrialConfig()
+    train = _subcommand(
+        commands,
+        "train",
+        "train one model on a category, test it, and log it to MLflow",
+        "  lightning-ad train --category screw --backbone mobilenet_v2 --head arcface --classes 3\n"
+        "  lightning-ad train --category grid --head none          # the frozen baseline\n"
+        "  lightning-ad train --category transistor --classes normal,cutpaste,scar \\\n"
+        "      --tracking-uri http://127.0.0.1:5000 --experiment mine\n",
+        _train,
+    )
+    _add_category_args(train)
+    train.add_argument(
+        "--backbone",
+        default=defaults.backbone,
+        help=f"{', '.join(BACKBONES)} (default: %(default)s)",
+    )
+    train.add_argument(
+        "--head",
+        default=defaults.head,
+        help=f"{', '.join([*HEADS, NO_HEAD])} (default: %(default)s)",
+    )
+    train.add_argument(
+        "--classes", default="3", help="2, 3 or a comma list starting with normal (default: 3)"
+    )
+    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument(
+        "--image-size", type=int, default=defaults.image_size, help="default: %(default)s"
+    )
+    train.add_argument("--epochs", type=int, default=defaults.epochs, help="default: %(default)s")
+    train.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help="default: %(default)s"
+    )
+    train.add_argument("--lr", type=float, default=defaults.lr, help="default: %(default)s")
+    train.add_argument(
+        "--pretrained",
+        default=defaults.pretrained,
+        help="auto | true | false | PATH (default: auto)",
+    )
+    train.add_argument(
+        "--score",
+        default=defaults.score,
+        choices=SCORERS,
+        help="reported as test/auc (default: knn)",
+    )
+    train.add_argument("--swa", action="store_true", help="average the weights of the last epochs")
+    train.add_argument("--cosine", action="store_true", help="cosine learning-rate schedule")
+    train.add_argument("--artifacts", default=defaults.artifacts, choices=("full", "minimal"))
+    train.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)",
+    )
+    train.add_argument(
+        "--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment (default: %(default)s)"
+    )
 
     info = _subcommand(
         data_commands,

@@ -25,3 +25,10 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def screw_copy(synthetic_root: Path, tmp_path: Path) -> Path:
     """A writable copy of the tiny screw category, for tests that break it."""
     return Path(shutil.copytree(synthetic_root / "screw", tmp_path / "screw"))
+
+
+@pytest.fixture(autouse=True)
+def no_ambient_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's set_tracking_uri (called by Lightning's MLFlowLogger) exports
+    MLFLOW_TRACKING_URI; drop it so that one test's store never leaks into the next."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -1,0 +1,168 @@
+"""Metric-learning heads: embeddings (B, D) -> logits (B, C).
+
+Every head keeps its class weights in ``head.weight`` of shape (n_classes, in_features) and is
+called as ``head(embeddings, labels=None)``. Margins are applied only when ``labels`` are given
+(training and the validation loss); scoring calls the head without labels, so no margin.
+
+Unlike the article's Keras layers, which L2-normalise over the whole batch tensor (no ``axis``),
+these normalise each embedding and each class weight on its own, as the papers define it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_ad.errors import LightningADError
+
+# acos has an infinite slope at +-1; clamping just inside keeps gradients finite there.
+COS_EPS = 1e-6
+
+
+class SoftmaxHead(nn.Module):
+    """A plain linear classifier (daisukelab's "conventional" softmax head)."""
+
+    def __init__(self, in_features: int, n_classes: int) -> None:
+        super().__init__()
+        linear = nn.Linear(in_features, n_classes)
+        self.weight, self.bias = linear.weight, linear.bias
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return F.linear(embeddings, self.weight, self.bias)
+
+
+class L2SoftmaxHead(SoftmaxHead):
+    """L2-constrained softmax: ``alpha * x / ||x||``, then a linear classifier (Ranjan et al.,
+    "L2-constrained Softmax Loss for Discriminative Face Verification", 2017)."""
+
+    def __init__(self, in_features: int, n_classes: int, alpha: float = 15.0) -> None:
+        super().__init__(in_features, n_classes)
+        self.alpha = alpha
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return F.linear(self.alpha * F.normalize(embeddings, dim=1), self.weight, self.bias)
+
+
+class CosineHead(nn.Module):
+    """Base of the cosine-margin heads: logits = s * cos(theta), where the target class's cosine
+    is changed by :meth:`margin_cosine` when labels are given. A new head is that one method."""
+
+    def __init__(self, in_features: int, n_classes: int, s: float) -> None:
+        super().__init__()
+        self.n_classes = n_classes
+        self.weight = nn.Parameter(torch.empty(n_classes, in_features))
+        nn.init.xavier_uniform_(self.weight)
+        self.register_buffer("s", torch.tensor(float(s)))
+
+    def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.normalize(embeddings, dim=1), F.normalize(self.weight, dim=1))
+
+    def margin_cosine(self, cosine: torch.Tensor) -> torch.Tensor:
+        """The target class's cosine with the margin applied."""
+        return cosine
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        cosine = self.cosine(embeddings)
+        if labels is not None:
+            target = F.one_hot(labels, self.n_classes).bool()
+            cosine = torch.where(target, self.margin_cosine(cosine), cosine)
+        return self.s * cosine
+
+
+class ArcFaceHead(CosineHead):
+    """Additive angular margin: cos(theta + m) on the target class (Deng et al., "ArcFace:
+    Additive Angular Margin Loss for Deep Face Recognition", CVPR 2019). The article used s=30,
+    m=0.05 rad. Past theta = pi - m, where cos(theta + m) would rise again, it uses
+    cos(theta) - m sin(m), as pytorch-metric-learning does, to stay monotonic."""
+
+    def __init__(self, in_features: int, n_classes: int, s: float = 30.0, m: float = 0.05) -> None:
+        super().__init__(in_features, n_classes, s)
+        self.m = m
+
+    def margin_cosine(self, cosine: torch.Tensor) -> torch.Tensor:
+        theta = torch.acos(cosine.clamp(-1 + COS_EPS, 1 - COS_EPS))
+        return torch.where(
+            theta <= math.pi - self.m, torch.cos(theta + self.m), cosine - self.m * math.sin(self.m)
+        )
+
+
+class CosFaceHead(CosineHead):
+    """Additive cosine margin: cos(theta) - m on the target class (Wang et al., "CosFace: Large
+    Margin Cosine Loss for Deep Face Recognition", CVPR 2018). daisukelab: s=30, m=0.4."""
+
+    def __init__(self, in_features: int, n_classes: int, s: float = 30.0, m: float = 0.4) -> None:
+        super().__init__(in_features, n_classes, s)
+        self.m = m
+
+    def margin_cosine(self, cosine: torch.Tensor) -> torch.Tensor:
+        return cosine - self.m
+
+
+class AdaCosHead(CosineHead):
+    """No margin; the scale s set from the class count (Zhang et al., "AdaCos: Adaptively Scaling
+    Cosine Logits for Effectively Learning Deep Face Representations", CVPR 2019).
+
+    Fixed AdaCos (the article's): s = sqrt(2) ln(C - 1), which is 0 at C = 2, so it needs three
+    classes or more. ``dynamic=True`` updates s from each training batch as the paper's dynamic
+    AdaCos does: s = ln(B_avg) / cos(min(pi/4, median target angle)).
+    """
+
+    def __init__(self, in_features: int, n_classes: int, dynamic: bool = False) -> None:
+        if n_classes < 3:
+            raise LightningADError(
+                f"adacos needs 3 or more classes (s = sqrt(2) ln(C-1) is 0 at C={n_classes}); "
+                "use classes=3 or another head"
+            )
+        super().__init__(in_features, n_classes, math.sqrt(2) * math.log(n_classes - 1))
+        self.dynamic = dynamic
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        cosine = self.cosine(embeddings)
+        if self.dynamic and labels is not None and self.training:
+            self._update_scale(cosine.detach(), labels)
+        return self.s * cosine
+
+    @torch.no_grad()
+    def _update_scale(self, cosine: torch.Tensor, labels: torch.Tensor) -> None:
+        target = F.one_hot(labels, self.n_classes).bool()
+        b_avg = (
+            torch.where(target, torch.zeros_like(cosine), torch.exp(self.s * cosine)).sum(1).mean()
+        )
+        theta = torch.acos(cosine[target].clamp(-1 + COS_EPS, 1 - COS_EPS))
+        self.s.fill_(torch.log(b_avg) / torch.cos(theta.median().clamp(max=math.pi / 4)))
+
+
+HEADS: dict[str, type[nn.Module]] = {
+    "softmax": SoftmaxHead,
+    "l2softmax": L2SoftmaxHead,
+    "arcface": ArcFaceHead,
+    "cosface": CosFaceHead,
+    "adacos": AdaCosHead,
+}
+NO_HEAD = "none"  # the frozen baseline: no head, nothing trained
+
+
+def build_head(name: str, in_features: int, n_classes: int, **params: float | bool) -> nn.Module:
+    """The head called ``name``; ``params`` are its paper's parameters (alpha, s, m, dynamic)."""
+    if name not in HEADS:
+        raise LightningADError(f"unknown head '{name}'; valid: {', '.join([*HEADS, NO_HEAD])}")
+    cls = HEADS[name]
+    allowed = head_parameters(name)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        valid = ", ".join(allowed) or "none"
+        raise LightningADError(
+            f"unknown parameter '{unknown[0]}' for head '{name}'; valid: {valid}"
+        )
+    return cls(in_features, n_classes, **params)
+
+
+def head_parameters(name: str) -> dict[str, object]:
+    """The tunable parameters of head ``name`` and their defaults (what gets logged)."""
+    signature = inspect.signature(HEADS[name].__init__)
+    skip = {"self", "in_features", "n_classes"}
+    return {k: p.default for k, p in signature.parameters.items() if k not in skip}

@@ -1,0 +1,57 @@
+"""Per-trial figures: one ROC curve per scorer, and score histograms per defect type."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_curve
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def roc_curves(
+    labels: np.ndarray, scores: dict[str, np.ndarray], metrics: dict[str, float], out: Path
+) -> Path:
+    """ROC of good (0) vs every defect (1), one curve per scorer, AUROC in the legend."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for name, values in scores.items():
+        fpr, tpr, _ = roc_curve(labels, values)
+        ax.plot(fpr, tpr, label=f"{name}: AUROC {metrics[f'test/auc_{name}']:.3f}")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="test ROC")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def score_histograms(
+    scores: np.ndarray, defects: np.ndarray, names: tuple[str, ...], scorer: str, out: Path
+) -> Path:
+    """One panel per defect type: its scores against the good images' scores."""
+    plt = _pyplot()
+    kinds = [i for i in range(1, len(names)) if (defects == i).any()]
+    fig, axes = plt.subplots(
+        1, max(1, len(kinds)), figsize=(3.2 * max(1, len(kinds)), 2.8), squeeze=False
+    )
+    bins = np.linspace(scores.min(), scores.max(), 25)
+    for ax, index in zip(axes[0], kinds, strict=False):
+        ax.hist(scores[defects == 0], bins=bins, alpha=0.6, label="good")
+        ax.hist(scores[defects == index], bins=bins, alpha=0.6, label=names[index])
+        ax.set_title(names[index], fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{scorer} score by defect type", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

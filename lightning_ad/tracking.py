@@ -1,0 +1,84 @@
+"""MLflow: where runs go, checked before anything is written.
+
+The default store is ``sqlite:///mlruns/mlflow.db`` with artifacts in ``mlruns/artifacts``,
+relative to the current directory as MLflow's own defaults are (MLflow 3.13+ no longer accepts
+the old file store). ``MLFLOW_TRACKING_URI`` overrides it; an explicit URI overrides both.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from lightning_ad.errors import LightningADError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+DEFAULT_EXPERIMENT = "lightning_ad"
+
+
+def resolve_tracking_uri(explicit: str | None = None) -> str:
+    """``explicit`` > ``$MLFLOW_TRACKING_URI`` > the default SQLite file under ./mlruns."""
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def mask_password(url: str) -> str:
+    """``scheme://user:secret@host`` -> ``scheme://user:***@host``: safe to print and log."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///"))
+
+
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment keeps artifacts: beside a SQLite store, else the server decides."""
+    db = _sqlite_path(uri)
+    return (db.parent / "artifacts").resolve().as_uri() if db is not None else None
+
+
+def ensure_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, with the URI in the message, when the tracking store cannot be used."""
+    db = _sqlite_path(uri)
+    if db is not None:
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise LightningADError(
+                f"cannot create the MLflow store {mask_password(uri)}: {err}"
+            ) from err
+        return
+    if uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s).close()
+        except (urllib.error.URLError, OSError) as err:
+            raise LightningADError(
+                f"cannot reach the MLflow tracking server at {mask_password(uri)} ({err}); "
+                "start it (make ui / mlflow server) or pass another --tracking-uri"
+            ) from err
+
+
+def ensure_experiment(name: str, uri: str) -> str:
+    """The id of experiment ``name``, created once (safely when several workers race)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location(uri))
+    except MlflowException:
+        experiment = client.get_experiment_by_name(name)  # another worker created it first
+        if experiment is None:
+            raise
+        return experiment.experiment_id

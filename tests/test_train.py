@@ -1,0 +1,131 @@
+"""``lightning-ad train`` end to end on tiny data, into a temporary MLflow store."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from lightning_ad.config import TrialConfig
+from lightning_ad.errors import LightningADError
+from lightning_ad.train import run_trial
+
+TINY = dict(
+    category="screw",
+    backbone="mobilenet_v2",
+    image_size=32,
+    epochs=1,
+    batch_size=8,
+    pretrained="false",
+)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('mlruns') / 'mlflow.db'}"
+
+
+def test_logs_params_metrics_and_artifacts(synthetic_root: Path, store: str) -> None:
+    config = TrialConfig(**TINY, head="arcface", classes=3, data_root=str(synthetic_root))
+    result = run_trial(config, tracking_uri=store, experiment="tests", progress_bar=False)
+    run = mlflow.MlflowClient(store).get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["category"] == "screw" and params["dataset"] == "custom"
+    assert params["backbone"] == "mobilenet_v2" and params["head"] == "arcface"
+    assert params["classes"] == "class3" and params["seed"] == "0" and params["image_size"] == "32"
+    assert params["head/s"] == "30.0" and params["head/m"] == "0.05"
+    assert (
+        params["pretrained_used"] == "random" and params["torch_version"] and params["git_commit"]
+    )
+    metrics = run.data.metrics
+    for key in (
+        "train/loss",
+        "val/loss",
+        "val/acc",
+        "test/auc",
+        "test/auc_lof",
+        "test/auc_knn",
+        "test/auc_prob",
+        "test/auc_fused",
+        "test/auc_lof/scratch_head",
+        "test/pixel_auc_gradcam",
+    ):
+        assert key in metrics, key
+    assert metrics["test/auc"] == pytest.approx(
+        result.metrics["test/auc"], rel=1e-6
+    )  # logged as float32
+    artifacts = {a.path for a in mlflow.MlflowClient(store).list_artifacts(result.run_id, "plots")}
+    assert {"plots/roc.png", "plots/gradcam.png", "plots/hist_lof.png"} <= artifacts
+
+
+def test_same_seed_same_auc(synthetic_root: Path, store: str) -> None:
+    config = TrialConfig(
+        **TINY, head="cosface", classes=2, data_root=str(synthetic_root), artifacts="minimal"
+    )
+    first = run_trial(config, tracking_uri=store, experiment="tests", progress_bar=False)
+    second = run_trial(config, tracking_uri=store, experiment="tests", progress_bar=False)
+    assert first.metrics == second.metrics
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lightning_ad", "train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_cli_prints_json_last(synthetic_root: Path, tmp_path: Path) -> None:
+    result = _cli(
+        "--category",
+        "grid",
+        "--data-root",
+        str(synthetic_root),
+        "--backbone",
+        "mobilenet_v2",
+        "--head",
+        "none",
+        "--image-size",
+        "32",
+        "--pretrained",
+        "false",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    last = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(last) >= {"run_id", "test/auc", "test/auc_lof", "test/auc_knn"}
+    assert (tmp_path / "mlruns" / "mlflow.db").is_file()  # the default store, relative to cwd
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--backbone", "resnet81"], "unknown backbone 'resnet81'; valid: mobilenet_v2"),
+        (["--head", "arcfce"], "unknown head 'arcfce'; valid: softmax"),
+        (["--classes", "normal,lines"], "unknown twin 'lines'"),
+        (["--head", "adacos", "--classes", "2"], "head adacos with class2 is undefined"),
+        (["--image-size", "16"], "image size 16 is too small"),
+        (
+            ["--tracking-uri", "http://127.0.0.1:9"],
+            "cannot reach the MLflow tracking server at http://127.0.0.1:9",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_nothing_written(
+    args: list[str], message: str, synthetic_root: Path, tmp_path: Path
+) -> None:
+    result = _cli("--category", "screw", "--data-root", str(synthetic_root), *args, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_config_rejects_unknown_head_parameter() -> None:
+    with pytest.raises(LightningADError, match="unknown parameter 'margin' for head 'arcface'"):
+        TrialConfig(head="arcface", head_params={"margin": 0.5})
