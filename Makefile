@@ -7,18 +7,25 @@
 PYTHON   ?= python3
 VENV     ?= .venv
 CATEGORY ?= screw
+SWEEP    ?= default
+WORKERS  ?= 1
+FORMAT   ?= md
+HOST     ?= 127.0.0.1
+PORT     ?= 5000
+STORAGE      ?=
+TRACKING_URI ?=
 BIN      := $(VENV)/bin
 # The stamp's name carries a hash of the install inputs and of this checkout's path: a changed
 # dependency, or a venv shared with another clone (CI's VENV=...), reinstalls; nothing else does.
 STAMP    := $(VENV)/.installed-$(shell { cat setup.cfg pyproject.toml; echo '$(CURDIR)'; } | sha256sum | cut -c1-16)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint format data preview clean
+.PHONY: help install test test-all lint format data preview sweep table ui clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-install: $(STAMP) ## create $(VENV) and install lightning_ad with its dev and offline-weights extras
+install: $(STAMP) ## create the venv and install lightning_ad with its dev and offline-weights extras
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,5 +52,16 @@ data: $(STAMP) ## render the built-in CATEGORY into data/synthetic (make data CA
 preview: $(STAMP) ## draw data, twins and defects of CATEGORY into reports/preview-CATEGORY.png
 	$(BIN)/lightning-ad data preview --category $(CATEGORY) --out reports/preview-$(CATEGORY).png
 
-clean: ## remove generated data and caches (keeps $(VENV) and mlruns/)
+sweep: $(STAMP) ## run or resume a sweep: make sweep CATEGORY=screw [SWEEP=default] [WORKERS=1] [STORAGE=url] [TRACKING_URI=uri]
+	$(BIN)/lightning-ad sweep --sweep $(SWEEP) --category $(CATEGORY) --workers $(WORKERS) \
+		$(if $(STORAGE),--storage '$(STORAGE)') $(if $(TRACKING_URI),--tracking-uri '$(TRACKING_URI)')
+
+table: $(STAMP) ## print and write the comparison tables: make table CATEGORY=screw [SWEEP=default] [FORMAT=md]
+	$(BIN)/lightning-ad table --sweep $(SWEEP) --category $(CATEGORY) --format $(FORMAT) \
+		$(if $(TRACKING_URI),--tracking-uri '$(TRACKING_URI)')
+
+ui: $(STAMP) ## the MLflow UI over mlruns/ on http://$(HOST):$(PORT)
+	$(BIN)/lightning-ad ui --host $(HOST) --port $(PORT) $(if $(TRACKING_URI),--tracking-uri '$(TRACKING_URI)')
+
+clean: ## remove generated data and caches (keeps the venv and mlruns/)
 	rm -rf data reports .pytest_cache .ruff_cache lightning_logs

@@ -135,6 +135,89 @@ def _train(args: argparse.Namespace) -> None:
     print(json.dumps({"run_id": result.run_id, **result.metrics}, sort_keys=True))
 
 
+# ---- sweep, table, ui -------------------------------------------------------------------------
+
+
+def _sweep_spec(value: str):
+    """``--sweep`` takes a path, or a name in ./sweeps (``default`` = sweeps/default.yaml)."""
+    from lightning_ad.config import SweepSpec
+
+    path = Path(value)
+    if not path.suffix and not path.exists():
+        path = Path("sweeps") / f"{value}.yaml"
+    return SweepSpec.load(path)
+
+
+def _targets(args: argparse.Namespace):
+    from lightning_ad.sweep import SweepTarget
+    from lightning_ad.tracking import resolve_tracking_uri
+
+    spec = _sweep_spec(args.sweep)
+    categories = [args.category] if args.category else list(spec.grid["category"])
+    uri = resolve_tracking_uri(args.tracking_uri)
+    return [
+        SweepTarget(
+            spec.with_category(c),
+            c,
+            storage=getattr(args, "storage", None),
+            tracking_uri=uri,
+            data_root=str(args.data_root) if getattr(args, "data_root", None) else None,
+            data_dir=str(getattr(args, "data_dir", "data")),
+        )
+        for c in categories
+    ]
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    from lightning_ad.sweep import run_sweep
+
+    if args.workers < 1:
+        raise LightningADError(f"--workers must be at least 1, got {args.workers}")
+    for target in _targets(args):
+        started = time.perf_counter()
+        files = run_sweep(target, workers=args.workers, show_progress=not args.quiet)
+        minutes = (time.perf_counter() - started) / 60
+        where = files[0].parent if files else "-"
+        print(f"{target.study_name}: done in {minutes:.1f} min; tables in {where}")
+
+
+def _table(args: argparse.Namespace) -> None:
+    from lightning_ad import report
+
+    for target in _targets(args):
+        trials = report.fetch_trials(
+            target.tracking_uri, target.experiment, target.spec.name, target.category
+        )
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(report.summary_text(trials, target.spec, args.format))
+            print(f"wrote {args.out}")
+        else:
+            print(report.summary_text(trials, target.spec, args.format))
+        out_dir = Path("reports") / target.spec.name / target.category
+        report.write_report(trials, target.spec, out_dir)
+
+
+def _ui(args: argparse.Namespace) -> None:
+    import os
+
+    from lightning_ad.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    command = [
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
+    print(" ".join(command), file=sys.stderr)
+    os.execvp(command[0], command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from lightning_ad.data.mvtec import MVTEC_SHA256, MVTEC_URL
     from lightning_ad.data.synthetic import CATEGORIES
@@ -267,6 +350,57 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment (default: %(default)s)"
     )
+
+    sweep = _subcommand(
+        commands,
+        "sweep",
+        "run (or resume) a sweep: Optuna over the grid, every trial an MLflow run",
+        "  lightning-ad sweep --sweep default --category screw\n"
+        "  lightning-ad sweep --sweep sweeps/quick.yaml --workers 2\n"
+        "  lightning-ad sweep --sweep article --storage postgresql+psycopg://me@db/optuna \\\n"
+        "      --tracking-uri http://mlflow-host:5000\n",
+        _sweep,
+    )
+    sweep.add_argument(
+        "--sweep", default="default", help="a sweep file, or a name in ./sweeps (default: default)"
+    )
+    sweep.add_argument("--category", help="run only this category of the grid")
+    sweep.add_argument("--data-root", type=Path, help="a folder in MVTec AD layout")
+    sweep.add_argument("--data-dir", type=Path, default=Path("data"), help="default: ./data")
+    sweep.add_argument("--workers", type=int, default=1, help="local worker processes (default: 1)")
+    sweep.add_argument(
+        "--storage", help="Optuna storage URL or journal file (default: mlruns/optuna.journal)"
+    )
+    sweep.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)",
+    )
+    sweep.add_argument("--quiet", action="store_true", help="no live progress view")
+
+    table = _subcommand(
+        commands,
+        "table",
+        "print and write the comparison tables of a sweep, from MLflow",
+        "  lightning-ad table --sweep default --category screw\n"
+        "  lightning-ad table --sweep article --format latex --out reports/article.tex\n",
+        _table,
+    )
+    table.add_argument("--sweep", default="default", help="a sweep file, or a name in ./sweeps")
+    table.add_argument("--category", help="only this category")
+    table.add_argument("--format", default="md", choices=("md", "csv", "html", "latex"))
+    table.add_argument("--out", help="write the tables to this file instead of printing them")
+    table.add_argument("--tracking-uri", help="MLflow tracking URI")
+
+    ui = _subcommand(
+        commands,
+        "ui",
+        "start the MLflow UI over the tracking store",
+        "  lightning-ad ui\n  lightning-ad ui --port 5001\n",
+        _ui,
+    )
+    ui.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--tracking-uri", help="MLflow tracking URI")
 
     info = _subcommand(
         data_commands,

@@ -5,8 +5,14 @@ Nothing else reads global state: ``train.run_trial(config)`` is the only way a m
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import difflib
+import itertools
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from lightning_ad.data.datamodule import CLASS_PRESETS, resolve_classes
 from lightning_ad.data.twins import MASK_MODES, build_twin
@@ -109,3 +115,152 @@ class TrialConfig:
         for twin, params in self.twin_params.items():
             flat |= {f"twin/{twin}/{k}": v for k, v in params.items()}
         return flat
+
+
+# ---- sweeps ----------------------------------------------------------------------------------
+
+GRID_KEYS = ("category", "backbone", "head", "classes", "seed")
+SPEC_KEYS = ("name", "description", "grid", "fixed")
+# Settings a sweep spec may fix for every trial; the data location comes from the command line.
+FIXED_KEYS = tuple(
+    f.name for f in fields(TrialConfig) if f.name not in (*GRID_KEYS, "data_root", "data_dir")
+)
+FROZEN = "frozen"
+
+
+def classes_label(classes: int | str | list[str] | tuple[str, ...]) -> str:
+    """The grid's way to write a class list: ``class2``, ``class3`` or ``normal+cutpaste+scar``."""
+    return TrialConfig(classes=_classes_value(classes)).classes_label
+
+
+def _classes_value(label: int | str | list[str] | tuple[str, ...]):
+    if isinstance(label, str) and "+" in label:
+        return tuple(label.split("+"))
+    return label
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A sweep file (``sweeps/*.yaml``): the grid, and the settings fixed for every trial.
+
+    ``grid`` lists ``category``, ``backbone``, ``head``, ``classes`` and ``seed`` values; the
+    seeds are what medians are taken over. ``head: none`` is the frozen baseline (run once per
+    seed, whatever the class count). Cells that cannot exist (``adacos`` with two classes) are
+    skipped and shown as n/a.
+    """
+
+    name: str
+    grid: dict[str, tuple]
+    fixed: dict[str, Any]
+    description: str = ""
+
+    @classmethod
+    def load(cls, path: str | Path) -> SweepSpec:
+        """Read and validate a sweep file; errors name the file and the key."""
+        path = Path(path)
+        if not path.is_file():
+            raise LightningADError(f"sweep file {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise LightningADError(f"{path}: not valid YAML ({err})") from err
+        return cls.from_dict(raw, default_name=path.stem, source=str(path))
+
+    @classmethod
+    def from_dict(cls, raw: Any, default_name: str, source: str = "sweep") -> SweepSpec:
+        if not isinstance(raw, dict):
+            raise LightningADError(f"{source}: expected a mapping with keys {', '.join(SPEC_KEYS)}")
+        _no_unknown_keys(raw, SPEC_KEYS, source)
+        grid = raw.get("grid")
+        if not isinstance(grid, dict):
+            raise LightningADError(
+                f"{source}: 'grid' must be a mapping with keys {', '.join(GRID_KEYS)}"
+            )
+        _no_unknown_keys(grid, GRID_KEYS, f"{source}: grid")
+        values: dict[str, tuple] = {}
+        for key in GRID_KEYS:
+            listed = grid.get(key)
+            if not isinstance(listed, list) or not listed:
+                raise LightningADError(f"{source}: grid.{key} must be a non-empty list")
+            values[key] = tuple(listed)
+        values["classes"] = tuple(classes_label(c) for c in values["classes"])
+        for seed in values["seed"]:
+            if not isinstance(seed, int):
+                raise LightningADError(f"{source}: grid.seed values must be integers, got {seed!r}")
+        fixed = raw.get("fixed") or {}
+        if not isinstance(fixed, dict):
+            raise LightningADError(f"{source}: 'fixed' must be a mapping")
+        _no_unknown_keys(fixed, FIXED_KEYS, f"{source}: fixed")
+        for key, value in fixed.items():
+            _check_type(key, value, f"{source}: fixed.{key}")
+        spec = cls(
+            str(raw.get("name", default_name)), values, dict(fixed), str(raw.get("description", ""))
+        )
+        for cell in spec.cells():  # every name and type checked now, not an hour into the sweep
+            if spec.skip_reason(cell) is None:
+                try:
+                    spec.trial_config(cell)
+                except (TypeError, ValueError, LightningADError) as err:
+                    raise LightningADError(f"{source}: {err}") from err
+        return spec
+
+    def with_category(self, category: str) -> SweepSpec:
+        """The same sweep restricted to one category (``--category`` on the command line)."""
+        return SweepSpec(
+            self.name, {**self.grid, "category": (category,)}, self.fixed, self.description
+        )
+
+    def cells(self) -> list[dict[str, Any]]:
+        """Every grid point, in grid order."""
+        return [
+            dict(zip(GRID_KEYS, point, strict=True))
+            for point in itertools.product(*self.grid.values())
+        ]
+
+    def skip_reason(self, cell: dict[str, Any]) -> str | None:
+        """Why a grid point is not trained, or None when it is."""
+        n_classes = len(TrialConfig(classes=_classes_value(cell["classes"])).classes)
+        if cell["head"] == "adacos" and n_classes < 3:
+            return "n/a: adacos needs 3 classes or more"
+        if cell["head"] == NO_HEAD and cell["classes"] != self.grid["classes"][0]:
+            first = self.grid["classes"][0]
+            return f"the frozen baseline does not depend on classes (run with {first})"
+        return None
+
+    def trial_config(
+        self, cell: dict[str, Any], data_root: str | None = None, data_dir: str = "data"
+    ) -> TrialConfig:
+        """The trial of one grid point, with the fixed settings applied."""
+        return TrialConfig(
+            **{**self.fixed, **cell, "classes": _classes_value(cell["classes"])},
+            data_root=data_root,
+            data_dir=data_dir,
+        )
+
+
+def cell_label(head: str, classes: str) -> str:
+    """Column label of a (head, classes) pair: the frozen baseline has one column."""
+    return FROZEN if head == NO_HEAD else f"{head} {classes}"
+
+
+def _check_type(key: str, value: Any, where: str) -> None:
+    """A fixed setting must have its field's type (an int is a fine float; None where allowed)."""
+    default = getattr(TrialConfig(), key)
+    expected: tuple[type, ...] = (
+        (int, float) if isinstance(default, float) or default is None else (type(default),)
+    )
+    if default is None and value is None:
+        return
+    if (isinstance(value, bool) and bool not in expected) or not isinstance(value, expected):
+        names = " or ".join(t.__name__ for t in expected)
+        raise LightningADError(f"{where} must be {names}, got {value!r} ({type(value).__name__})")
+
+
+def _no_unknown_keys(mapping: dict, allowed: Sequence[str], where: str) -> None:
+    unknown = [k for k in mapping if k not in allowed]
+    if unknown:
+        hint = difflib.get_close_matches(str(unknown[0]), allowed, n=1)
+        did_you_mean = f" (did you mean '{hint[0]}'?)" if hint else ""
+        raise LightningADError(
+            f"{where}: unknown key '{unknown[0]}'{did_you_mean}; allowed: {', '.join(allowed)}"
+        )

@@ -118,6 +118,12 @@ class AnomalyModule(pl.LightningModule):
         images, targets = batch
         embeddings = self(images)
         loss = F.cross_entropy(self.head(embeddings, targets), targets)
+        if not torch.isfinite(loss):
+            # Fail the trial loudly: a NaN model would still "score" and pollute the tables.
+            raise LightningADError(
+                f"{stage} loss is {loss.item()} at epoch {self.current_epoch}; "
+                "lower --lr or check the data"
+            )
         accuracy = (self.head(embeddings).argmax(dim=1) == targets).float().mean()
         self.log(
             f"{stage}/loss",

@@ -1,0 +1,129 @@
+"""The live view of a sweep (rich): trials done / total, running cells, elapsed, ETA, best AUC.
+
+It reads the Optuna study every few seconds, so it shows the same whether one worker runs in
+this process or many run elsewhere.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Group
+from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+POLL_SECONDS = 2.0
+
+
+class SweepProgress:
+    """``with SweepProgress(title, total, open_study): ...`` shows the sweep while the block runs.
+
+    ``open_study`` opens the study on a connection of its own, so the view reads while workers
+    write; ``total`` is the number of cells to train.
+    """
+
+    def __init__(
+        self, title: str, total: int, open_study: Callable[[], optuna.Study], enabled: bool = True
+    ) -> None:
+        self.total, self.open_study, self.enabled = total, open_study, enabled
+        self.progress = Progress(
+            TextColumn(f"[bold]{title}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[note]}"),
+        )
+        self.task = self.progress.add_task("trials", total=self.total, note="")
+        self.details = Table.grid(padding=(0, 2))
+
+    def __enter__(self) -> SweepProgress:
+        if self.enabled:
+            self._study = self.open_study()
+            self.live = Live(
+                Group(self.progress, self.details), refresh_per_second=2, transient=False
+            )
+            self.live.__enter__()
+            self.refresh()
+            self._stop = poll_in_background(POLL_SECONDS, self.refresh)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self._stop.set()
+            self.refresh()
+            self.live.__exit__(*exc)
+
+    def refresh(self) -> None:
+        status = sweep_status(self._study)
+        finished = {_cell(t) for t in status["complete"]}
+        done = len(finished)
+        failed = len({_cell(t) for t in status["failed"]} - finished)
+        self.progress.update(
+            self.task,
+            completed=min(done, self.total),
+            note=f"[red]failed {failed}" if failed else "",
+        )
+        table = Table.grid(padding=(0, 2))
+        for trial in status["running"]:
+            table.add_row("[cyan]running", _describe(trial.params))
+        best: dict[str, float] = defaultdict(lambda: float("-inf"))
+        for trial in status["complete"]:
+            label = (
+                "frozen" if trial.params.get("head") == "none" else trial.params.get("classes", "?")
+            )
+            best[label] = max(best[label], trial.value)
+        if best:
+            table.add_row(
+                "[green]best AUC", "  ".join(f"{k}: {v:.3f}" for k, v in sorted(best.items()))
+            )
+        self.details = table
+        if self.enabled:
+            self.live.update(Group(self.progress, self.details))
+
+
+def sweep_status(study: optuna.Study) -> dict[str, list[FrozenTrial]]:
+    """The study's trials by what they mean for the sweep."""
+    trials = study.get_trials(deepcopy=False)
+    return {
+        "complete": [t for t in trials if t.state == TrialState.COMPLETE],
+        "skipped": [t for t in trials if t.state == TrialState.PRUNED],
+        "failed": [t for t in trials if t.state == TrialState.FAIL],
+        "running": [t for t in trials if t.state == TrialState.RUNNING],
+    }
+
+
+def poll_in_background(interval_s: float, callback: Callable[[], None]) -> threading.Event:
+    """Call ``callback`` every ``interval_s`` in a daemon thread until the returned event is set."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            callback()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return stop
+
+
+def _cell(trial: FrozenTrial) -> tuple:
+    return tuple(sorted(trial.params.items()))
+
+
+def _describe(params: dict) -> str:
+    return (
+        " ".join(str(params.get(k, "?")) for k in ("category", "backbone", "head", "classes"))
+        + f" seed {params.get('seed', '?')}"
+    )

@@ -1,0 +1,331 @@
+"""Sweeps: an Optuna study per (sweep, category) over the grid, every trial an MLflow child run.
+
+- Optuna's ``GridSampler`` walks the grid; the study lives in a storage the caller chooses
+  (default: a journal file under ``mlruns/`` that local processes share safely; any Optuna
+  storage URL, e.g. PostgreSQL, for many machines).
+- MLflow: one experiment per sweep spec; one parent run per (sweep, category) holding the spec,
+  the tables and ``median_auc/<backbone>/<head>/<classes>``, updated as trials finish; one child
+  run per trial.
+- Rerunning the same command resumes: finished cells are kept; failed, interrupted or orphaned
+  (worker killed) cells are queued again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from lightning_ad import report, tracking
+from lightning_ad.config import GRID_KEYS, SweepSpec
+from lightning_ad.errors import LightningADError
+from lightning_ad.progress import SweepProgress
+from lightning_ad.train import run_trial
+
+DEFAULT_STORAGE = "mlruns/optuna.journal"
+SWEEP_ROLE = "sweep"
+HOST = socket.gethostname()
+
+
+@dataclass(frozen=True)
+class SweepTarget:
+    """Where a sweep runs and writes: everything a worker process needs, picklable."""
+
+    spec: SweepSpec
+    category: str
+    storage: str | None = None
+    tracking_uri: str = tracking.DEFAULT_TRACKING_URI
+    data_root: str | None = None
+    data_dir: str = "data"
+    reports_dir: str = "reports"
+
+    @property
+    def study_name(self) -> str:
+        return f"{self.spec.name}-{self.category}"
+
+    @property
+    def experiment(self) -> str:
+        return f"lightning_ad-{self.spec.name}"
+
+
+def open_storage(url: str | None) -> optuna.storages.BaseStorage:
+    """``None`` -> the journal file under ./mlruns; a path ending in .journal/.log -> a journal
+    file there; anything else -> Optuna's RDB storage (sqlite:///..., postgresql+psycopg://...)."""
+    if url is None or url.endswith((".journal", ".log")):
+        path = Path(url or DEFAULT_STORAGE)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = optuna.storages.journal.JournalFileBackend(
+            str(path), lock_obj=optuna.storages.journal.JournalFileOpenLock(str(path))
+        )
+        return optuna.storages.JournalStorage(backend)
+    try:
+        return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+    except Exception as err:  # SQLAlchemy raises many kinds; all mean "cannot use this URL"
+        raise LightningADError(
+            f"cannot open the Optuna storage {tracking.mask_password(url)}: {err}"
+        ) from err
+
+
+def load_study(target: SweepTarget) -> optuna.Study:
+    grid = {key: list(target.spec.grid[key]) for key in GRID_KEYS}
+    return optuna.create_study(
+        study_name=target.study_name,
+        storage=open_storage(target.storage),
+        sampler=optuna.samplers.GridSampler(grid, seed=0),
+        direction="maximize",
+        load_if_exists=True,
+    )
+
+
+# ---- recovery: nothing finished is lost, nothing unfinished is left behind -------------------
+
+
+def _worker_id() -> str:
+    return f"{HOST}:{os.getpid()}"
+
+
+def _is_dead_local_worker(worker: str | None) -> bool:
+    host, _, pid = (worker or "").rpartition(":")
+    if host != HOST or not pid.isdigit():
+        return False  # another machine's trial: its own heartbeat (RDB storage) handles it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def recover(study: optuna.Study, target: SweepTarget) -> int:
+    """Fail the trials of dead local workers, and queue every cell that has no finished trial
+    again. Returns how many cells were queued."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if _is_dead_local_worker(trial.user_attrs.get("worker")):
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            _fail_orphan_runs(target, trial.number)
+    finished, pending, failed = set(), set(), {}
+    for trial in study.get_trials(deepcopy=False):
+        key = _cell_key(trial.system_attrs.get("fixed_params", trial.params))
+        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            finished.add(key)
+        elif trial.state in (TrialState.RUNNING, TrialState.WAITING):
+            pending.add(key)
+        elif trial.state == TrialState.FAIL and key:
+            failed[key] = trial.system_attrs.get("fixed_params", trial.params)
+    queued = 0
+    for key, params in failed.items():
+        if key not in finished and key not in pending:
+            study.enqueue_trial(params)
+            queued += 1
+    return queued
+
+
+def _cell_key(params: dict) -> tuple | None:
+    return tuple(params.get(k) for k in GRID_KEYS) if params else None
+
+
+def _fail_orphan_runs(target: SweepTarget, trial_number: int) -> None:
+    """Mark the MLflow run of a trial whose worker died as FAILED instead of leaving it RUNNING."""
+    import mlflow
+
+    client = mlflow.MlflowClient(target.tracking_uri)
+    experiment = client.get_experiment_by_name(target.experiment)
+    if experiment is None:
+        return
+    query = (
+        f"tags.`optuna.study` = '{target.study_name}' and tags.`optuna.trial` = '{trial_number}' "
+        "and attributes.status = 'RUNNING'"
+    )
+    for run in client.search_runs([experiment.experiment_id], query):
+        client.set_terminated(run.info.run_id, "FAILED")
+
+
+def _work_left(study: optuna.Study, n_cells: int) -> bool:
+    visited = set()
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == TrialState.WAITING:
+            return True
+        if "grid_id" in trial.system_attrs and trial.state != TrialState.WAITING:
+            visited.add(trial.system_attrs["grid_id"])
+    return len(visited) < n_cells
+
+
+# ---- the parent run --------------------------------------------------------------------------
+
+
+def parent_run(target: SweepTarget) -> str:
+    """The (sweep, category) parent run: found by its tags, created once."""
+    import mlflow
+
+    experiment_id = tracking.ensure_experiment(target.experiment, target.tracking_uri)
+    client = mlflow.MlflowClient(target.tracking_uri)
+    query = (
+        f"tags.`lightning_ad.role` = '{SWEEP_ROLE}' and tags.`optuna.study` = '{target.study_name}'"
+    )
+    found = client.search_runs(
+        [experiment_id], query, order_by=["attributes.start_time ASC"], max_results=1
+    )
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(
+        experiment_id,
+        run_name=target.study_name,
+        tags={
+            "lightning_ad.role": SWEEP_ROLE,
+            "lightning_ad.sweep": target.spec.name,
+            "optuna.study": target.study_name,
+            "category": target.category,
+        },
+    )
+    client.log_param(run.info.run_id, "sweep", target.spec.name)
+    client.log_param(run.info.run_id, "category", target.category)
+    client.log_param(
+        run.info.run_id, "optuna_storage", tracking.mask_password(target.storage or DEFAULT_STORAGE)
+    )
+    client.log_dict(
+        run.info.run_id,
+        {
+            "name": target.spec.name,
+            "grid": {k: list(v) for k, v in target.spec.grid.items()},
+            "fixed": target.spec.fixed,
+        },
+        "sweep.yaml",
+    )
+    return run.info.run_id
+
+
+def refresh_parent(target: SweepTarget, parent_id: str, write_reports: bool = False) -> list[Path]:
+    """Log the current median of every cell to the parent run (and the tables, at the end)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(target.tracking_uri)
+    trials = report.fetch_trials(
+        target.tracking_uri, target.experiment, target.spec.name, target.category
+    )
+    now = int(time.time() * 1000)
+    metrics = [
+        mlflow.entities.Metric(k, v, now, len(trials))
+        for k, v in report.median_metrics(trials).items()
+    ]
+    if metrics:
+        client.log_batch(parent_id, metrics=metrics)
+    if not write_reports:
+        return []
+    out_dir = Path(target.reports_dir) / target.spec.name / target.category
+    files = report.write_report(trials, target.spec, out_dir)
+    for path in files:
+        client.log_artifact(parent_id, str(path), artifact_path="report")
+    return files
+
+
+# ---- the objective and the worker loop -------------------------------------------------------
+
+
+class CellObjective:
+    """One grid cell -> one ``run_trial`` -> its test AUC (the value Optuna records)."""
+
+    def __init__(self, target: SweepTarget, parent_id: str) -> None:
+        self.target, self.parent_id = target, parent_id
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        cell = {
+            key: trial.suggest_categorical(key, list(self.target.spec.grid[key]))
+            for key in GRID_KEYS
+        }
+        trial.set_user_attr("worker", _worker_id())
+        reason = self.target.spec.skip_reason(cell)
+        if reason:
+            trial.set_user_attr("skipped", reason)
+            raise optuna.TrialPruned(reason)
+        config = self.target.spec.trial_config(cell, self.target.data_root, self.target.data_dir)
+        tags = {
+            "mlflow.parentRunId": self.parent_id,
+            "lightning_ad.role": report.TRIAL_ROLE,
+            "lightning_ad.sweep": self.target.spec.name,
+            "optuna.study": self.target.study_name,
+            "optuna.trial": str(trial.number),
+        }
+        try:
+            result = run_trial(
+                config,
+                self.target.tracking_uri,
+                self.target.experiment,
+                tags=tags,
+                progress_bar=False,
+            )
+        except Exception as err:
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:1000])
+            raise
+        trial.set_user_attr("mlflow_run_id", result.run_id)
+        trial.set_user_attr("seconds", round(result.seconds, 1))
+        refresh_parent(self.target, self.parent_id)
+        return result.metrics["test/auc"]
+
+
+def work(target: SweepTarget, parent_id: str, threads: int | None = None) -> None:
+    """One worker: run grid cells until none is left (the body of each ``--workers`` process)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    study = load_study(target)
+    objective = CellObjective(target, parent_id)
+    n_cells = len(target.spec.cells())
+    while _work_left(study, n_cells):
+        # catch: a failing trial (NaN loss, bad data) is recorded as FAIL and the sweep goes on.
+        study.optimize(objective, n_trials=1, catch=(Exception,))
+
+
+def quiet_libraries() -> None:
+    """Inside a sweep the progress view speaks; Lightning's and Optuna's chatter would bury it."""
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    import warnings
+
+    warnings.filterwarnings("ignore", module="pytorch_lightning")
+
+
+def _worker_process(target: SweepTarget, parent_id: str, threads: int) -> None:
+    quiet_libraries()
+    with contextlib.suppress(KeyboardInterrupt):  # the parent reports the interruption
+        work(target, parent_id, threads)
+
+
+def run_sweep(target: SweepTarget, workers: int = 1, show_progress: bool = True) -> list[Path]:
+    """Run (or resume) the sweep of one category; returns the report files written."""
+    quiet_libraries()
+    tracking.ensure_reachable(target.tracking_uri)
+    study = load_study(target)
+    parent_id = parent_run(target)
+    recover(study, target)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    total = sum(target.spec.skip_reason(c) is None for c in target.spec.cells())
+    with SweepProgress(target.study_name, total, lambda: load_study(target), enabled=show_progress):
+        if workers == 1:
+            work(target, parent_id)
+        else:
+            context = multiprocessing.get_context("spawn")
+            processes = [
+                context.Process(target=_worker_process, args=(target, parent_id, threads))
+                for _ in range(workers)
+            ]
+            for process in processes:
+                process.start()
+            try:
+                for process in processes:
+                    process.join()
+            except KeyboardInterrupt:
+                for process in processes:
+                    process.join(timeout=60)
+                raise
+    return refresh_parent(target, parent_id, write_reports=True)

@@ -1,0 +1,200 @@
+"""sweeps/quick.yaml end to end on tiny data, into a temporary MLflow store and Optuna journal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import optuna
+import pytest
+
+from lightning_ad import report, sweep
+from lightning_ad.config import SweepSpec
+from lightning_ad.errors import LightningADError
+
+SWEEPS = Path(__file__).parents[1] / "sweeps"
+
+
+@pytest.fixture
+def target(synthetic_root: Path, tmp_path: Path) -> sweep.SweepTarget:
+    spec = SweepSpec.load(SWEEPS / "quick.yaml").with_category("screw")
+    return sweep.SweepTarget(
+        spec,
+        "screw",
+        storage=str(tmp_path / "optuna.journal"),
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        data_root=str(synthetic_root),
+        reports_dir=str(tmp_path / "reports"),
+    )
+
+
+def _children(target: sweep.SweepTarget) -> list:
+    client = mlflow.MlflowClient(target.tracking_uri)
+    experiment = client.get_experiment_by_name(target.experiment)
+    return client.search_runs([experiment.experiment_id], "tags.`lightning_ad.role` = 'trial'")
+
+
+def test_quick_sweep_runs_resumes_and_tables_match(target: sweep.SweepTarget) -> None:
+    files = sweep.run_sweep(target, show_progress=False)
+    children = _children(target)
+    # 2 seeds x (frozen + arcface class2 + arcface class3 + adacos class3); adacos class2 is n/a.
+    assert len(children) == 8 and all(r.info.status == "FINISHED" for r in children)
+    parent_ids = {r.data.tags["mlflow.parentRunId"] for r in children}
+    assert len(parent_ids) == 1
+    for run in children:
+        params, tags = run.data.params, run.data.tags
+        assert params["category"] == "screw" and params["backbone"] == "mobilenet_v2"
+        assert params["classes"] in ("class2", "class3") and params["seed"] in ("0", "1")
+        assert tags["optuna.study"] == "quick-screw" and tags["optuna.trial"].isdigit()
+        assert "test/auc" in run.data.metrics
+
+    # Rerunning the same command trains nothing again.
+    study = optuna.load_study(study_name="quick-screw", storage=sweep.open_storage(target.storage))
+    trials_before = len(study.trials)
+    sweep.run_sweep(target, show_progress=False)
+    assert len(_children(target)) == 8
+    assert (
+        len(
+            optuna.load_study(
+                study_name="quick-screw", storage=sweep.open_storage(target.storage)
+            ).trials
+        )
+        == trials_before
+    )
+
+    # The table's medians are the medians of the logged metrics.
+    trials = report.fetch_trials(target.tracking_uri, target.experiment, "quick", "screw")
+    table = report.main_table(trials, target.spec)
+    for column, (head, classes) in {
+        "arcface class3": ("arcface", "class3"),
+        "frozen": ("none", "class2"),
+    }.items():
+        logged = [
+            r.data.metrics["test/auc"]
+            for r in children
+            if r.data.params["head"] == head and r.data.params["classes"] == classes
+        ]
+        assert table.loc[0, column] == f"{np.median(logged):.3f} (2)"
+    assert table.loc[0, "adacos class2"] == "n/a"
+
+    # The parent run carries the medians, the spec and the tables.
+    client = mlflow.MlflowClient(target.tracking_uri)
+    parent = client.get_run(parent_ids.pop())
+    assert parent.data.metrics["median_auc/mobilenet_v2/arcface/class3"] == pytest.approx(
+        np.median(
+            [
+                r.data.metrics["test/auc"]
+                for r in children
+                if r.data.params["head"] == "arcface" and r.data.params["classes"] == "class3"
+            ]
+        )
+    )
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert "report/median_auc.md" in artifacts and "report/class3_vs_class2.csv" in artifacts
+    assert {f.name for f in files} >= {
+        "median_auc.md",
+        "median_auc.csv",
+        "median_auc.html",
+        "median_auc.tex",
+        "class3_vs_class2_by_defect.md",
+        "median_auc_bars.png",
+        "auc_per_seed.png",
+    }
+
+
+def test_a_failing_trial_is_recorded_and_retried_on_rerun(
+    target: sweep.SweepTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_run_trial = sweep.run_trial
+
+    def flaky(config, *args, **kwargs):
+        if config.head == "arcface" and config.seed == 1 and config.classes_label == "class3":
+            raise RuntimeError("simulated bad data")
+        return real_run_trial(config, *args, **kwargs)
+
+    monkeypatch.setattr(sweep, "run_trial", flaky)
+    sweep.run_sweep(target, show_progress=False)  # the sweep goes on past the failure
+    study = optuna.load_study(study_name="quick-screw", storage=sweep.open_storage(target.storage))
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 1 and "simulated bad data" in failed[0].user_attrs["error"]
+    assert len(_children(target)) == 7
+
+    monkeypatch.setattr(sweep, "run_trial", real_run_trial)
+    sweep.run_sweep(target, show_progress=False)
+    children = _children(target)
+    assert len(children) == 8  # only the failed cell was trained again
+    keys = [
+        (r.data.params["head"], r.data.params["classes"], r.data.params["seed"]) for r in children
+    ]
+    assert len(set(keys)) == 8
+
+
+def test_dead_local_worker_is_failed_and_its_cell_requeued(target: sweep.SweepTarget) -> None:
+    study = sweep.load_study(target)
+    trial = study.ask()  # a trial left RUNNING by a worker that no longer exists
+    cell = {
+        k: trial.suggest_categorical(k, list(target.spec.grid[k]))
+        for k in ("category", "backbone", "head", "classes", "seed")
+    }
+    trial.set_user_attr("worker", f"{sweep.HOST}:999999999")
+    queued = sweep.recover(study, target)
+    state = study._storage.get_trial(trial._trial_id).state
+    assert state == optuna.trial.TrialState.FAIL and queued == 1
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert waiting[0].system_attrs["fixed_params"] == cell
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    return path
+
+
+GRID = (
+    "grid: {category: [screw], backbone: [mobilenet_v2], head: [arcface], "
+    "classes: [2], seed: [0]}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (GRID + "fixed: {epochz: 3}\n", "fixed: unknown key 'epochz' (did you mean 'epochs'?)"),
+        (GRID + "fixed: {epochs: three}\n", "fixed.epochs must be int, got 'three'"),
+        (GRID.replace("seed: [0]", "seed: []"), "grid.seed must be a non-empty list"),
+        (GRID.replace("head: [arcface]", "head: [arcfce]"), "unknown head 'arcfce'"),
+        (GRID + "sweep_name: x\n", "unknown key 'sweep_name'"),
+        ("grid: [1, 2]\n", "'grid' must be a mapping"),
+        ("grid: {category: [screw]\n", "not valid YAML"),
+    ],
+)
+def test_bad_sweep_files_name_the_file_and_key(text: str, message: str, tmp_path: Path) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(LightningADError, match=str(path)) as info:
+        SweepSpec.load(path)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["quick", "default", "article", "beyond"])
+def test_shipped_sweeps_are_valid(name: str) -> None:
+    spec = SweepSpec.load(SWEEPS / f"{name}.yaml")
+    assert spec.name == name and spec.cells()
+
+
+def test_article_sweep_is_the_articles_grid() -> None:
+    spec = SweepSpec.load(SWEEPS / "article.yaml")
+    assert spec.grid["backbone"] == ("mobilenet_v2", "efficientnet_b0")
+    assert spec.grid["head"] == ("l2softmax", "arcface", "adacos")
+    assert spec.grid["classes"] == ("class2", "class3") and len(spec.grid["seed"]) == 5
+    assert (
+        spec.fixed["image_size"] == 96 and spec.fixed["lr"] == 1e-4 and spec.fixed["score"] == "lof"
+    )
+
+
+def test_unreachable_storage_is_one_clear_error() -> None:
+    with pytest.raises(
+        LightningADError,
+        match=r"cannot open the Optuna storage postgresql\+psycopg://me:\*\*\*@127.0.0.1:9/x",
+    ):
+        sweep.open_storage("postgresql+psycopg://me:secret@127.0.0.1:9/x")
