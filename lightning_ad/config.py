@@ -120,7 +120,9 @@ class TrialConfig:
 # ---- sweeps ----------------------------------------------------------------------------------
 
 GRID_KEYS = ("category", "backbone", "head", "classes", "seed")
-SPEC_KEYS = ("name", "description", "grid", "fixed")
+SPEC_KEYS = ("name", "description", "grid", "fixed", "search")
+SEARCH_KEYS = ("trials_per_cell", "params")
+RANGE_KEYS = ("low", "high", "log", "step")
 # Settings a sweep spec may fix for every trial; the data location comes from the command line.
 FIXED_KEYS = tuple(
     f.name for f in fields(TrialConfig) if f.name not in (*GRID_KEYS, "data_root", "data_dir")
@@ -153,6 +155,7 @@ class SweepSpec:
     grid: dict[str, tuple]
     fixed: dict[str, Any]
     description: str = ""
+    search: SearchSpec | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> SweepSpec:
@@ -193,9 +196,11 @@ class SweepSpec:
         _no_unknown_keys(fixed, FIXED_KEYS, f"{source}: fixed")
         for key, value in fixed.items():
             _check_type(key, value, f"{source}: fixed.{key}")
-        spec = cls(
-            str(raw.get("name", default_name)), values, dict(fixed), str(raw.get("description", ""))
+        search = (
+            SearchSpec.from_dict(raw["search"], f"{source}: search") if "search" in raw else None
         )
+        name, description = str(raw.get("name", default_name)), str(raw.get("description", ""))
+        spec = cls(name, values, dict(fixed), description, search)
         for cell in spec.cells():  # every name and type checked now, not an hour into the sweep
             if spec.skip_reason(cell) is None:
                 try:
@@ -206,9 +211,8 @@ class SweepSpec:
 
     def with_category(self, category: str) -> SweepSpec:
         """The same sweep restricted to one category (``--category`` on the command line)."""
-        return SweepSpec(
-            self.name, {**self.grid, "category": (category,)}, self.fixed, self.description
-        )
+        grid = {**self.grid, "category": (category,)}
+        return SweepSpec(self.name, grid, self.fixed, self.description, self.search)
 
     def cells(self) -> list[dict[str, Any]]:
         """Every grid point, in grid order."""
@@ -228,14 +232,68 @@ class SweepSpec:
         return None
 
     def trial_config(
-        self, cell: dict[str, Any], data_root: str | None = None, data_dir: str = "data"
+        self,
+        cell: dict[str, Any],
+        data_root: str | None = None,
+        data_dir: str = "data",
+        tuned: dict[str, Any] | None = None,
     ) -> TrialConfig:
-        """The trial of one grid point, with the fixed settings applied."""
+        """The trial of one grid point, with the fixed settings and any ``tuned`` ones applied."""
         return TrialConfig(
-            **{**self.fixed, **cell, "classes": _classes_value(cell["classes"])},
+            **{**self.fixed, **(tuned or {}), **cell, "classes": _classes_value(cell["classes"])},
             data_root=data_root,
             data_dir=data_dir,
         )
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """Settings tuned *inside* each grid cell, on ``val/loss`` (never on a test AUROC).
+
+    ``params`` maps a fixed-able setting to ``{low, high[, log, step]}`` (a float or int range,
+    by the setting's type) or ``{choices: [...]}``; ``trials_per_cell`` is the budget per cell.
+    The cell's result is the test AUC of the trial with the lowest validation loss.
+    """
+
+    trials_per_cell: int
+    params: dict[str, dict[str, Any]]
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str) -> SearchSpec:
+        if not isinstance(raw, dict):
+            raise LightningADError(f"{where} must be a mapping with keys {', '.join(SEARCH_KEYS)}")
+        _no_unknown_keys(raw, SEARCH_KEYS, where)
+        budget = raw.get("trials_per_cell")
+        if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+            raise LightningADError(
+                f"{where}.trials_per_cell must be a positive integer, got {budget!r}"
+            )
+        params = raw.get("params")
+        if not isinstance(params, dict) or not params:
+            raise LightningADError(f"{where}.params must map settings to ranges or choices")
+        _no_unknown_keys(params, FIXED_KEYS, f"{where}.params")
+        for key, dist in params.items():
+            _check_distribution(key, dist, f"{where}.params.{key}")
+        return cls(budget, {k: dict(v) for k, v in params.items()})
+
+
+def _check_distribution(key: str, dist: Any, where: str) -> None:
+    if not isinstance(dist, dict):
+        raise LightningADError(f"{where} must be {{low, high}} or {{choices: [...]}}")
+    if "choices" in dist:
+        _no_unknown_keys(dist, ("choices",), where)
+        if not isinstance(dist["choices"], list) or not dist["choices"]:
+            raise LightningADError(f"{where}.choices must be a non-empty list")
+        for value in dist["choices"]:
+            _check_type(key, value, f"{where}.choices")
+        return
+    _no_unknown_keys(dist, RANGE_KEYS, where)
+    for bound in ("low", "high"):
+        if bound not in dist:
+            raise LightningADError(f"{where} needs '{bound}' (or 'choices')")
+        _check_type(key, dist[bound], f"{where}.{bound}")
+    if not dist["low"] < dist["high"]:
+        raise LightningADError(f"{where}: low must be below high")
 
 
 def cell_label(head: str, classes: str) -> str:

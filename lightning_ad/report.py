@@ -20,6 +20,7 @@ FORMATS = ("md", "csv", "html", "latex")
 MAIN_METRIC = "test/auc"
 DEFECT_METRIC = "test/auc_lof"
 TRIAL_ROLE = "trial"
+SELECTED_TAG = "lightning_ad.selected"
 KEYS = ("category", "backbone", "head", "classes", "seed")
 
 
@@ -53,6 +54,8 @@ def fetch_trials(
         token = page.token
         if not token:
             break
+    # With a ``search`` block a cell trains several proposals; only its selected one counts.
+    runs = [run for run in runs if run.data.tags.get(SELECTED_TAG) != "false"]
     if not runs:
         return pd.DataFrame(columns=[*KEYS, MAIN_METRIC])
     rows = []

@@ -28,6 +28,7 @@ from lightning_ad import report, tracking
 from lightning_ad.config import GRID_KEYS, SweepSpec
 from lightning_ad.errors import LightningADError
 from lightning_ad.progress import SweepProgress
+from lightning_ad.search import tune_cell
 from lightning_ad.train import run_trial
 
 DEFAULT_STORAGE = "mlruns/optuna.journal"
@@ -246,7 +247,6 @@ class CellObjective:
         if reason:
             trial.set_user_attr("skipped", reason)
             raise optuna.TrialPruned(reason)
-        config = self.target.spec.trial_config(cell, self.target.data_root, self.target.data_dir)
         tags = {
             "mlflow.parentRunId": self.parent_id,
             "lightning_ad.role": report.TRIAL_ROLE,
@@ -255,20 +255,50 @@ class CellObjective:
             "optuna.trial": str(trial.number),
         }
         try:
-            result = run_trial(
-                config,
-                self.target.tracking_uri,
-                self.target.experiment,
-                tags=tags,
-                progress_bar=False,
-            )
+            if self.target.spec.search is None:
+                result = self._train(cell, {}, [], {**tags, report.SELECTED_TAG: "true"})
+                run_id, auc = result.run_id, result.metrics["test/auc"]
+                trial.set_user_attr("seconds", round(result.seconds, 1))
+            else:
+                best = self._tune(cell, tags)
+                run_id, auc = best.user_attrs["mlflow_run_id"], best.user_attrs["test_auc"]
+                trial.set_user_attr("tuned", best.params)
         except Exception as err:
             trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:1000])
             raise
-        trial.set_user_attr("mlflow_run_id", result.run_id)
-        trial.set_user_attr("seconds", round(result.seconds, 1))
+        trial.set_user_attr("mlflow_run_id", run_id)
         refresh_parent(self.target, self.parent_id)
-        return result.metrics["test/auc"]
+        return auc
+
+    def _train(self, cell: dict, tuned: dict, callbacks: list, tags: dict[str, str]):
+        target = self.target
+        config = target.spec.trial_config(cell, target.data_root, target.data_dir, tuned)
+        return run_trial(
+            config,
+            target.tracking_uri,
+            target.experiment,
+            tags=tags,
+            callbacks=callbacks,
+            progress_bar=False,
+        )
+
+    def _tune(self, cell: dict, tags: dict[str, str]) -> optuna.trial.FrozenTrial:
+        """The ``search`` block: an inner study per cell on val/loss; its best run is selected."""
+        import mlflow
+
+        key = "-".join(str(cell[k]) for k in GRID_KEYS if k != "category")
+        client = mlflow.MlflowClient(self.target.tracking_uri)
+        unselected = {**tags, report.SELECTED_TAG: "false"}
+        return tune_cell(
+            self.target.spec.search,
+            f"{self.target.study_name}/{key}",
+            open_storage(self.target.storage),
+            seed=int(cell["seed"]),
+            train=lambda tuned, callbacks, extra: self._train(
+                cell, tuned, callbacks, {**unselected, **extra}
+            ),
+            mark_selected=lambda run_id: client.set_tag(run_id, report.SELECTED_TAG, "true"),
+        )
 
 
 def work(target: SweepTarget, parent_id: str, threads: int | None = None) -> None:

@@ -32,6 +32,8 @@ class TrialResult:
     run_id: str
     metrics: dict[str, float]
     seconds: float
+    val_loss: float | None = None
+    """The best validation loss (what model choice and tuning look at); None for head none."""
 
 
 def run_trial(
@@ -92,6 +94,7 @@ def run_trial(
             if module.trains:
                 trainer.fit(module, datamodule=datamodule)
             best = trainer.checkpoint_callback.best_model_path if module.trains else ""
+            best_score = trainer.checkpoint_callback.best_model_score if module.trains else None
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         scores = module.test_scores
         seconds = time.perf_counter() - started
@@ -104,7 +107,8 @@ def run_trial(
             run_id, "KILLED" if isinstance(sys.exc_info()[1], KeyboardInterrupt) else "FAILED"
         )
         raise
-    return TrialResult(run_id, dict(scores.metrics), seconds)
+    val_loss = float(best_score) if best_score is not None else None
+    return TrialResult(run_id, dict(scores.metrics), seconds, val_loss)
 
 
 def _trainer(

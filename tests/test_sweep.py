@@ -198,3 +198,76 @@ def test_unreachable_storage_is_one_clear_error() -> None:
         match=r"cannot open the Optuna storage postgresql\+psycopg://me:\*\*\*@127.0.0.1:9/x",
     ):
         sweep.open_storage("postgresql+psycopg://me:secret@127.0.0.1:9/x")
+
+
+def test_two_local_workers_fill_the_grid_once(target: sweep.SweepTarget) -> None:
+    sweep.run_sweep(target, workers=2, show_progress=False)
+    children = _children(target)
+    keys = [
+        (r.data.params["head"], r.data.params["classes"], r.data.params["seed"]) for r in children
+    ]
+    assert len(keys) == 8 and len(set(keys)) == 8
+    workers = {t.user_attrs.get("worker") for t in sweep.load_study(target).trials}
+    assert len(workers - {None}) == 2  # both processes took cells
+
+
+def test_search_tunes_inside_each_cell_on_val_loss(synthetic_root: Path, tmp_path: Path) -> None:
+    spec = SweepSpec.from_dict(
+        {
+            "grid": {
+                "category": ["screw"],
+                "backbone": ["mobilenet_v2"],
+                "head": ["arcface"],
+                "classes": [3],
+                "seed": [0],
+            },
+            "fixed": {"image_size": 32, "epochs": 2, "pretrained": "false", "artifacts": "minimal"},
+            "search": {
+                "trials_per_cell": 3,
+                "params": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}},
+            },
+        },
+        default_name="tuned",
+    )
+    target = sweep.SweepTarget(
+        spec,
+        "screw",
+        storage=str(tmp_path / "optuna.journal"),
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        data_root=str(synthetic_root),
+        reports_dir=str(tmp_path / "reports"),
+    )
+    sweep.run_sweep(target, show_progress=False)
+    runs = _children(target)
+    assert len(runs) == 3 and len({r.data.params["lr"] for r in runs}) == 3
+    selected = [r for r in runs if r.data.tags[report.SELECTED_TAG] == "true"]
+    assert len(selected) == 1
+    inner = optuna.load_study(
+        study_name="tuned-screw/mobilenet_v2-arcface-class3-0",
+        storage=sweep.open_storage(target.storage),
+    )
+    assert (
+        selected[0].info.run_id == inner.best_trial.user_attrs["mlflow_run_id"]
+    )  # lowest val/loss
+    table = report.fetch_trials(target.tracking_uri, target.experiment, "tuned", "screw")
+    assert list(table["run_id"]) == [selected[0].info.run_id]
+    sweep.run_sweep(target, show_progress=False)  # resumes: the budget is spent, nothing new
+    assert len(_children(target)) == 3
+
+
+def test_bad_search_blocks(tmp_path: Path) -> None:
+    for search, message in [
+        ({"trials_per_cell": 0, "params": {"lr": {"low": 1e-4, "high": 1e-2}}}, "positive integer"),
+        (
+            {"trials_per_cell": 2, "params": {"learning_rate": {"low": 1, "high": 2}}},
+            "unknown key 'learning_rate'",
+        ),
+        (
+            {"trials_per_cell": 2, "params": {"lr": {"low": 1e-2, "high": 1e-4}}},
+            "low must be below high",
+        ),
+        ({"trials_per_cell": 2, "params": {"epochs": {"choices": [1, "two"]}}}, "must be int"),
+    ]:
+        path = _write(tmp_path, GRID + f"search: {search}\n")
+        with pytest.raises(LightningADError, match=message):
+            SweepSpec.load(path)

@@ -29,6 +29,9 @@ MIN_IMAGE_SIZE = 32  # five stride-2 stages: smaller inputs vanish before the la
 # Adding a torchvision classifier is one name here (any with ``.features`` or ResNet-like).
 TORCHVISION_BACKBONES = ("mobilenet_v2", "efficientnet_b0", "resnet18")
 LITE = "efficientnet_lite0"
+# Weights that could not be had in this process (name -> cache path): a sweep warns and tries
+# the network once, not at every trial. Keyed by the cache path, so a new TORCH_HOME retries.
+_UNAVAILABLE: dict[str, Path] = {}
 BACKBONES = (*TORCHVISION_BACKBONES, LITE)
 
 
@@ -101,10 +104,12 @@ def _torchvision_model(name: str, mode: str | Path) -> tuple[nn.Module, str]:
     if mode == "false":
         return torchvision.models.get_model(name, weights=None), "random"
     weights = torchvision.models.get_model_weights(name).DEFAULT
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    if mode == "auto" and _UNAVAILABLE.get(name) == cache:
+        return torchvision.models.get_model(name, weights=None), "random (weights unavailable)"
     try:
         return torchvision.models.get_model(name, weights=weights), f"imagenet:{weights}"
     except (OSError, RuntimeError) as err:  # URLError is an OSError; a broken cache a RuntimeError
-        cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
         reason = (
             f"ImageNet weights for {name} are not in {cache} and could not be downloaded ({err})"
         )
@@ -112,6 +117,7 @@ def _torchvision_model(name: str, mode: str | Path) -> tuple[nn.Module, str]:
             raise LightningADError(
                 f"{reason}; copy the file there, pass --pretrained PATH, or use --pretrained auto"
             ) from err
+        _UNAVAILABLE[name] = cache
         warnings.warn(f"{reason}; continuing from random weights", stacklevel=3)
         return torchvision.models.get_model(name, weights=None), "random (weights unavailable)"
 

@@ -1,0 +1,107 @@
+"""Tuning inside a grid cell: an inner Optuna study on ``val/loss``, with pruning.
+
+A sweep file's ``search`` block names settings to tune (see ``config.SearchSpec``).
+Each grid cell then gets its own study, ``<sweep>-<category>/<cell>``, in the sweep's storage:
+TPE proposes settings, each proposal is one trial (one MLflow run), a median pruner stops poor
+ones after an epoch, and the cell's result is the test AUC of the trial with the lowest
+validation loss. Test AUROC never steers anything here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+import pytorch_lightning as pl
+
+from lightning_ad.config import SearchSpec, TrialConfig
+from lightning_ad.train import TrialResult
+
+
+class OptunaPruning(pl.Callback):
+    """Report ``monitor`` to an Optuna trial after each validation; stop training when Optuna
+    says prune. Written for ``pytorch_lightning`` (optuna-integration's callback imports the
+    ``lightning`` namespace, which this project does not mix in)."""
+
+    def __init__(self, trial: optuna.Trial, monitor: str = "val/loss") -> None:
+        self.trial, self.monitor = trial, monitor
+        self.pruned_at: int | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        epoch = trainer.current_epoch
+        self.trial.report(float(trainer.callback_metrics[self.monitor]), step=epoch)
+        if self.trial.should_prune():
+            # Stop, rather than raise through Lightning: the run ends cleanly and is tagged.
+            self.pruned_at = epoch
+            trainer.should_stop = True
+
+
+def suggest(trial: optuna.Trial, params: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Draw each tuned setting from its range or choices, typed like the TrialConfig field."""
+    defaults = TrialConfig()
+    values = {}
+    for name, dist in params.items():
+        if "choices" in dist:
+            values[name] = trial.suggest_categorical(name, dist["choices"])
+        elif isinstance(getattr(defaults, name), int) and not isinstance(
+            getattr(defaults, name), bool
+        ):
+            values[name] = trial.suggest_int(
+                name,
+                dist["low"],
+                dist["high"],
+                step=dist.get("step", 1),
+                log=dist.get("log", False),
+            )
+        else:
+            values[name] = trial.suggest_float(
+                name, dist["low"], dist["high"], step=dist.get("step"), log=dist.get("log", False)
+            )
+    return values
+
+
+def tune_cell(
+    search: SearchSpec,
+    study_name: str,
+    storage: optuna.storages.BaseStorage,
+    seed: int,
+    train: Callable[[dict[str, Any], list[pl.Callback], dict[str, str]], TrialResult],
+    mark_selected: Callable[[str], None],
+) -> optuna.trial.FrozenTrial:
+    """Run what is left of the cell's budget and return its best trial (lowest ``val/loss``).
+
+    ``train(tuned, callbacks, tags)`` trains one proposal; ``mark_selected(run_id)`` tags the
+    winner's MLflow run so that tables use it alone.
+    """
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+        direction="minimize",
+        load_if_exists=True,
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        pruning = OptunaPruning(trial)
+        tags = {"optuna.inner_study": study_name, "optuna.inner_trial": str(trial.number)}
+        result = train(suggest(trial, search.params), [pruning], tags)
+        trial.set_user_attr("mlflow_run_id", result.run_id)
+        trial.set_user_attr("test_auc", result.metrics["test/auc"])
+        if pruning.pruned_at is not None:
+            raise optuna.TrialPruned(f"pruned after epoch {pruning.pruned_at}")
+        if result.val_loss is None:
+            raise RuntimeError("no val/loss was recorded; the cell cannot be tuned")
+        return result.val_loss
+
+    done = sum(
+        t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL for t in study.trials
+    )
+    if done < search.trials_per_cell:
+        study.optimize(objective, n_trials=search.trials_per_cell - done, catch=(Exception,))
+    best = study.best_trial  # raises ValueError when every proposal failed: the cell fails
+    mark_selected(best.user_attrs["mlflow_run_id"])
+    return best
