@@ -271,3 +271,67 @@ def test_bad_search_blocks(tmp_path: Path) -> None:
         path = _write(tmp_path, GRID + f"search: {search}\n")
         with pytest.raises(LightningADError, match=message):
             SweepSpec.load(path)
+
+
+def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(synthetic_root: Path, tmp_path: Path) -> None:
+    """SIGINT during a trial: exit 130, finished trials kept, the interrupted one not left
+    RUNNING anywhere, and the same command then completes the grid."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    command = [
+        sys.executable,
+        "-m",
+        "lightning_ad",
+        "sweep",
+        "--sweep",
+        str(SWEEPS / "quick.yaml"),
+        "--data-root",
+        str(synthetic_root),
+        "--quiet",
+    ]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    journal = tmp_path / "mlruns" / "optuna.journal"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and (
+        not journal.exists() or journal.read_text().count('"state":1') < 2
+    ):
+        time.sleep(0.5)  # wait until at least two trials have finished (state 1 = COMPLETE)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    target = sweep.SweepTarget(
+        SweepSpec.load(SWEEPS / "quick.yaml").with_category("screw"),
+        "screw",
+        storage=str(journal),
+        tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+    )
+    client = mlflow.MlflowClient(target.tracking_uri)
+    experiment = client.get_experiment_by_name(target.experiment)
+    statuses = [
+        r.info.status
+        for r in client.search_runs(
+            [experiment.experiment_id], "tags.`lightning_ad.role` = 'trial'"
+        )
+    ]
+    assert "RUNNING" not in statuses and statuses.count("FINISHED") >= 2
+    assert all(t.state != optuna.trial.TrialState.RUNNING for t in sweep.load_study(target).trials)
+
+    rerun = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    finished = client.search_runs(
+        [experiment.experiment_id],
+        "tags.`lightning_ad.role` = 'trial' and attributes.status = 'FINISHED'",
+    )
+    keys = {
+        (r.data.params["head"], r.data.params["classes"], r.data.params["seed"]) for r in finished
+    }
+    assert len(keys) == 8 and len(finished) == 8  # nothing finished was trained twice
