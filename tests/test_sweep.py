@@ -16,17 +16,21 @@ from lightning_ad.errors import LightningADError
 SWEEPS = Path(__file__).parents[1] / "sweeps"
 
 
-@pytest.fixture
-def target(synthetic_root: Path, tmp_path: Path) -> sweep.SweepTarget:
-    spec = SweepSpec.load(SWEEPS / "quick.yaml").with_category("screw")
+def _temporary_target(spec: SweepSpec, data_root: Path, tmp_path: Path) -> sweep.SweepTarget:
+    """The screw sweep of ``spec`` with its study, runs and reports under ``tmp_path``."""
     return sweep.SweepTarget(
-        spec,
+        spec.with_category("screw"),
         "screw",
         storage=str(tmp_path / "optuna.journal"),
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        data_root=str(synthetic_root),
+        data_root=str(data_root),
         reports_dir=str(tmp_path / "reports"),
     )
+
+
+@pytest.fixture
+def target(synthetic_root: Path, tmp_path: Path) -> sweep.SweepTarget:
+    return _temporary_target(SweepSpec.load(SWEEPS / "quick.yaml"), synthetic_root, tmp_path)
 
 
 def _children(target: sweep.SweepTarget) -> list:
@@ -229,14 +233,7 @@ def test_search_tunes_inside_each_cell_on_val_loss(synthetic_root: Path, tmp_pat
         },
         default_name="tuned",
     )
-    target = sweep.SweepTarget(
-        spec,
-        "screw",
-        storage=str(tmp_path / "optuna.journal"),
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        data_root=str(synthetic_root),
-        reports_dir=str(tmp_path / "reports"),
-    )
+    target = _temporary_target(spec, synthetic_root, tmp_path)
     sweep.run_sweep(target, show_progress=False)
     runs = _children(target)
     assert len(runs) == 3 and len({r.data.params["lr"] for r in runs}) == 3
