@@ -20,7 +20,7 @@ BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed-$(shell { cat setup.cfg pyproject.toml; echo '$(CURDIR)'; } | sha256sum | cut -c1-16)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint format data preview sweep table ui clean
+.PHONY: help install test test-all lint format data preview sweep table ui bench clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -62,6 +62,9 @@ table: $(STAMP) ## print and write the comparison tables: make table CATEGORY=sc
 
 ui: $(STAMP) ## the MLflow UI over mlruns/ on http://$(HOST):$(PORT)
 	$(BIN)/lightning-ad ui --host $(HOST) --port $(PORT) $(if $(TRACKING_URI),--tracking-uri '$(TRACKING_URI)')
+
+bench: $(STAMP) ## where a trial's time goes, measured side by side (under 15 minutes); JSON in reports/bench
+	$(BIN)/python benchmarks/run.py
 
 clean: ## remove generated data and caches (keeps the venv and mlruns/)
 	rm -rf data reports .pytest_cache .ruff_cache lightning_logs

@@ -317,7 +317,7 @@ def work(target: SweepTarget, parent_id: str, threads: int | None = None) -> Non
 
 def quiet_libraries() -> None:
     """Inside a sweep the progress view speaks; Lightning's and Optuna's chatter would bury it."""
-    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch"):
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "mlflow"):
         logging.getLogger(name).setLevel(logging.ERROR)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     import warnings

@@ -1,0 +1,18 @@
+"""The benchmark code runs on tiny inputs; no timing is asserted here (that is make bench's job)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from benchmarks.run import main  # noqa: E402
+
+
+@pytest.mark.parametrize("rows", ["B1,B2,B3", "B4,B6"])
+def test_benchmark_rows_run_on_tiny_inputs(rows: str, tmp_path: Path) -> None:
+    assert main(["--tiny", "--only", rows, "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "latest.json").read_text())
+    ids = [r["id"] for r in record["rows"]]
+    assert set(ids) >= set(rows.split(",")) and all(r["result"] for r in record["rows"])
