@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from benchmarks.run import main  # noqa: E402
+from benchmarks.run import main
 
 
 @pytest.mark.parametrize("rows", ["B1,B2,B3", "B4,B6"])
