@@ -252,13 +252,19 @@ def _markdown(table: pd.DataFrame) -> str:
         return "(no finished trials yet)\n"
     header = "| " + " | ".join(map(str, table.columns)) + " |"
     rule = "|" + "|".join("---" for _ in table.columns) + "|"
-    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    body = [
+        "| " + " | ".join(_fmt(c, v) for c, v in zip(table.columns, row, strict=True)) + " |"
+        for row in table.itertuples(index=False)
+    ]
     return "\n".join([header, rule, *body]) + "\n"
 
 
-def _fmt(value) -> str:
+def _fmt(column: str, value) -> str:
+    """Deltas with their sign, other numbers plain, three decimals."""
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:+.3f}" if abs(value) < 1 else f"{value:.3f}"
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:+.3f}" if "delta" in column else f"{value:.3f}"
     return str(value)
 
 
