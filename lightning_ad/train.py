@@ -5,10 +5,12 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,10 +94,15 @@ def run_trial(
         with tempfile.TemporaryDirectory(prefix="lightning_ad-ckpt-") as checkpoints:
             trainer = _trainer(config, logger, Path(checkpoints), callbacks or [], progress_bar)
             if module.trains:
-                trainer.fit(module, datamodule=datamodule)
+                _interruptible(trainer, lambda: trainer.fit(module, datamodule=datamodule))
             best = trainer.checkpoint_callback.best_model_path if module.trains else ""
             best_score = trainer.checkpoint_callback.best_model_score if module.trains else None
-            trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+            _interruptible(
+                trainer,
+                lambda: trainer.test(
+                    module, datamodule=datamodule, ckpt_path=best or None, verbose=False
+                ),
+            )
         scores = module.test_scores
         seconds = time.perf_counter() - started
         client.log_metric(run_id, "trial_seconds", seconds)
@@ -109,6 +116,23 @@ def run_trial(
         raise
     val_loss = float(best_score) if best_score is not None else None
     return TrialResult(run_id, dict(scores.metrics), seconds, val_loss)
+
+
+def _interruptible(trainer: pl.Trainer, call: Callable[[], object]) -> None:
+    """Run a Trainer call, keeping Ctrl-C a KeyboardInterrupt.
+
+    On Ctrl-C Lightning shuts down gracefully, ignores SIGINT from then on, and calls
+    ``sys.exit(1)``. Inside a sweep that SystemExit would slip past Optuna (which records
+    exceptions and interrupts, not exits) and leave the trial RUNNING; turned back into an
+    interrupt, the trial is recorded as failed and the MLflow run as KILLED.
+    """
+    try:
+        call()
+    except SystemExit as exit_:
+        if not trainer.interrupted:
+            raise
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt from exit_
 
 
 def _trainer(

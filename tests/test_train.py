@@ -1,12 +1,14 @@
 """``lightning-ad train`` end to end on tiny data, into a temporary MLflow store."""
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import mlflow
 import pytest
+import pytorch_lightning as pl
 
 from lightning_ad.config import TrialConfig
 from lightning_ad.errors import LightningADError
@@ -129,3 +131,29 @@ def test_bad_input_is_one_line_exit_2_nothing_written(
 def test_config_rejects_unknown_head_parameter() -> None:
     with pytest.raises(LightningADError, match="unknown parameter 'margin' for head 'arcface'"):
         TrialConfig(head="arcface", head_params={"margin": 0.5})
+
+
+class _CtrlC(pl.Callback):
+    """Presses Ctrl-C in the middle of the first training batch."""
+
+    def on_train_batch_start(self, *args) -> None:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_during_fit_stays_an_interrupt(synthetic_root: Path, store: str) -> None:
+    """Lightning turns Ctrl-C into sys.exit(1); run_trial turns it back into KeyboardInterrupt
+    (so Optuna records the trial) and marks the MLflow run KILLED."""
+    config = TrialConfig(**TINY, head="arcface", classes=2, data_root=str(synthetic_root))
+    client = mlflow.MlflowClient(store)
+    before = {
+        r.info.run_id
+        for r in client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    }
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(
+            config, tracking_uri=store, experiment="tests", callbacks=[_CtrlC()], progress_bar=False
+        )
+    runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    new = [r for r in runs if r.info.run_id not in before]
+    assert [r.info.status for r in new] == ["KILLED"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
