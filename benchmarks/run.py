@@ -103,11 +103,25 @@ def _datamodule(setup: Setup, batch_size: int = 32) -> AnomalyDataModule:
     return dm
 
 
+def _one_epoch_trainer():
+    """A Trainer for exactly one training epoch and nothing else (no validation, logs, saves)."""
+    import pytorch_lightning as pl
+
+    return pl.Trainer(
+        max_epochs=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+
+
 # ---- B1: Lightning's cost per epoch --------------------------------------------------------
 
 
 def b1_trainer_vs_bare_loop(setup: Setup) -> Row:
-    import pytorch_lightning as pl
     import torch.nn.functional as F
 
     from lightning_ad.models.module import AnomalyModule
@@ -133,16 +147,7 @@ def b1_trainer_vs_bare_loop(setup: Setup) -> Row:
 
     def lightning() -> None:
         model = copy.deepcopy(template)
-        trainer = pl.Trainer(
-            max_epochs=1,
-            limit_val_batches=0,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-        )
-        trainer.fit(model, train_dataloaders=dm.train_dataloader())
+        _one_epoch_trainer().fit(model, train_dataloaders=dm.train_dataloader())
 
     ratios = side_by_side(bare, lightning, setup.repeats)
     return _row(
@@ -336,7 +341,6 @@ def b4_b5_trial(setup: Setup) -> list[Row]:
 
 
 def b6_scaling(setup: Setup) -> Row:
-    import pytorch_lightning as pl
 
     from lightning_ad.models.module import AnomalyModule
 
@@ -357,14 +361,7 @@ def b6_scaling(setup: Setup) -> Row:
         model = AnomalyModule(
             backbone="mobilenet_v2", head="arcface", n_classes=3, pretrained="false"
         )
-        trainer = pl.Trainer(
-            max_epochs=1,
-            limit_val_batches=0,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
+        trainer = _one_epoch_trainer()
         t0 = time.perf_counter()
         trainer.fit(model, train_dataloaders=dm.train_dataloader())
         return time.perf_counter() - t0
