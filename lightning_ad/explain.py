@@ -63,10 +63,9 @@ def gradcam_sheet(
 ) -> Path:
     """Rows: a few test images of each defect type; columns: the image with its mask outlined,
     then the Grad-CAM overlay for each anomaly class."""
-    import matplotlib
+    from lightning_ad.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = [
         i

@@ -8,7 +8,8 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend: every figure here is written to disk."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
@@ -21,7 +22,7 @@ def roc_curves(
     labels: np.ndarray, scores: dict[str, np.ndarray], metrics: dict[str, float], out: Path
 ) -> Path:
     """ROC of good (0) vs every defect (1), one curve per scorer, AUROC in the legend."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     for name, values in scores.items():
         fpr, tpr, _ = roc_curve(labels, values)
@@ -39,7 +40,7 @@ def score_histograms(
     scores: np.ndarray, defects: np.ndarray, names: tuple[str, ...], scorer: str, out: Path
 ) -> Path:
     """One panel per defect type: its scores against the good images' scores."""
-    plt = _pyplot()
+    plt = pyplot()
     kinds = [i for i in range(1, len(names)) if (defects == i).any()]
     fig, axes = plt.subplots(
         1, max(1, len(kinds)), figsize=(3.2 * max(1, len(kinds)), 2.8), squeeze=False

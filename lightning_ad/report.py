@@ -309,10 +309,9 @@ def summary_text(trials: pd.DataFrame, spec: SweepSpec, fmt: str = "md") -> str:
 def _plots(trials: pd.DataFrame, out_dir: Path) -> list[Path]:
     if trials.empty:
         return []
-    import matplotlib
+    from lightning_ad.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     trained = trials[trials["head"] != NO_HEAD]
     medians = (

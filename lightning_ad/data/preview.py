@@ -18,10 +18,9 @@ OUTLINE = (255, 40, 40)
 
 def render_preview(category_dir: Path | str, out: Path | str, image_size: int = 160, seed: int = 0) -> Path:
     """Write the preview sheet of the category in ``category_dir`` to ``out`` (PNG)."""
-    import matplotlib
+    from lightning_ad.plots import pyplot
 
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     category = MVTecCategory.load(category_dir)
     train = load_images(tuple(s.path for s in category.train), image_size)
