@@ -12,6 +12,7 @@ Parameters the source article leaves open say so in their docstring: they are ch
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Protocol
 
@@ -160,15 +161,7 @@ class DistortionTwin:
     def apply(self, image: np.ndarray, params: DistortionParams) -> np.ndarray:
         x0, y0, x1, y1 = params.box
         out = image.copy()
-        crop = image[y0:y1, x0:x1]
-        matrix = keras_affine_matrix(params.theta, params.tx, params.ty, y1 - y0, x1 - x0)
-        out[y0:y1, x0:x1] = cv2.warpAffine(
-            crop,
-            opencv_inverse_map(matrix),
-            (x1 - x0, y1 - y0),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_REPLICATE,
-        )
+        out[y0:y1, x0:x1] = warp_patch(image[y0:y1, x0:x1], params.theta, params.tx, params.ty)
         return out
 
     def __call__(
@@ -177,38 +170,56 @@ class DistortionTwin:
         return self.apply(image, self.sample(image, object_mask, rng))
 
 
-def keras_affine_matrix(theta: float, tx: float, ty: float, h: int, w: int) -> np.ndarray:
-    """Keras' 3x3 output->input matrix in (row, col) coordinates, centred as Keras centres it.
+AffineRows = tuple[tuple[float, float, float], tuple[float, float, float]]
 
-    Mirrors ``keras_preprocessing.image.apply_affine_transform`` with rotation and shift only,
-    including its centre at ``size / 2 + 0.5``.
+
+def keras_affine_rows(theta: float, tx: float, ty: float, h: int, w: int) -> AffineRows:
+    """Keras' output->input affine in (row, col) coordinates, centred as Keras centres it.
+
+    Mirrors ``keras_preprocessing.image.apply_affine_transform`` with rotation and shift only:
+    ``offset @ rotation @ shift @ reset`` with its centre at ``size / 2 + 0.5``. Written out in
+    plain floats because the four 3x3 numpy products cost more than warping a small patch
+    (``make bench`` B2).
     """
-    t = np.deg2rad(theta)
-    rotation = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
-    shift = np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]])
-    o_x, o_y = h / 2 + 0.5, w / 2 + 0.5
-    offset = np.array([[1, 0, o_x], [0, 1, o_y], [0, 0, 1]])
-    reset = np.array([[1, 0, -o_x], [0, 1, -o_y], [0, 0, 1]])
-    return offset @ rotation @ shift @ reset
+    cos, sin = math.cos(math.radians(theta)), math.sin(math.radians(theta))
+    o_row, o_col = h / 2 + 0.5, w / 2 + 0.5
+    d_row, d_col = tx - o_row, ty - o_col
+    return (
+        (cos, -sin, cos * d_row - sin * d_col + o_row),
+        (sin, cos, sin * d_row + cos * d_col + o_col),
+    )
 
 
-def opencv_inverse_map(matrix: np.ndarray) -> np.ndarray:
+def warp_patch(patch: np.ndarray, theta: float, tx: float, ty: float) -> np.ndarray:
+    """Keras' rotation + shift of one patch, bilinear, fill "nearest", done by OpenCV on uint8."""
+    h, w = patch.shape[:2]
+    return cv2.warpAffine(
+        patch,
+        opencv_inverse_map(keras_affine_rows(theta, tx, ty, h, w)),
+        (w, h),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+
+
+def opencv_inverse_map(rows: AffineRows) -> np.ndarray:
     """The same map for ``cv2.warpAffine(..., WARP_INVERSE_MAP)``, which works in (x=col, y=row)."""
-    (a00, a01, b0), (a10, a11, b1) = matrix[:2]
+    (a00, a01, b0), (a10, a11, b1) = rows
     return np.array([[a11, a10, b1], [a01, a00, b0]], dtype=np.float64)
 
 
 def keras_reference_transform(crop: np.ndarray, theta: float, tx: float, ty: float) -> np.ndarray:
     """What Keras computes: ``scipy.ndimage.affine_transform`` per channel, ``mode="nearest"``.
 
-    Slow; kept as the reference that tests and ``make bench`` compare the OpenCV path against.
+    Slow; kept as the reference that tests and ``make bench`` compare ``warp_patch`` against.
     """
     from scipy import ndimage
 
-    matrix = keras_affine_matrix(theta, tx, ty, crop.shape[0], crop.shape[1])
+    (a00, a01, b0), (a10, a11, b1) = keras_affine_rows(theta, tx, ty, crop.shape[0], crop.shape[1])
+    matrix, offset = np.array([[a00, a01], [a10, a11]]), np.array([b0, b1])
     channels = [
         ndimage.affine_transform(
-            crop[..., c].astype(np.float32), matrix[:2, :2], matrix[:2, 2], order=1, mode="nearest"
+            crop[..., c].astype(np.float32), matrix, offset, order=1, mode="nearest"
         )
         for c in range(crop.shape[2])
     ]
@@ -252,13 +263,19 @@ class CutPasteTwin:
     ) -> np.ndarray:
         h, w = image.shape[:2]
         area = rng.uniform(self.min_area, self.max_area) * h * w
-        aspect = rng.uniform(1 / self.max_aspect, 1) if rng.uniform() < 0.5 else rng.uniform(1, self.max_aspect)
+        aspect = (
+            rng.uniform(1 / self.max_aspect, 1)
+            if rng.uniform() < 0.5
+            else rng.uniform(1, self.max_aspect)
+        )
         pw = int(np.clip(round(np.sqrt(area * aspect)), 1, w))
         ph = int(np.clip(round(np.sqrt(area / aspect)), 1, h))
         sx, sy = int(rng.integers(w - pw + 1)), int(rng.integers(h - ph + 1))
         dx, dy = int(rng.integers(w - pw + 1)), int(rng.integers(h - ph + 1))
         out = image.copy()
-        out[dy : dy + ph, dx : dx + pw] = colour_jitter(image[sy : sy + ph, sx : sx + pw], rng, self.jitter)
+        out[dy : dy + ph, dx : dx + pw] = colour_jitter(
+            image[sy : sy + ph, sx : sx + pw], rng, self.jitter
+        )
         return out
 
 
@@ -291,7 +308,9 @@ class ScarTwin:
         oy, ox = (box - sl) // 2, (box - sw) // 2
         canvas[oy : oy + sl, ox : ox + sw] = strip
         inside[oy : oy + sl, ox : ox + sw] = 1
-        m = cv2.getRotationMatrix2D((box / 2, box / 2), rng.uniform(-self.rotation, self.rotation), 1)
+        m = cv2.getRotationMatrix2D(
+            (box / 2, box / 2), rng.uniform(-self.rotation, self.rotation), 1
+        )
         canvas = cv2.warpAffine(canvas, m, (box, box), flags=cv2.INTER_NEAREST)
         inside = cv2.warpAffine(inside, m, (box, box), flags=cv2.INTER_NEAREST).astype(bool)
         dx, dy = int(rng.integers(max(1, w - box + 1))), int(rng.integers(max(1, h - box + 1)))

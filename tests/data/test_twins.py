@@ -8,6 +8,7 @@ from lightning_ad.data.twins import (
     ScarTwin,
     build_twin,
     compactness,
+    keras_affine_rows,
     keras_reference_transform,
     object_masks,
 )
@@ -43,7 +44,9 @@ def test_line_changes_pixels_along_one_segment(seed: int) -> None:
     out = twin.apply(image, params)
     ys, xs = np.nonzero((out != image).any(axis=2))
     points = np.stack([xs, ys], axis=1).astype(float)
-    distance = _distance_to_segment(points, np.array(params.start, float), np.array(params.end, float))
+    distance = _distance_to_segment(
+        points, np.array(params.start, float), np.array(params.end, float)
+    )
     assert distance.max() <= params.width / 2 + 1.5
     # Toward the centre, and no longer than daisukelab's 45 px at 224 scaled to this size.
     assert np.abs(np.subtract(params.end, params.start)).max() <= 45 / 224 * SIZE + 1
@@ -84,11 +87,32 @@ def test_distortion_matches_keras_scipy_reference() -> None:
         params = twin.sample(image, _object(), np.random.default_rng(seed))
         x0, y0, x1, y1 = params.box
         ours = twin.apply(image, params)[y0:y1, x0:x1].astype(np.float32)
-        reference = keras_reference_transform(image[y0:y1, x0:x1], params.theta, params.tx, params.ty)
+        reference = keras_reference_transform(
+            image[y0:y1, x0:x1], params.theta, params.tx, params.ty
+        )
         assert np.abs(ours - reference).mean() < 1.0
 
 
-@pytest.mark.parametrize("twin", [LineTwin(), DistortionTwin(), CutPasteTwin(), ScarTwin()], ids=type)
+@pytest.mark.parametrize(
+    ("theta", "tx", "ty", "h", "w"), [(0, 0, 0, 8, 8), (-27.5, -4.8, 3.1, 25, 19)]
+)
+def test_keras_affine_rows_equal_keras_matrix_product(theta, tx, ty, h, w) -> None:
+    """The closed form equals Keras' ``offset @ rotation @ shift @ reset`` written as Keras does."""
+    t = np.deg2rad(theta)
+    rotation = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
+    shift = np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]])
+    o_x, o_y = h / 2 + 0.5, w / 2 + 0.5
+    offset = np.array([[1, 0, o_x], [0, 1, o_y], [0, 0, 1]])
+    reset = np.array([[1, 0, -o_x], [0, 1, -o_y], [0, 0, 1]])
+    keras = offset @ rotation @ shift @ reset
+    np.testing.assert_allclose(
+        np.array(keras_affine_rows(theta, tx, ty, h, w)), keras[:2], atol=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    "twin", [LineTwin(), DistortionTwin(), CutPasteTwin(), ScarTwin()], ids=type
+)
 def test_deterministic_per_seed_and_input_untouched(twin) -> None:
     image = _image(grey=False)
     before = image.copy()
@@ -118,7 +142,10 @@ def test_scar_is_a_thin_strip() -> None:
 
 
 def test_build_twin_rejects_typos() -> None:
-    with pytest.raises(LightningADError, match="unknown twin 'lines'; valid names: normal, line, distortion, cutpaste, scar"):
+    with pytest.raises(
+        LightningADError,
+        match="unknown twin 'lines'; valid names: normal, line, distortion, cutpaste, scar",
+    ):
         build_twin("lines")
     with pytest.raises(LightningADError, match="unknown parameter 'blobaware' for twin 'line'"):
         build_twin("line", blobaware=True)
@@ -134,7 +161,9 @@ def _posed_objects(n: int, moving: bool) -> np.ndarray:
     for image in images:
         centre = rng.uniform(30, 66, 2) if moving else np.array([48.0, 48.0])
         angle = rng.uniform(0, 180) if moving else 0.0
-        box = cv2.boxPoints(((float(centre[0]), float(centre[1])), (40, 12), angle)).astype(np.int32)
+        box = cv2.boxPoints(((float(centre[0]), float(centre[1])), (40, 12), angle)).astype(
+            np.int32
+        )
         cv2.fillPoly(image, [box], (200, 200, 200))
     return images
 
@@ -152,7 +181,11 @@ def test_mask_modes_cover_the_object(mode: str) -> None:
 def test_background_mask_is_tight_where_the_mean_mask_smears() -> None:
     images = _posed_objects(16, moving=True)  # few images: the mean keeps a smear of the part
     truth = images[..., 0] > 120
-    outside = {m: (masks & ~truth).sum() / masks.sum() for m in ("mean", "background") for masks in [object_masks(images, m)[0]]}
+    outside = {
+        m: (masks & ~truth).sum() / masks.sum()
+        for m in ("mean", "background")
+        for masks in [object_masks(images, m)[0]]
+    }
     assert outside["background"] < 0.05 < outside["mean"]
 
 
