@@ -109,12 +109,13 @@ def _datamodule(setup: Setup, batch_size: int = 32) -> AnomalyDataModule:
     return dm
 
 
-def _one_epoch_trainer():
+def _one_epoch_trainer(limit_train_batches: int | float = 1.0):
     """A Trainer for exactly one training epoch and nothing else (no validation, logs, saves)."""
     import pytorch_lightning as pl
 
     return pl.Trainer(
         max_epochs=1,
+        limit_train_batches=limit_train_batches,
         limit_val_batches=0,
         logger=False,
         enable_checkpointing=False,
@@ -437,6 +438,38 @@ def b7_workers(setup: Setup) -> Row:
     )
 
 
+# ---- B8: memory format ----------------------------------------------------------------------
+
+
+def b8_channels_last(setup: Setup) -> Row:
+    """The default sweep's backbone, 8 training batches through the Trainer, NCHW vs NHWC."""
+    from lightning_ad.models.module import AnomalyModule
+
+    dm = _datamodule(setup)
+    modules = {
+        layout: AnomalyModule(
+            backbone="efficientnet_lite0", head="arcface", n_classes=3, channels_last=layout
+        )
+        for layout in (False, True)
+    }
+
+    def epoch(channels_last: bool) -> None:
+        model = copy.deepcopy(modules[channels_last])
+        _one_epoch_trainer(limit_train_batches=8).fit(
+            model, train_dataloaders=dm.train_dataloader()
+        )
+
+    ratios = side_by_side(lambda: epoch(True), lambda: epoch(False), setup.repeats)
+    return _row(
+        "B8",
+        "efficientnet_lite0 training: NCHW time / channels_last time",
+        "keep channels_last if > 1",
+        ratios,
+        "{:.2f}x faster with channels_last",
+        lambda r: r > 1,
+    )
+
+
 # ---- the table ---------------------------------------------------------------------------------
 
 
@@ -473,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         "B4": lambda: b4_b5_trial(setup),
         "B6": lambda: [b6_scaling(setup)],
         "B7": lambda: [b7_workers(setup)],
+        "B8": lambda: [b8_channels_last(setup)],
     }
     wanted = set(args.only.split(",")) if args.only else set(rows_to_run) | {"B5"}
     rows: list[Row] = []
