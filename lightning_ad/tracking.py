@@ -51,6 +51,7 @@ def ensure_reachable(uri: str, timeout_s: float = 5.0) -> None:
     if db is not None:
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
+            _create_sqlite_store_once(uri, db)
         except OSError as err:
             raise LightningADError(
                 f"cannot create the MLflow store {mask_password(uri)}: {err}"
@@ -64,6 +65,19 @@ def ensure_reachable(uri: str, timeout_s: float = 5.0) -> None:
                 f"cannot reach the MLflow tracking server at {mask_password(uri)} ({err}); "
                 "start it (make ui / mlflow server) or pass another --tracking-uri"
             ) from err
+
+
+def _create_sqlite_store_once(uri: str, db: Path) -> None:
+    """Create (migrate) a new SQLite store under a file lock: MLflow's schema migration is not
+    safe when two processes create the same file at once (two ``make sweep`` started together
+    failed with alembic's "expected to match one row")."""
+    import fcntl
+
+    from mlflow import MlflowClient
+
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
 
 
 def ensure_experiment(name: str, uri: str) -> str:

@@ -1,0 +1,80 @@
+"""What sweep tests check at the end: the grid filled, each cell once, nothing left running."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import optuna
+
+from lightning_ad import sweep
+
+SWEEPS = Path(__file__).parents[1] / "sweeps"
+QUICK_FINISHED = 8
+"""sweeps/quick.yaml: 2 seeds x (frozen, arcface class2/class3, adacos class3); 4 cells n/a."""
+
+
+def sweep_command(data_root: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "lightning_ad",
+        "sweep",
+        "--sweep",
+        str(SWEEPS / "quick.yaml"),
+        "--data-root",
+        str(data_root),
+        "--quiet",
+        *extra,
+    ]
+
+
+def start_sweep(command: list[str], cwd: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.5)
+
+
+def trial_runs(target: sweep.SweepTarget, status: str | None = None) -> list:
+    client = mlflow.MlflowClient(target.tracking_uri)
+    experiment = client.get_experiment_by_name(target.experiment)
+    query = "tags.`lightning_ad.role` = 'trial'"
+    if status:
+        query += f" and attributes.status = '{status}'"
+    return client.search_runs([experiment.experiment_id], query)
+
+
+def assert_grid_filled_once(target: sweep.SweepTarget) -> optuna.Study:
+    """Every runnable cell COMPLETE exactly once in the study and FINISHED exactly once in
+    MLflow, one MLflow run per completed trial under one parent, nothing left RUNNING."""
+    study = sweep.load_study(target)
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    cells = [sweep._cell_key(t.params) for t in complete]
+    assert len(cells) == QUICK_FINISHED and len(set(cells)) == QUICK_FINISHED, cells
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    finished = trial_runs(target, "FINISHED")
+    assert sorted(r.data.tags["optuna.trial"] for r in finished) == sorted(
+        str(t.number) for t in complete
+    )
+    assert not trial_runs(target, "RUNNING")
+    client = mlflow.MlflowClient(target.tracking_uri)
+    experiment = client.get_experiment_by_name(target.experiment)
+    parents = client.search_runs([experiment.experiment_id], "tags.`lightning_ad.role` = 'sweep'")
+    assert [p.info.run_id for p in parents] == list(
+        {r.data.tags["mlflow.parentRunId"] for r in finished}
+    )  # one parent run, holding every trial
+    return study

@@ -1,0 +1,147 @@
+"""The distributed mode with the real parts: a PostgreSQL server for the Optuna study and an
+``mlflow server`` over HTTP, workers as separate ``lightning-ad sweep`` commands (as on separate
+machines). Marked ``integration``: ``make test-integration`` and ``.ci/run`` run them.
+
+Where PostgreSQL cannot be started the tests are skipped with the reason, unless
+``LIGHTNING_AD_REQUIRE_POSTGRES=1`` (set by ``.ci/run``) turns that into a failure."""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+
+from lightning_ad import report, sweep
+from lightning_ad.config import SweepSpec
+from lightning_ad.errors import LightningADError
+from lightning_ad.services import Services, free_port, local_services
+from tests.sweep_checks import (
+    SWEEPS,
+    assert_grid_filled_once,
+    start_sweep,
+    sweep_command,
+    trial_runs,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def services() -> Iterator[Services]:
+    # Not pytest's tmp_path: its parents are private to root, and PostgreSQL runs as "postgres".
+    root = Path(tempfile.mkdtemp(prefix="lightning-ad-services-"))
+    root.chmod(0o755)
+    try:
+        context = local_services(root, free_port(), free_port())
+        started = context.__enter__()
+    except (LightningADError, ImportError) as err:
+        if os.environ.get("LIGHTNING_AD_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL + mlflow server could not be started: {err}")
+        pytest.skip(f"PostgreSQL + mlflow server could not be started: {err}")
+    yield started
+    context.__exit__(None, None, None)
+
+
+def _target(services: Services, sweep_file: Path) -> sweep.SweepTarget:
+    return sweep.SweepTarget(
+        SweepSpec.load(sweep_file).with_category("screw"),
+        "screw",
+        storage=services.storage,
+        tracking_uri=services.tracking_uri,
+    )
+
+
+def _command(target: sweep.SweepTarget, data_root: Path, sweep_file: Path, *extra: str):
+    command = sweep_command(
+        data_root, "--storage", target.storage, "--tracking-uri", target.tracking_uri, *extra
+    )
+    command[command.index("--sweep") + 1] = str(sweep_file)
+    return command
+
+
+def _sweep_file(tmp_path: Path, name: str) -> Path:
+    """quick.yaml under another name, so that each test has its own study and experiment; and
+    a working folder per worker, as if each ran on its own machine."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text((SWEEPS / "quick.yaml").read_text())
+    for machine in ("machine0", "machine1"):
+        (tmp_path / machine).mkdir()
+    return path
+
+
+def test_two_workers_on_postgres_and_mlflow_server(
+    services: Services, synthetic_root: Path, tmp_path: Path
+) -> None:
+    sweep_file = _sweep_file(tmp_path, "pg-two")
+    target = _target(services, sweep_file)
+    command = _command(target, synthetic_root, sweep_file)
+    workers = [start_sweep(command, tmp_path / f"machine{i}") for i in range(2)]
+    for worker in workers:
+        output, _ = worker.communicate(timeout=900)
+        assert worker.returncode == 0, output
+    study = assert_grid_filled_once(target)
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 2  # both took cells
+
+    # The table is the medians of what the trials logged.
+    trials = report.fetch_trials(target.tracking_uri, target.experiment, "pg-two", "screw")
+    medians = report.median_metrics(trials)
+    for (head, classes), values in _values_by_cell(study).items():
+        key = f"median_auc/mobilenet_v2/{head}/{classes}"
+        assert medians[key] == pytest.approx(statistics.median(values))
+
+
+def _values_by_cell(study: optuna.Study) -> dict[tuple[str, str], list[float]]:
+    cells: dict[tuple[str, str], list[float]] = {}
+    for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        head = trial.params["head"]  # the frozen baseline has one column whatever the classes
+        key = (head, "any" if head == "none" else trial.params["classes"])
+        cells.setdefault(key, []).append(trial.value)
+    return cells
+
+
+def test_killed_worker_trial_goes_stale_and_the_other_worker_runs_it(
+    services: Services, synthetic_root: Path, tmp_path: Path
+) -> None:
+    """SIGKILL one of two workers mid-trial: the survivor sees the heartbeat stop, fails the
+    trial, closes its MLflow run and runs the cell itself; no rerun needed."""
+    sweep_file = _sweep_file(tmp_path, "pg-kill")
+    target = _target(services, sweep_file)
+    command = _command(target, synthetic_root, sweep_file, "--heartbeat", "2")
+    victim, survivor = (start_sweep(command, tmp_path / f"machine{i}") for i in range(2))
+
+    def victim_is_training() -> bool:
+        try:
+            runs = trial_runs(target, "RUNNING")
+        except Exception:  # experiment not created yet
+            return False
+        study = optuna.load_study(study_name=target.study_name, storage=target.storage)
+        mine = {
+            str(t.number)
+            for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+            if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
+        }
+        return any(r.data.tags["optuna.trial"] in mine for r in runs)
+
+    wait_for(victim_is_training, 300, "the victim's trial to start training")
+    study = optuna.load_study(study_name=target.study_name, storage=target.storage)
+    [killed] = [
+        t.number
+        for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
+    ]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=60)
+
+    output, _ = survivor.communicate(timeout=900)
+    assert survivor.returncode == 0, output
+    study = assert_grid_filled_once(target)
+    assert study.trials[killed].state == optuna.trial.TrialState.FAIL
+    [run] = [r for r in trial_runs(target) if r.data.tags["optuna.trial"] == str(killed)]
+    assert run.info.status == "FAILED"

@@ -1,0 +1,84 @@
+"""Crashes and concurrency on the default local stores (Optuna journal + MLflow SQLite), through
+the real command line: SIGKILL in the middle of a trial, four worker processes at once, and two
+``lightning-ad sweep`` commands started at the same time on the same study."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import optuna
+import pytest
+
+from lightning_ad import sweep
+from lightning_ad.config import SweepSpec
+from tests.sweep_checks import (
+    SWEEPS,
+    assert_grid_filled_once,
+    start_sweep,
+    sweep_command,
+    trial_runs,
+    wait_for,
+)
+
+
+def _default_target(cwd: Path) -> sweep.SweepTarget:
+    """The quick screw sweep in the stores a plain ``lightning-ad sweep`` uses under ``cwd``."""
+    return sweep.SweepTarget(
+        SweepSpec.load(SWEEPS / "quick.yaml").with_category("screw"),
+        "screw",
+        storage=str(cwd / "mlruns" / "optuna.journal"),
+        tracking_uri=f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}",
+    )
+
+
+def _mid_trial(target: sweep.SweepTarget) -> bool:
+    """At least one trial finished and another one's MLflow run is training."""
+    db = Path(target.tracking_uri.removeprefix("sqlite:///"))
+    if not db.exists():
+        return False
+    try:
+        return bool(trial_runs(target, "FINISHED")) and bool(trial_runs(target, "RUNNING"))
+    except Exception:  # the experiment may not exist yet
+        return False
+
+
+def test_sigkill_mid_trial_then_rerun_completes_the_grid(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    target = _default_target(tmp_path)
+    command = sweep_command(synthetic_root)
+    worker = start_sweep(command, tmp_path)
+    wait_for(lambda: _mid_trial(target), 300, "a trial in the middle of training")
+    killed = trial_runs(target, "RUNNING")[0].data.tags["optuna.trial"]
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=60)
+
+    rerun = start_sweep(command, tmp_path)
+    output, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, output
+    study = assert_grid_filled_once(target)
+    assert study.trials[int(killed)].state == optuna.trial.TrialState.FAIL
+    [run] = [r for r in trial_runs(target) if r.data.tags["optuna.trial"] == killed]
+    assert run.info.status == "FAILED"  # closed by the rerun, not left "running"
+
+
+@pytest.mark.parametrize("how", ["--workers 4", "two commands at once"])
+def test_concurrent_workers_on_the_default_stores(
+    how: str, synthetic_root: Path, tmp_path: Path
+) -> None:
+    """No "database is locked", no lost or doubled trial, whether the processes come from one
+    ``--workers 4`` or from two ``make sweep`` started together."""
+    if how == "--workers 4":
+        processes = [start_sweep(sweep_command(synthetic_root, "--workers", "4"), tmp_path)]
+    else:
+        processes = [start_sweep(sweep_command(synthetic_root), tmp_path) for _ in range(2)]
+    outputs = [p.communicate(timeout=900)[0] for p in processes]
+    for process, output in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, output
+        assert "locked" not in output.lower(), output
+    target = _default_target(tmp_path)
+    study = assert_grid_filled_once(target)
+    assert not study.get_trials(states=(optuna.trial.TrialState.FAIL,))
+    workers = {t.user_attrs["worker"] for t in study.trials}
+    assert len(workers) >= 2  # the processes really shared the grid
