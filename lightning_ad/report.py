@@ -318,7 +318,8 @@ def _plots(trials: pd.DataFrame, out_dir: Path) -> list[Path]:
         trained.groupby(["backbone", "head", "classes"])[MAIN_METRIC].median().unstack("classes")
     )
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(medians)), 3.5))
-    medians.plot.bar(ax=ax)
+    if not medians.empty:  # e.g. every trained cell failed: the frozen lines are still worth it
+        medians.plot.bar(ax=ax)
     for backbone, value in (
         trials[trials["head"] == NO_HEAD].groupby("backbone")[MAIN_METRIC].median().items()
     ):

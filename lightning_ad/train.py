@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import errno
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from lightning_ad import explain, plots, tracking
 from lightning_ad.config import TrialConfig
 from lightning_ad.data.datamodule import AnomalyDataModule
 from lightning_ad.data.resolve import ResolvedCategory, resolve_category
+from lightning_ad.errors import LightningADError
 from lightning_ad.models.module import AnomalyModule
 
 EARLY_STOPPING_PATIENCE = 3
@@ -109,10 +111,13 @@ def run_trial(
         if config.artifacts == "full":
             _log_artifacts(client, run_id, module, datamodule, scores, config)
         client.set_terminated(run_id, "FINISHED")
-    except BaseException:
-        client.set_terminated(
-            run_id, "KILLED" if isinstance(sys.exc_info()[1], KeyboardInterrupt) else "FAILED"
-        )
+    except BaseException as err:
+        client.set_terminated(run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            raise LightningADError(
+                f"disk full while writing {err.filename or 'a file'} for run {run_id} (marked "
+                "FAILED); free space, or set artifacts: minimal, and rerun: a sweep retries it"
+            ) from err
         raise
     val_loss = float(best_score) if best_score is not None else None
     return TrialResult(run_id, dict(scores.metrics), seconds, val_loss)

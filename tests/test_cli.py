@@ -1,27 +1,16 @@
 """The CLI as a user types it, in a subprocess where the exit code matters."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import pytest
 
 from lightning_ad.cli import main
-
-
-def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lightning_ad", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+from tests.helpers import run_cli
 
 
 def test_python_m_and_help_with_examples(tmp_path: Path) -> None:
-    result = _run("data", "preview", "--help", cwd=tmp_path)
+    result = run_cli("data", "preview", "--help", cwd=tmp_path)
     assert result.returncode == 0
     assert "examples:" in result.stdout and "--data-root" in result.stdout
 
@@ -73,7 +62,9 @@ def test_info_counts(synthetic_root: Path, capsys: pytest.CaptureFixture) -> Non
 
 
 def test_bad_category_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    result = _run("data", "info", "--category", "scerw", "--data-dir", str(tmp_path), cwd=tmp_path)
+    result = run_cli(
+        "data", "info", "--category", "scerw", "--data-dir", str(tmp_path), cwd=tmp_path
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lightning-ad: error: unknown category 'scerw'")

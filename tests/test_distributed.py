@@ -21,7 +21,7 @@ from lightning_ad import report, sweep
 from lightning_ad.config import SweepSpec
 from lightning_ad.errors import LightningADError
 from lightning_ad.services import Services, free_port, local_services
-from tests.sweep_checks import (
+from tests.helpers import (
     SWEEPS,
     assert_grid_filled_once,
     start_sweep,

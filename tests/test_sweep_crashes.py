@@ -12,7 +12,7 @@ import pytest
 
 from lightning_ad import sweep
 from lightning_ad.config import SweepSpec
-from tests.sweep_checks import (
+from tests.helpers import (
     SWEEPS,
     assert_grid_filled_once,
     start_sweep,

@@ -2,8 +2,6 @@
 
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -13,6 +11,7 @@ import pytorch_lightning as pl
 from lightning_ad.config import TrialConfig
 from lightning_ad.errors import LightningADError
 from lightning_ad.train import run_trial
+from tests.helpers import run_cli
 
 TINY = dict(
     category="screw",
@@ -72,18 +71,9 @@ def test_same_seed_same_auc(synthetic_root: Path, store: str) -> None:
     assert first.metrics == second.metrics
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lightning_ad", "train", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def test_cli_prints_json_last(synthetic_root: Path, tmp_path: Path) -> None:
-    result = _cli(
+    result = run_cli(
+        "train",
         "--category",
         "grid",
         "--data-root",
@@ -121,7 +111,9 @@ def test_cli_prints_json_last(synthetic_root: Path, tmp_path: Path) -> None:
 def test_bad_input_is_one_line_exit_2_nothing_written(
     args: list[str], message: str, synthetic_root: Path, tmp_path: Path
 ) -> None:
-    result = _cli("--category", "screw", "--data-root", str(synthetic_root), *args, cwd=tmp_path)
+    result = run_cli(
+        "train", "--category", "screw", "--data-root", str(synthetic_root), *args, cwd=tmp_path
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr

@@ -91,7 +91,9 @@ def find_category_dir(root: Path | str, category: str) -> Path:
     """``root/category``, or a clear error listing the categories that ``root`` does hold."""
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"data root {root} does not exist")
+        raise DataError(
+            f"data root {root} does not exist; pass the folder that holds the category folders"
+        )
     candidate = root / category
     if candidate.is_dir():
         return candidate

@@ -1,4 +1,5 @@
-"""What sweep tests check at the end: the grid filled, each cell once, nothing left running."""
+"""Shared by the tests: the CLI in a subprocess, and what sweep tests check at the end (the
+grid filled, each cell once, nothing left running)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,22 @@ QUICK_FINISHED = 8
 """sweeps/quick.yaml: 2 seeds x (frozen, arcface class2/class3, adacos class3); 4 cells n/a."""
 
 
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``lightning-ad ARGS`` as a user types it; the exit code and both streams are kept."""
+    return subprocess.run(
+        [sys.executable, "-m", "lightning_ad", *args],
+        cwd=cwd,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def sweep_command(data_root: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
@@ -35,9 +52,13 @@ def sweep_command(data_root: Path, *extra: str) -> list[str]:
 
 
 def start_sweep(command: list[str], cwd: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command,
+        cwd=cwd,
+        env=_clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
