@@ -81,6 +81,19 @@ def open_storage(
         )
         return optuna.storages.JournalStorage(backend)
     try:
+        return _rdb_storage(url, heartbeat, on_stale)
+    except Exception as err:  # SQLAlchemy raises many kinds; all mean "cannot use this URL"
+        raise LightningADError(
+            f"cannot open the Optuna storage {tracking.mask_password(url)}: {err}"
+        ) from err
+
+
+def _rdb_storage(url: str, heartbeat: int, on_stale) -> optuna.storages.RDBStorage:
+    """Workers started together on a new database race to create Optuna's tables; the losers
+    see "already exists" (IntegrityError / ProgrammingError) and simply try again."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    def connect() -> optuna.storages.RDBStorage:
         with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
@@ -89,10 +102,13 @@ def open_storage(
                 grace_period=3 * heartbeat,
                 heartbeat_stale_trial_callback=on_stale,
             )
-    except Exception as err:  # SQLAlchemy raises many kinds; all mean "cannot use this URL"
-        raise LightningADError(
-            f"cannot open the Optuna storage {tracking.mask_password(url)}: {err}"
-        ) from err
+
+    for attempt in range(4):
+        try:
+            return connect()
+        except (IntegrityError, ProgrammingError):
+            time.sleep(1 + attempt)
+    return connect()
 
 
 def load_study(target: SweepTarget) -> optuna.Study:

@@ -102,7 +102,11 @@ def run_trial(
             _interruptible(
                 trainer,
                 lambda: trainer.test(
-                    module, datamodule=datamodule, ckpt_path=best or None, verbose=False
+                    module,
+                    datamodule=datamodule,
+                    ckpt_path=best or None,
+                    verbose=False,
+                    weights_only=True,  # our own checkpoint, still loaded as tensors only
                 ),
             )
         scores = module.test_scores

@@ -7,6 +7,7 @@ Where PostgreSQL cannot be started the tests are skipped with the reason, unless
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import statistics
@@ -14,13 +15,14 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import optuna
 import pytest
 
 from lightning_ad import report, sweep
 from lightning_ad.config import SweepSpec
 from lightning_ad.errors import LightningADError
-from lightning_ad.services import Services, free_port, local_services
+from lightning_ad.services import PG_USER, Services, free_port, local_services
 from tests.helpers import (
     SWEEPS,
     assert_grid_filled_once,
@@ -31,6 +33,7 @@ from tests.helpers import (
 )
 
 pytestmark = pytest.mark.integration
+PASSWORD = "not-for-logs-4d1f"
 
 
 @pytest.fixture(scope="module")
@@ -79,15 +82,25 @@ def _sweep_file(tmp_path: Path, name: str) -> Path:
 def test_two_workers_on_postgres_and_mlflow_server(
     services: Services, synthetic_root: Path, tmp_path: Path
 ) -> None:
+    """Also: a password in the storage URL (the test server trusts loopback, so any password
+    connects) appears in no output, parameter or tag."""
     sweep_file = _sweep_file(tmp_path, "pg-two")
-    target = _target(services, sweep_file)
+    target = dataclasses.replace(
+        _target(services, sweep_file),
+        storage=services.storage.replace(f"{PG_USER}@", f"{PG_USER}:{PASSWORD}@"),
+    )
     command = _command(target, synthetic_root, sweep_file)
     workers = [start_sweep(command, tmp_path / f"machine{i}") for i in range(2)]
     for worker in workers:
         output, _ = worker.communicate(timeout=900)
         assert worker.returncode == 0, output
+        assert PASSWORD not in output
     study = assert_grid_filled_once(target)
     assert len({t.user_attrs["worker"] for t in study.trials}) == 2  # both took cells
+    client = mlflow.MlflowClient(target.tracking_uri)
+    experiment = client.get_experiment_by_name(target.experiment)
+    for run in client.search_runs([experiment.experiment_id]):
+        assert PASSWORD not in repr(run.data.params) + repr(run.data.tags)
 
     # The table is the medians of what the trials logged.
     trials = report.fetch_trials(target.tracking_uri, target.experiment, "pg-two", "screw")
