@@ -12,8 +12,14 @@ import pytest
 from lightning_ad import report, sweep
 from lightning_ad.config import SweepSpec
 from lightning_ad.errors import LightningADError
-
-SWEEPS = Path(__file__).parents[1] / "sweeps"
+from tests.helpers import (
+    SWEEPS,
+    assert_grid_filled_once,
+    start_sweep,
+    sweep_command,
+    trial_runs,
+    wait_for,
+)
 
 
 def _temporary_target(spec: SweepSpec, data_root: Path, tmp_path: Path) -> sweep.SweepTarget:
@@ -273,33 +279,14 @@ def test_bad_search_blocks(tmp_path: Path) -> None:
 def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(synthetic_root: Path, tmp_path: Path) -> None:
     """SIGINT during a trial: exit 130, finished trials kept, the interrupted one not left
     RUNNING anywhere, and the same command then completes the grid."""
-    import os
     import signal
-    import subprocess
-    import sys
-    import time
 
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    command = [
-        sys.executable,
-        "-m",
-        "lightning_ad",
-        "sweep",
-        "--sweep",
-        str(SWEEPS / "quick.yaml"),
-        "--data-root",
-        str(synthetic_root),
-        "--quiet",
-    ]
-    process = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    command = sweep_command(synthetic_root)
+    process = start_sweep(command, tmp_path)
     journal = tmp_path / "mlruns" / "optuna.journal"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and (
-        not journal.exists() or journal.read_text().count('"state":1') < 2
-    ):
-        time.sleep(0.5)  # wait until at least two trials have finished (state 1 = COMPLETE)
+    wait_for(  # at least two trials finished (state 1 = COMPLETE)
+        lambda: journal.exists() and journal.read_text().count('"state":1') >= 2, 240, "2 trials"
+    )
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130, output
@@ -309,26 +296,11 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(synthetic_root: Path, tmp_p
         storage=str(journal),
         tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
     )
-    client = mlflow.MlflowClient(target.tracking_uri)
-    experiment = client.get_experiment_by_name(target.experiment)
-    statuses = [
-        r.info.status
-        for r in client.search_runs(
-            [experiment.experiment_id], "tags.`lightning_ad.role` = 'trial'"
-        )
-    ]
+    statuses = [r.info.status for r in trial_runs(target)]
     assert "RUNNING" not in statuses and statuses.count("FINISHED") >= 2
     assert all(t.state != optuna.trial.TrialState.RUNNING for t in sweep.load_study(target).trials)
 
-    rerun = subprocess.run(
-        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert rerun.returncode == 0, rerun.stderr
-    finished = client.search_runs(
-        [experiment.experiment_id],
-        "tags.`lightning_ad.role` = 'trial' and attributes.status = 'FINISHED'",
-    )
-    keys = {
-        (r.data.params["head"], r.data.params["classes"], r.data.params["seed"]) for r in finished
-    }
-    assert len(keys) == 8 and len(finished) == 8  # nothing finished was trained twice
+    rerun = start_sweep(command, tmp_path)
+    output, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, output
+    assert_grid_filled_once(target)  # nothing finished was trained twice
