@@ -5,6 +5,8 @@ the min-max, because absolute times on a shared machine drift. Prints a table an
 JSON under ``reports/bench/``. ``--tiny`` runs every row on minimal inputs (what the tests use).
 
     python benchmarks/run.py [--tiny] [--only B1,B2] [--out reports/bench]
+
+B9 (torch.compile) is left out unless named in --only: compiling costs minutes.
 """
 
 from __future__ import annotations
@@ -485,6 +487,44 @@ def b8_channels_last(setup: Setup) -> Row:
     )
 
 
+def b9_torch_compile(setup: Setup) -> Row:
+    """``torch.compile`` on the same backbone: the one-off compile cost, then compiled training
+    steps against eager ones on the same batch. Not in the default run (it costs minutes)."""
+    import torch.nn.functional as F
+
+    from lightning_ad.models.module import AnomalyModule
+
+    images, targets = next(iter(_datamodule(setup).train_dataloader()))
+    models = {}
+    for compiled in (False, True):
+        module = AnomalyModule(backbone="efficientnet_lite0", head="arcface", n_classes=3)
+        body = torch.compile(module.backbone) if compiled else module.backbone
+        optimizer = torch.optim.Adam(module.parameters(), lr=1e-4, amsgrad=True)
+        models[compiled] = (module, body, optimizer)
+
+    def step(compiled: bool) -> None:
+        module, body, optimizer = models[compiled]
+        loss = F.cross_entropy(module.head(body(module.normalise(images)), targets), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    started = time.perf_counter()
+    step(True)
+    compile_seconds = time.perf_counter() - started
+    ratios = side_by_side(lambda: step(True), lambda: step(False), setup.repeats * 2)
+    row = _row(
+        "B9",
+        "efficientnet_lite0 training step: eager time / torch.compile time",
+        "keep compile if it pays within a trial",
+        ratios,
+        "{:.2f}x",
+        None,
+    )
+    row.result += f" after {compile_seconds:.0f} s of compiling"
+    return row
+
+
 # ---- the table ---------------------------------------------------------------------------------
 
 
@@ -522,8 +562,10 @@ def main(argv: list[str] | None = None) -> int:
         "B6": lambda: [b6_scaling(setup)],
         "B7": lambda: [b7_workers(setup)],
         "B8": lambda: [b8_channels_last(setup)],
+        "B9": lambda: [b9_torch_compile(setup)],
     }
-    wanted = set(args.only.split(",")) if args.only else set(rows_to_run) | {"B5"}
+    default_rows = set(rows_to_run) - {"B9"} | {"B5"}
+    wanted = set(args.only.split(",")) if args.only else default_rows
     rows: list[Row] = []
     started = time.perf_counter()
     for key, run in rows_to_run.items():

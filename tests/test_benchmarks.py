@@ -10,7 +10,10 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 from benchmarks.run import main
 
 
-@pytest.mark.parametrize("rows", ["B1,B2,B3", "B4,B6,B8"])
+@pytest.mark.parametrize(
+    "rows",
+    ["B1,B2,B3", "B4,B6,B8", pytest.param("B9", marks=pytest.mark.slow)],  # B9 compiles: minutes
+)
 def test_benchmark_rows_run_on_tiny_inputs(rows: str, tmp_path: Path) -> None:
     assert main(["--tiny", "--only", rows, "--out", str(tmp_path)]) == 0
     record = json.loads((tmp_path / "latest.json").read_text())
