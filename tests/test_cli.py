@@ -16,7 +16,18 @@ def test_python_m_and_help_with_examples(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [["data", "synth"], ["data", "mvtec"], ["data", "info"], ["data", "preview"]]
+    "command",
+    [
+        ["data", "synth"],
+        ["data", "mvtec"],
+        ["data", "info"],
+        ["data", "preview"],
+        ["train"],
+        ["sweep"],
+        ["table"],
+        ["services"],
+        ["ui"],
+    ],
 )
 def test_every_subcommand_has_examples(command: list[str], capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:

@@ -11,7 +11,10 @@ import dataclasses
 import os
 import signal
 import statistics
+import subprocess
+import sys
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -158,3 +161,33 @@ def test_killed_worker_trial_goes_stale_and_the_other_worker_runs_it(
     assert study.trials[killed].state == optuna.trial.TrialState.FAIL
     [run] = [r for r in trial_runs(target) if r.data.tags["optuna.trial"] == str(killed)]
     assert run.info.status == "FAILED"
+
+
+def test_make_services_starts_both_prints_the_urls_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """``lightning-ad services`` as ``make services`` runs it: both servers answer at the URLs
+    it prints, and Ctrl-C stops both (exit 0, PostgreSQL's pid file gone)."""
+    root = Path(tempfile.mkdtemp(prefix="lightning-ad-make-services-"))
+    root.chmod(0o755)
+    pg_port, mlflow_port = free_port(), free_port()
+    command = [
+        sys.executable, "-m", "lightning_ad", "services", "--dir", str(root),
+        "--pg-port", str(pg_port), "--port", str(mlflow_port),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = process.stdout.readline()  # blocks until the servers are up, or '' if it died
+    if not first:
+        process.wait(timeout=60)
+        message = f"lightning-ad services could not start: {process.stderr.read()}"
+        if os.environ.get("LIGHTNING_AD_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    storage = first.split()[-1]
+    tracking_uri = process.stdout.readline().split()[-1]
+    assert storage == f"postgresql+psycopg://{PG_USER}@127.0.0.1:{pg_port}/optuna"
+    assert tracking_uri == f"http://127.0.0.1:{mlflow_port}"
+    optuna.create_study(study_name="smoke", storage=storage)
+    with urllib.request.urlopen(f"{tracking_uri}/health", timeout=5) as response:
+        assert response.status == 200
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 0
+    assert not (root / "postgres" / "postmaster.pid").exists()
