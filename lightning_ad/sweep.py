@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from lightning_ad import report, tracking
@@ -227,7 +226,14 @@ def _next_step(study: optuna.Study, n_cells: int) -> str:
             visited.add(trial.system_attrs["grid_id"])
     if len(visited) < n_cells:
         return "take"
-    return "wait" if running and is_heartbeat_enabled(study._storage) else "done"
+    return "wait" if running and _has_heartbeats(study) else "done"
+
+
+def _has_heartbeats(study: optuna.Study) -> bool:
+    storage = study._storage
+    return isinstance(storage, optuna.storages.RDBStorage) and bool(
+        storage.get_heartbeat_interval()
+    )
 
 
 # ---- the parent run --------------------------------------------------------------------------

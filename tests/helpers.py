@@ -12,6 +12,7 @@ from pathlib import Path
 
 import mlflow
 import optuna
+import yaml
 
 from lightning_ad import sweep
 
@@ -36,14 +37,24 @@ def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.Completed
     )
 
 
-def sweep_command(data_root: Path, *extra: str) -> list[str]:
+def quick_sweep_file(folder: Path, name: str, **fixed: object) -> Path:
+    """sweeps/quick.yaml saved as ``folder/name.yaml`` (so its own study and experiment), with
+    ``fixed`` settings changed: more epochs make a trial last long enough to be killed in."""
+    raw = yaml.safe_load((SWEEPS / "quick.yaml").read_text())
+    raw["fixed"].update(fixed)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def sweep_command(data_root: Path, *extra: str, sweep_file: Path | None = None) -> list[str]:
     return [
         sys.executable,
         "-m",
         "lightning_ad",
         "sweep",
         "--sweep",
-        str(SWEEPS / "quick.yaml"),
+        str(sweep_file or SWEEPS / "quick.yaml"),
         "--data-root",
         str(data_root),
         "--quiet",
@@ -68,6 +79,16 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.5)
+
+
+def training_runs(target: sweep.SweepTarget) -> list:
+    """Trial runs now RUNNING that train (not the frozen baseline, which only tests), or []
+    while the experiment does not exist yet."""
+    try:
+        runs = trial_runs(target, "RUNNING")
+    except AttributeError:  # get_experiment_by_name gave None: nothing logged yet
+        return []
+    return [r for r in runs if r.data.params.get("head", "none") != "none"]
 
 
 def trial_runs(target: sweep.SweepTarget, status: str | None = None) -> list:

@@ -21,16 +21,18 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 from lightning_ad import report, sweep
 from lightning_ad.config import SweepSpec
 from lightning_ad.errors import LightningADError
 from lightning_ad.services import PG_USER, Services, free_port, local_services
 from tests.helpers import (
-    SWEEPS,
     assert_grid_filled_once,
+    quick_sweep_file,
     start_sweep,
     sweep_command,
+    training_runs,
     trial_runs,
     wait_for,
 )
@@ -65,21 +67,16 @@ def _target(services: Services, sweep_file: Path) -> sweep.SweepTarget:
 
 
 def _command(target: sweep.SweepTarget, data_root: Path, sweep_file: Path, *extra: str):
-    command = sweep_command(
-        data_root, "--storage", target.storage, "--tracking-uri", target.tracking_uri, *extra
-    )
-    command[command.index("--sweep") + 1] = str(sweep_file)
-    return command
+    where = ["--storage", target.storage, "--tracking-uri", target.tracking_uri]
+    return sweep_command(data_root, *where, *extra, sweep_file=sweep_file)
 
 
-def _sweep_file(tmp_path: Path, name: str) -> Path:
-    """quick.yaml under another name, so that each test has its own study and experiment; and
-    a working folder per worker, as if each ran on its own machine."""
-    path = tmp_path / f"{name}.yaml"
-    path.write_text((SWEEPS / "quick.yaml").read_text())
+def _sweep_file(tmp_path: Path, name: str, **fixed: object) -> Path:
+    """quick.yaml under its own name (its own study and experiment), and a working folder per
+    worker, as if each ran on its own machine."""
     for machine in ("machine0", "machine1"):
         (tmp_path / machine).mkdir()
-    return path
+    return quick_sweep_file(tmp_path, name, **fixed)
 
 
 def test_two_workers_on_postgres_and_mlflow_server(
@@ -127,33 +124,31 @@ def test_killed_worker_trial_goes_stale_and_the_other_worker_runs_it(
 ) -> None:
     """SIGKILL one of two workers mid-trial: the survivor sees the heartbeat stop, fails the
     trial, closes its MLflow run and runs the cell itself; no rerun needed."""
-    sweep_file = _sweep_file(tmp_path, "pg-kill")
+    sweep_file = _sweep_file(tmp_path, "pg-kill", epochs=3, image_size=64)
     target = _target(services, sweep_file)
     command = _command(target, synthetic_root, sweep_file, "--heartbeat", "2")
     victim, survivor = (start_sweep(command, tmp_path / f"machine{i}") for i in range(2))
 
-    def victim_is_training() -> bool:
-        try:
-            runs = trial_runs(target, "RUNNING")
-        except Exception:  # experiment not created yet
-            return False
+    def victims_trials(*states: optuna.trial.TrialState) -> list[int]:
         study = optuna.load_study(study_name=target.study_name, storage=target.storage)
-        mine = {
-            str(t.number)
-            for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        return [
+            t.number
+            for t in study.get_trials(states=states)
             if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
-        }
-        return any(r.data.tags["optuna.trial"] in mine for r in runs)
+        ]
+
+    def victim_is_training() -> bool:
+        training = {r.data.tags["optuna.trial"] for r in training_runs(target)}
+        # (no training run yet may also mean no study yet: ask the study only after)
+        return bool(training) and bool(
+            training & {str(n) for n in victims_trials(TrialState.RUNNING)}
+        )
 
     wait_for(victim_is_training, 300, "the victim's trial to start training")
-    study = optuna.load_study(study_name=target.study_name, storage=target.storage)
-    [killed] = [
-        t.number
-        for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
-        if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
-    ]
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=60)
+    # Read after the fact: still RUNNING, or already FAIL if the survivor was quicker.
+    [killed] = victims_trials(TrialState.RUNNING, TrialState.FAIL)
 
     output, _ = survivor.communicate(timeout=900)
     assert survivor.returncode == 0, output

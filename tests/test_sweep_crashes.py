@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import mlflow
 import optuna
 import pytest
 
@@ -15,52 +16,48 @@ from lightning_ad.config import SweepSpec
 from tests.helpers import (
     SWEEPS,
     assert_grid_filled_once,
+    quick_sweep_file,
     start_sweep,
     sweep_command,
+    training_runs,
     trial_runs,
     wait_for,
 )
 
 
-def _default_target(cwd: Path) -> sweep.SweepTarget:
-    """The quick screw sweep in the stores a plain ``lightning-ad sweep`` uses under ``cwd``."""
+def _default_target(cwd: Path, sweep_file: Path = SWEEPS / "quick.yaml") -> sweep.SweepTarget:
+    """The screw sweep of ``sweep_file`` in the stores a plain ``lightning-ad sweep`` uses under
+    ``cwd``."""
     return sweep.SweepTarget(
-        SweepSpec.load(SWEEPS / "quick.yaml").with_category("screw"),
+        SweepSpec.load(sweep_file).with_category("screw"),
         "screw",
         storage=str(cwd / "mlruns" / "optuna.journal"),
         tracking_uri=f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}",
     )
 
 
-def _mid_trial(target: sweep.SweepTarget) -> bool:
-    """At least one trial finished and another one's MLflow run is training."""
-    db = Path(target.tracking_uri.removeprefix("sqlite:///"))
-    if not db.exists():
-        return False
-    try:
-        return bool(trial_runs(target, "FINISHED")) and bool(trial_runs(target, "RUNNING"))
-    except Exception:  # the experiment may not exist yet
-        return False
-
-
 def test_sigkill_mid_trial_then_rerun_completes_the_grid(
     synthetic_root: Path, tmp_path: Path
 ) -> None:
-    target = _default_target(tmp_path)
-    command = sweep_command(synthetic_root)
+    sweep_file = quick_sweep_file(tmp_path, "killed", epochs=3, image_size=64)
+    target = _default_target(tmp_path, sweep_file)
+    command = sweep_command(synthetic_root, sweep_file=sweep_file)
     worker = start_sweep(command, tmp_path)
-    wait_for(lambda: _mid_trial(target), 300, "a trial in the middle of training")
-    killed = trial_runs(target, "RUNNING")[0].data.tags["optuna.trial"]
+    wait_for(lambda: bool(training_runs(target)), 300, "a trial in the middle of training")
     worker.send_signal(signal.SIGKILL)
     worker.wait(timeout=60)
+    # Which trial died is read after the fact: the run the dead process left RUNNING.
+    [orphan] = trial_runs(target, "RUNNING")
+    killed = orphan.data.tags["optuna.trial"]
 
     rerun = start_sweep(command, tmp_path)
     output, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, output
     study = assert_grid_filled_once(target)
     assert study.trials[int(killed)].state == optuna.trial.TrialState.FAIL
-    [run] = [r for r in trial_runs(target) if r.data.tags["optuna.trial"] == killed]
-    assert run.info.status == "FAILED"  # closed by the rerun, not left "running"
+    assert mlflow.MlflowClient(target.tracking_uri).get_run(orphan.info.run_id).info.status == (
+        "FAILED"
+    )  # closed by the rerun, not left "running"
 
 
 @pytest.mark.parametrize("how", ["--workers 4", "two commands at once"])
