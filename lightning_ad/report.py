@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lightning_ad.config import FROZEN, SweepSpec, cell_label
+from lightning_ad.config import FROZEN, GRID_KEYS, SweepSpec, cell_label
 from lightning_ad.models.heads import NO_HEAD
 
 FORMATS = ("md", "csv", "html", "latex")
@@ -21,7 +21,6 @@ MAIN_METRIC = "test/auc"
 DEFECT_METRIC = "test/auc_lof"
 TRIAL_ROLE = "trial"
 SELECTED_TAG = "lightning_ad.selected"
-KEYS = ("category", "backbone", "head", "classes", "seed")
 
 
 def fetch_trials(
@@ -36,7 +35,7 @@ def fetch_trials(
     client = mlflow.MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        return pd.DataFrame(columns=[*KEYS, MAIN_METRIC])
+        return pd.DataFrame(columns=[*GRID_KEYS, MAIN_METRIC])
     query = f"tags.`lightning_ad.sweep` = '{sweep}' and tags.`lightning_ad.role` = '{TRIAL_ROLE}'"
     query += " and attributes.status = 'FINISHED'"
     if category:
@@ -57,15 +56,15 @@ def fetch_trials(
     # With a ``search`` block a cell trains several proposals; only its selected one counts.
     runs = [run for run in runs if run.data.tags.get(SELECTED_TAG) != "false"]
     if not runs:
-        return pd.DataFrame(columns=[*KEYS, MAIN_METRIC])
+        return pd.DataFrame(columns=[*GRID_KEYS, MAIN_METRIC])
     rows = []
     for run in runs:
-        row = {key: run.data.params.get(key) for key in KEYS}
+        row = {key: run.data.params.get(key) for key in GRID_KEYS}
         row |= {k: v for k, v in run.data.metrics.items() if k.startswith("test/")}
         rows.append(row | {"run_id": run.info.run_id})
     table = pd.DataFrame(rows)
     table["seed"] = table["seed"].astype(int)
-    return table.drop_duplicates(subset=list(KEYS), keep="last").reset_index(drop=True)
+    return table.drop_duplicates(subset=list(GRID_KEYS), keep="last").reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -268,9 +267,7 @@ def _fmt(column: str, value) -> str:
     return str(value)
 
 
-def write_report(
-    trials: pd.DataFrame, spec: SweepSpec, out_dir: Path, fmt: str = "md"
-) -> list[Path]:
+def write_report(trials: pd.DataFrame, spec: SweepSpec, out_dir: Path) -> list[Path]:
     """Every table in every format, and the two plots, into ``out_dir``; returns the files."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = {
@@ -278,16 +275,13 @@ def write_report(
         "class3_vs_class2": (paired_deltas(trials, MAIN_METRIC), False),
         "class3_vs_class2_by_defect": (defect_deltas(trials), False),
     }
+    long_medians = main_table(trials, spec, long=True)  # csv and html have room for min-max
     written = []
-    for fmt_ in FORMATS:
+    for fmt in FORMATS:
         for name, (table, bold) in tables.items():
-            shown = (
-                main_table(trials, spec, long=True)
-                if name == "median_auc" and fmt_ in ("csv", "html")
-                else table
-            )
-            path = out_dir / f"{name}.{'tex' if fmt_ == 'latex' else fmt_}"
-            path.write_text(render(shown, fmt_, bold_best=bold))
+            shown = long_medians if name == "median_auc" and fmt in ("csv", "html") else table
+            path = out_dir / f"{name}.{'tex' if fmt == 'latex' else fmt}"
+            path.write_text(render(shown, fmt, bold_best=bold))
             written.append(path)
     written += _plots(trials, out_dir)
     return written
