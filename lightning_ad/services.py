@@ -29,6 +29,9 @@ from lightning_ad.errors import LightningADError
 PG_USER = "lightning_ad"
 DATABASES = ("optuna", "mlflow")
 LOOPBACK = "127.0.0.1"
+# PostgreSQL refuses to run as root: as root, its tools run as the ``postgres`` user (Debian's
+# package creates it).
+_POSTGRES_USER = "postgres" if os.geteuid() == 0 else None
 
 
 def postgres_bin_dir() -> Path:
@@ -69,6 +72,9 @@ class Postgres:
     def start(self) -> None:
         """Create the cluster on first use, start the server and create the databases."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if _POSTGRES_USER:  # initdb fills the folder as that user; only the folder is ours
+            owner = pwd.getpwnam(_POSTGRES_USER)
+            os.chown(self.data_dir, owner.pw_uid, owner.pw_gid)
         if not (self.data_dir / "PG_VERSION").exists():
             self._run(
                 "initdb", "-D", str(self.data_dir), "-U", PG_USER, "--auth=trust", "-E", "UTF8"
@@ -96,16 +102,10 @@ class Postgres:
                     connection.execute(f'CREATE DATABASE "{name}"')
 
     def _run(self, tool: str, *args: str) -> None:
-        """PostgreSQL refuses to run as root: as root, run its tools as the ``postgres`` user
-        (Debian's package creates it) and give it the data folder."""
-        user = None
-        if os.geteuid() == 0:
-            user = "postgres"
-            owner = pwd.getpwnam(user)
-            for path in (self.data_dir, *self.data_dir.rglob("*")):
-                os.chown(path, owner.pw_uid, owner.pw_gid)
         command = [str(postgres_bin_dir() / tool), *args]
-        done = subprocess.run(command, user=user, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            command, user=_POSTGRES_USER, capture_output=True, text=True, timeout=120
+        )
         if done.returncode != 0:
             raise LightningADError(
                 f"{tool} failed ({done.returncode}) for {self.data_dir}: "
@@ -141,9 +141,12 @@ def start_mlflow_server(
     ]
     if allowed_hosts:
         command += ["--allowed-hosts", allowed_hosts]
-    output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
-    process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
-    url = f"http://{LOOPBACK if host in ('0.0.0.0', '::') else host}:{port}/health"
+    if log_file:
+        with open(log_file, "ab") as output:  # the server keeps its own copy of the handle
+            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    else:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://{_local_address(host)}:{port}/health"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -156,6 +159,11 @@ def start_mlflow_server(
         time.sleep(0.5)
     process.kill()
     raise LightningADError(f"mlflow server did not answer {url} within 180 s")
+
+
+def _local_address(host: str) -> str:
+    """Where this machine reaches a server listening on ``host`` (all interfaces -> loopback)."""
+    return LOOPBACK if host in ("0.0.0.0", "::") else host
 
 
 def stop_process(process: subprocess.Popen) -> None:
@@ -197,8 +205,7 @@ def local_services(
             log_file=root / "mlflow-server.log",
         )
         try:
-            shown_host = LOOPBACK if host in ("0.0.0.0", "::") else host
-            yield Services(postgres.url("optuna"), f"http://{shown_host}:{mlflow_port}")
+            yield Services(postgres.url("optuna"), f"http://{_local_address(host)}:{mlflow_port}")
         finally:
             stop_process(server)
     finally:
