@@ -39,15 +39,9 @@ def target(synthetic_root: Path, tmp_path: Path) -> sweep.SweepTarget:
     return _temporary_target(SweepSpec.load(SWEEPS / "quick.yaml"), synthetic_root, tmp_path)
 
 
-def _children(target: sweep.SweepTarget) -> list:
-    client = mlflow.MlflowClient(target.tracking_uri)
-    experiment = client.get_experiment_by_name(target.experiment)
-    return client.search_runs([experiment.experiment_id], "tags.`lightning_ad.role` = 'trial'")
-
-
 def test_quick_sweep_runs_resumes_and_tables_match(target: sweep.SweepTarget) -> None:
     files = sweep.run_sweep(target, show_progress=False)
-    children = _children(target)
+    children = trial_runs(target)
     # 2 seeds x (frozen + arcface class2 + arcface class3 + adacos class3); adacos class2 is n/a.
     assert len(children) == 8 and all(r.info.status == "FINISHED" for r in children)
     parent_ids = {r.data.tags["mlflow.parentRunId"] for r in children}
@@ -63,7 +57,7 @@ def test_quick_sweep_runs_resumes_and_tables_match(target: sweep.SweepTarget) ->
     study = optuna.load_study(study_name="quick-screw", storage=sweep.open_storage(target.storage))
     trials_before = len(study.trials)
     sweep.run_sweep(target, show_progress=False)
-    assert len(_children(target)) == 8
+    assert len(trial_runs(target)) == 8
     assert (
         len(
             optuna.load_study(
@@ -128,11 +122,11 @@ def test_a_failing_trial_is_recorded_and_retried_on_rerun(
     study = optuna.load_study(study_name="quick-screw", storage=sweep.open_storage(target.storage))
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     assert len(failed) == 1 and "simulated bad data" in failed[0].user_attrs["error"]
-    assert len(_children(target)) == 7
+    assert len(trial_runs(target)) == 7
 
     monkeypatch.setattr(sweep, "run_trial", real_run_trial)
     sweep.run_sweep(target, show_progress=False)
-    children = _children(target)
+    children = trial_runs(target)
     assert len(children) == 8  # only the failed cell was trained again
     keys = [
         (r.data.params["head"], r.data.params["classes"], r.data.params["seed"]) for r in children
@@ -212,7 +206,7 @@ def test_unreachable_storage_is_one_clear_error() -> None:
 
 def test_two_local_workers_fill_the_grid_once(target: sweep.SweepTarget) -> None:
     sweep.run_sweep(target, workers=2, show_progress=False)
-    children = _children(target)
+    children = trial_runs(target)
     keys = [
         (r.data.params["head"], r.data.params["classes"], r.data.params["seed"]) for r in children
     ]
@@ -241,7 +235,7 @@ def test_search_tunes_inside_each_cell_on_val_loss(synthetic_root: Path, tmp_pat
     )
     target = _temporary_target(spec, synthetic_root, tmp_path)
     sweep.run_sweep(target, show_progress=False)
-    runs = _children(target)
+    runs = trial_runs(target)
     assert len(runs) == 3 and len({r.data.params["lr"] for r in runs}) == 3
     selected = [r for r in runs if r.data.tags[report.SELECTED_TAG] == "true"]
     assert len(selected) == 1
@@ -255,7 +249,7 @@ def test_search_tunes_inside_each_cell_on_val_loss(synthetic_root: Path, tmp_pat
     table = report.fetch_trials(target.tracking_uri, target.experiment, "tuned", "screw")
     assert list(table["run_id"]) == [selected[0].info.run_id]
     sweep.run_sweep(target, show_progress=False)  # resumes: the budget is spent, nothing new
-    assert len(_children(target)) == 3
+    assert len(trial_runs(target)) == 3
 
 
 def test_bad_search_blocks(tmp_path: Path) -> None:
