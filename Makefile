@@ -21,7 +21,7 @@ BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed-$(shell { cat setup.cfg pyproject.toml; echo '$(CURDIR)'; } | sha256sum | cut -c1-16)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-integration test-all lint format data preview sweep table services ui bench clean
+.PHONY: help install test test-e2e test-integration test-all lint format data preview sweep table services ui bench clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,8 +35,11 @@ $(STAMP):
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-test: $(STAMP) ## run the test suite (not the slow or integration tests)
+test: $(STAMP) ## the inner loop: unit and in-process tests (not e2e, slow or integration)
 	$(BIN)/python -m pytest
+
+test-e2e: $(STAMP) ## whole sweeps and make targets in subprocesses, the README walked on a clone
+	$(BIN)/python -m pytest -m e2e
 
 test-integration: $(STAMP) ## the tests against a real PostgreSQL and mlflow server (started by the tests)
 	$(BIN)/python -m pytest -m integration
@@ -44,8 +47,9 @@ test-integration: $(STAMP) ## the tests against a real PostgreSQL and mlflow ser
 test-all: $(STAMP) ## run every test, slow and integration ones included
 	$(BIN)/python -m pytest -m ""
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff check and ruff format --check, over the whole tree
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 format: $(STAMP) ## ruff format + autofix
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .

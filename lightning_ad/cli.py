@@ -14,6 +14,7 @@ from pathlib import Path
 from lightning_ad.errors import LightningADError
 
 EXIT_USAGE = 2
+EXIT_FAILED_CELLS = 1
 
 
 def _subcommand(
@@ -82,7 +83,13 @@ def _data_preview(args: argparse.Namespace) -> None:
     from lightning_ad.data.preview import render_preview
 
     resolved = _resolve(args)
-    out = render_preview(resolved.root, args.out, image_size=args.image_size, seed=args.seed)
+    out = render_preview(
+        resolved.root,
+        args.out,
+        image_size=args.image_size,
+        seed=args.seed,
+        dataset=resolved.dataset,
+    )
     print(f"wrote {out}")
 
 
@@ -169,56 +176,106 @@ def _targets(args: argparse.Namespace):
     ]
 
 
-def _sweep(args: argparse.Namespace) -> None:
+def _sweep(args: argparse.Namespace) -> int:
     from lightning_ad.sweep import run_sweep
 
     if args.workers < 1:
         raise LightningADError(f"--workers must be at least 1, got {args.workers}")
     if args.heartbeat < 1:
         raise LightningADError(f"--heartbeat must be at least 1 second, got {args.heartbeat}")
+    failed = 0
     for target in _targets(args):
         started = time.perf_counter()
-        files = run_sweep(target, workers=args.workers, show_progress=not args.quiet)
+        outcome = run_sweep(target, workers=args.workers, show_progress=not args.quiet)
         minutes = (time.perf_counter() - started) / 60
-        where = files[0].parent if files else "-"
-        print(f"{target.study_name}: done in {minutes:.1f} min; tables in {where}")
+        where = outcome.files[0].parent if outcome.files else "-"
+        status = outcome.status
+        print(
+            f"{target.study_name}: {status.complete} of {status.cells} cells complete in "
+            f"{minutes:.1f} min; tables in {where}"
+        )
+        for cell, error in status.failed.items():
+            print(f"  failed: {' '.join(map(str, cell))}: {error}", file=sys.stderr)
+        failed += len(status.failed)
+    if failed:
+        print(
+            f"lightning-ad: {failed} cells failed (their errors above); fix the cause and run the "
+            "same command again: only those cells are retried",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED_CELLS
+    return 0
 
 
 def _table(args: argparse.Namespace) -> None:
     from lightning_ad import report
 
-    for target in _targets(args):
+    targets = _targets(args)
+    out = Path(args.out) if args.out else None
+    to_folder = out is not None and (out.is_dir() or not out.suffix)
+    _check_table_destination(args, out, to_folder, len(targets))
+    for target in targets:
         trials = report.fetch_trials(
             target.tracking_uri, target.experiment, target.spec.name, target.category
         )
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(report.summary_text(trials, target.spec, args.format))
-            print(f"wrote {args.out}")
-        else:
-            print(report.summary_text(trials, target.spec, args.format))
-        out_dir = Path("reports") / target.spec.name / target.category
-        report.write_report(trials, target.spec, out_dir)
+        report.write_report(
+            trials, target.spec, Path("reports") / target.spec.name / target.category
+        )
+        if out is None:
+            _print_tables(report, trials, target.spec, args)
+            continue
+        folder = (out / target.category if len(targets) > 1 else out) if to_folder else None
+        names = args.table or (report.TABLES if to_folder else ("median",))
+        for name in names:
+            path = out
+            if folder is not None:
+                path = folder / f"{report.FILE_NAMES[name]}{report.suffix(args.format)}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            report.write_table(trials, target.spec, name, args.format, path)
+            print(f"wrote {path}")
+
+
+def _check_table_destination(
+    args: argparse.Namespace, out: Path | None, to_folder: bool, n_categories: int
+) -> None:
+    """A file, or csv on stdout, holds one table of one category: never several CSVs in one."""
+    if out is None and args.format == "parquet":
+        raise LightningADError("parquet is binary: pass --out FILE (or --out FOLDER)")
+    one_table = not to_folder and (out is not None or args.format == "csv")
+    where = f"--out {out}" if out is not None else "csv on stdout"
+    if one_table and args.table and len(args.table) > 1:
+        raise LightningADError(
+            f"{where} holds one table, got --table {' '.join(args.table)}; "
+            "pass one --table, or --out FOLDER for a file per table"
+        )
+    if one_table and n_categories > 1:
+        raise LightningADError(
+            f"{where} holds one category's table, but the sweep has {n_categories} "
+            "categories; pass --category NAME, or --out FOLDER"
+        )
+
+
+def _print_tables(report, trials, spec, args: argparse.Namespace) -> None:
+    """Display formats print every table under its title; csv prints one tidy table, so that
+    the output is one CSV a program can read."""
+    if args.format == "csv":
+        [name] = args.table or ("median",)
+        print(report.tidy_tables(trials, spec)[name].to_csv(index=False), end="")
+    else:
+        print(report.summary_text(trials, spec, args.format, args.table or report.TABLES))
 
 
 def _ui(args: argparse.Namespace) -> None:
     import os
 
-    from lightning_ad.tracking import mask_password, resolve_tracking_uri
+    from lightning_ad.tracking import mask_password, mlflow_command, resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
-    command = [
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-    ]
+    command = mlflow_command(
+        "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)
+    )
     print(" ".join(mask_password(part) for part in command), file=sys.stderr)
-    os.execvp(command[0], command)
+    os.execv(command[0], command)
 
 
 def _services(args: argparse.Namespace) -> None:
@@ -414,13 +471,31 @@ def build_parser() -> argparse.ArgumentParser:
         "table",
         "print and write the comparison tables of a sweep, from MLflow",
         "  lightning-ad table --sweep default --category screw\n"
-        "  lightning-ad table --sweep article --format latex --out reports/article.tex\n",
+        "  lightning-ad table --sweep default --category screw --format csv --out medians.csv\n"
+        "  lightning-ad table --sweep article --category screw --format latex --out tables/\n",
         _table,
     )
     table.add_argument("--sweep", default="default", help="a sweep file, or a name in ./sweeps")
     table.add_argument("--category", help="only this category")
-    table.add_argument("--format", default="md", choices=("md", "csv", "html", "latex"))
-    table.add_argument("--out", help="write the tables to this file instead of printing them")
+    table.add_argument(
+        "--format",
+        default="md",
+        choices=("md", "html", "latex", "csv", "parquet"),
+        help="md, html, latex: the display tables; csv, parquet: tidy data, one row per cell "
+        "(default: md)",
+    )
+    table.add_argument(
+        "--table",
+        action="append",
+        choices=("median", "delta", "defects"),
+        help="only this table (repeatable): median AUC per cell, class3 - class2, or per defect "
+        "type (default: all; one table, median, for --out FILE and for csv on stdout)",
+    )
+    table.add_argument(
+        "--out",
+        help="a FILE (one table) or a FOLDER (a file per table) instead of printing; "
+        "reports/<sweep>/<category>/ always gets every table in every format",
+    )
     table.add_argument("--tracking-uri", help="MLflow tracking URI")
 
     ui = _subcommand(
@@ -473,14 +548,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.handler(args)
+        return args.handler(args) or 0
     except LightningADError as err:
         print(f"lightning-ad: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("lightning-ad: interrupted", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -128,6 +128,23 @@ FIXED_KEYS = tuple(
     f.name for f in fields(TrialConfig) if f.name not in (*GRID_KEYS, "data_root", "data_dir")
 )
 FROZEN = "frozen"
+TRAINING_ONLY = frozenset(
+    {
+        "epochs",
+        "batch_size",
+        "lr",
+        "amsgrad",
+        "cosine_schedule",
+        "swa",
+        "mask_mode",
+        "val_fraction",
+        "head_params",
+        "twin_params",
+        "max_time_minutes",
+    }
+)
+"""Settings that only shape training (the optimiser, the twins, the validation slice used for
+early stopping): they cannot change the frozen baseline, which is never trained."""
 
 
 def classes_label(classes: int | str | list[str] | tuple[str, ...]) -> str:
@@ -230,6 +247,19 @@ class SweepSpec:
             first = self.grid["classes"][0]
             return f"the frozen baseline does not depend on classes (run with {first})"
         return None
+
+    def search_for(self, cell: dict[str, Any]) -> SearchSpec | None:
+        """The part of ``search`` that can change this cell's result, or None when nothing
+        does: the frozen baseline is never trained, so training settings are not searched
+        for it (three "proposals" would be three copies of one model)."""
+        if self.search is None:
+            return None
+        params = {
+            name: dist
+            for name, dist in self.search.params.items()
+            if cell["head"] != NO_HEAD or name not in TRAINING_ONLY
+        }
+        return SearchSpec(self.search.trials_per_cell, params) if params else None
 
     def trial_config(
         self,

@@ -1,11 +1,14 @@
 """Comparison tables from MLflow: median AUC per cell, class3 - class2 deltas, per-defect deltas.
 
 Everything is read back with ``mlflow.search_runs``, never from local state, so a table can be
-made from any tracking server that holds the sweep's runs.
+made from any tracking server that holds the sweep's runs. Each table exists twice: *tidy* (one
+row per cell, pair or defect, numeric columns at full precision; CSV and Parquet, for programs)
+and *display* (the article's wide layout, rounded; Markdown, HTML, LaTeX, for people).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +16,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lightning_ad import tracking
 from lightning_ad.config import FROZEN, GRID_KEYS, SweepSpec, cell_label
 from lightning_ad.models.heads import NO_HEAD
 
-FORMATS = ("md", "csv", "html", "latex")
+DISPLAY_FORMATS = ("md", "html", "latex")
+DATA_FORMATS = ("csv", "parquet")
+FORMATS = (*DISPLAY_FORMATS, *DATA_FORMATS)
+TABLES = ("median", "delta", "defects")
+"""``median``: median test AUC per cell; ``delta``: class3 - class2 per (backbone, head);
+``defects``: class3 - class2 per defect type."""
+FILE_NAMES = {
+    "median": "median_auc",
+    "delta": "class3_vs_class2",
+    "defects": "class3_vs_class2_by_defect",
+}
+RUN_FACTS = ("dataset", "data_root", "git_commit")
+"""Run parameters that say where a cell's numbers came from; the tidy table carries them."""
 MAIN_METRIC = "test/auc"
 DEFECT_METRIC = "test/auc_lof"
 TRIAL_ROLE = "trial"
@@ -59,7 +75,7 @@ def fetch_trials(
         return pd.DataFrame(columns=[*GRID_KEYS, MAIN_METRIC])
     rows = []
     for run in runs:
-        row = {key: run.data.params.get(key) for key in GRID_KEYS}
+        row = {key: run.data.params.get(key) for key in (*GRID_KEYS, *RUN_FACTS)}
         row |= {k: v for k, v in run.data.metrics.items() if k.startswith("test/")}
         rows.append(row | {"run_id": run.info.run_id})
     table = pd.DataFrame(rows)
@@ -116,6 +132,46 @@ def median_metrics(trials: pd.DataFrame) -> dict[str, float]:
             f"median_auc/{backbone}/{NO_HEAD if head == FROZEN else head}/{classes or 'any'}"
         ] = stats.median
     return result
+
+
+def tidy_medians(trials: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
+    """One row per (category, backbone, head, classes) cell, full precision: ``median``, ``min``,
+    ``max`` and ``n_seeds`` of ``test/auc``, the median of every other image-level ``test/*``
+    metric (``median_auc_lof``, ``median_pixel_auc_gradcam``, ...), and where the numbers came
+    from (sweep, fixed settings, dataset, data root, commits). The frozen baseline does not
+    depend on the class count: its ``classes`` is ``any``."""
+    columns = ["sweep", *GRID_KEYS[:-1], "n_seeds", "median", "min", "max"]
+    if trials.empty or MAIN_METRIC not in trials:
+        return pd.DataFrame(columns=columns)
+    other = sorted(c for c in trials.columns if c.startswith("test/") and c.count("/") == 1)
+    rows = []
+    for (category, backbone, head, classes), group in trials.groupby(list(GRID_KEYS[:-1])):
+        values = group[MAIN_METRIC].dropna()
+        if values.empty:
+            continue
+        row = {
+            "sweep": spec.name,
+            "category": category,
+            "backbone": backbone,
+            "head": head,
+            "classes": "any" if head == NO_HEAD else classes,
+            "n_seeds": len(values),
+            "median": float(values.median()),
+            "min": float(values.min()),
+            "max": float(values.max()),
+        }
+        row |= {f"median_{c.removeprefix('test/')}": float(group[c].median()) for c in other}
+        row |= {fact: _joined(group.get(fact)) for fact in RUN_FACTS}
+        row["settings"] = json.dumps(spec.fixed, sort_keys=True)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _joined(values: pd.Series | None) -> str:
+    """The distinct values of a run fact in one cell (one, unless the cell mixes runs)."""
+    if values is None:
+        return ""
+    return ";".join(sorted({str(v) for v in values.dropna()}))
 
 
 def paired_deltas(
@@ -228,9 +284,7 @@ def _median_of(cell: str) -> float:
 
 
 def render(table: pd.DataFrame, fmt: str, bold_best: bool = False) -> str:
-    """One table as md, csv, html or latex."""
-    if fmt == "csv":
-        return table.to_csv(index=False)
+    """One display table as md, html or latex."""
     if bold_best:
         marker = {
             "md": lambda s: f"**{s}**",
@@ -267,37 +321,83 @@ def _fmt(column: str, value) -> str:
     return str(value)
 
 
+def tidy_tables(trials: pd.DataFrame, spec: SweepSpec) -> dict[str, pd.DataFrame]:
+    """Every table in tidy form, by name (see ``TABLES``)."""
+    return {
+        "median": tidy_medians(trials, spec),
+        "delta": paired_deltas(trials, MAIN_METRIC).assign(sweep=spec.name),
+        "defects": defect_deltas(trials).assign(sweep=spec.name),
+    }
+
+
+def display_table(
+    trials: pd.DataFrame, spec: SweepSpec, name: str, fmt: str
+) -> tuple[pd.DataFrame, bool]:
+    """The table a person reads, and whether its best cells are bolded."""
+    if name == "median":
+        return main_table(trials, spec, long=fmt == "html"), True  # html has room for min-max
+    if name == "delta":
+        return paired_deltas(trials, MAIN_METRIC), False
+    return defect_deltas(trials), False
+
+
+def write_table(trials: pd.DataFrame, spec: SweepSpec, name: str, fmt: str, path: Path) -> Path:
+    """One table in one format: tidy data for csv and parquet, the display table otherwise."""
+    if fmt in DATA_FORMATS:
+        table = tidy_tables(trials, spec)[name]
+        if fmt == "csv":
+            table.to_csv(path, index=False)
+        else:
+            table.to_parquet(path, index=False)
+    else:
+        table, bold = display_table(trials, spec, name, fmt)
+        path.write_text(render(table, fmt, bold_best=bold))
+    return path
+
+
+def suffix(fmt: str) -> str:
+    return ".tex" if fmt == "latex" else f".{fmt}"
+
+
 def write_report(trials: pd.DataFrame, spec: SweepSpec, out_dir: Path) -> list[Path]:
     """Every table in every format, and the two plots, into ``out_dir``; returns the files."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    tables = {
-        "median_auc": (main_table(trials, spec), True),
-        "class3_vs_class2": (paired_deltas(trials, MAIN_METRIC), False),
-        "class3_vs_class2_by_defect": (defect_deltas(trials), False),
-    }
-    long_medians = main_table(trials, spec, long=True)  # csv and html have room for min-max
-    written = []
-    for fmt in FORMATS:
-        for name, (table, bold) in tables.items():
-            shown = long_medians if name == "median_auc" and fmt in ("csv", "html") else table
-            path = out_dir / f"{name}.{'tex' if fmt == 'latex' else fmt}"
-            path.write_text(render(shown, fmt, bold_best=bold))
-            written.append(path)
+    written = [
+        write_table(trials, spec, name, fmt, out_dir / f"{FILE_NAMES[name]}{suffix(fmt)}")
+        for fmt in FORMATS
+        for name in TABLES
+    ]
     written += _plots(trials, out_dir)
     return written
 
 
-def summary_text(trials: pd.DataFrame, spec: SweepSpec, fmt: str = "md") -> str:
-    """What ``lightning-ad table`` prints: the three tables in one format."""
-    parts = [
-        "Median test AUC over seeds (n seeds)",
-        render(main_table(trials, spec), fmt, bold_best=True),
-        "class3 - class2, paired by seed (Wilcoxon signed-rank, two-sided)",
-        render(paired_deltas(trials, MAIN_METRIC), fmt),
-        "class3 - class2 per defect type (LOF AUROC)",
-        render(defect_deltas(trials), fmt),
-    ]
+def summary_text(
+    trials: pd.DataFrame, spec: SweepSpec, fmt: str = "md", tables: tuple[str, ...] = TABLES
+) -> str:
+    """What ``lightning-ad table`` prints: the display tables, each under its title."""
+    titles = {
+        "median": "Median test AUC over seeds (n seeds)",
+        "delta": "class3 - class2, paired by seed (Wilcoxon signed-rank, two-sided)",
+        "defects": "class3 - class2 per defect type (LOF AUROC)",
+    }
+    parts = []
+    for name in tables:
+        table, bold = display_table(trials, spec, name, fmt)
+        parts += [titles[name], render(table, fmt, bold_best=bold)]
     return "\n".join(parts)
+
+
+def parent_description(trials: pd.DataFrame, spec: SweepSpec) -> str:
+    """The parent run's description (markdown on its Overview in the UI): the median table and
+    class3 - class2, where a person comparing the class counts looks first."""
+    text = (
+        f"**{spec.name}**: {len(trials)} finished trials. "
+        "Tables and plots: the `report/` artifacts (written when the sweep ends).\n\n"
+        + summary_text(trials, spec, "md", ("median", "delta"))
+        .replace("Median test AUC", "### Median test AUC")
+        .replace("class3 - class2, paired", "### class3 - class2, paired")
+    )
+    return text[: tracking.MAX_TAG_LENGTH]
 
 
 def _plots(trials: pd.DataFrame, out_dir: Path) -> list[Path]:

@@ -16,6 +16,7 @@ import optuna
 import pytorch_lightning as pl
 
 from lightning_ad.config import SearchSpec, TrialConfig
+from lightning_ad.errors import LightningADError
 from lightning_ad.train import TrialResult
 
 
@@ -88,7 +89,11 @@ def tune_cell(
     def objective(trial: optuna.Trial) -> float:
         pruning = OptunaPruning(trial)
         tags = {"optuna.inner_study": study_name, "optuna.inner_trial": str(trial.number)}
-        result = train(suggest(trial, search.params), [pruning], tags)
+        try:
+            result = train(suggest(trial, search.params), [pruning], tags)
+        except Exception as err:  # kept: the cell's error names it if no proposal succeeds
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:1000])
+            raise
         trial.set_user_attr("mlflow_run_id", result.run_id)
         trial.set_user_attr("test_auc", result.metrics["test/auc"])
         if pruning.pruned_at is not None:
@@ -102,6 +107,20 @@ def tune_cell(
     )
     if done < search.trials_per_cell:
         study.optimize(objective, n_trials=search.trials_per_cell - done, catch=(Exception,))
-    best = study.best_trial  # raises ValueError when every proposal failed: the cell fails
+    completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not completed:
+        raise LightningADError(_no_usable_proposal(study_name, study.trials))
+    best = study.best_trial
     mark_selected(best.user_attrs["mlflow_run_id"])
     return best
+
+
+def _no_usable_proposal(study_name: str, trials: list[optuna.trial.FrozenTrial]) -> str:
+    """Why a cell's inner study has nothing to choose from, naming the first proposal's error."""
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    first = str(failed[0].user_attrs.get("error", "")).strip() if failed else ""
+    reason = f"; the first failed with {first.splitlines()[0]}" if first else ""
+    return (
+        f"inner study {study_name}: none of its {len(trials)} proposals finished with a val/loss "
+        f"({len(failed)} failed, {len(trials) - len(failed)} pruned){reason}"
+    )

@@ -17,13 +17,13 @@ import pwd
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from lightning_ad import tracking
 from lightning_ad.errors import LightningADError
 
 PG_USER = "lightning_ad"
@@ -103,9 +103,14 @@ class Postgres:
 
     def _run(self, tool: str, *args: str) -> None:
         command = [str(postgres_bin_dir() / tool), *args]
-        done = subprocess.run(
-            command, user=_POSTGRES_USER, capture_output=True, text=True, timeout=120
-        )
+        try:
+            done = subprocess.run(
+                command, user=_POSTGRES_USER, capture_output=True, text=True, timeout=120
+            )
+        except FileNotFoundError as err:  # a partial install: pg_ctl there, initdb not
+            raise LightningADError(
+                f"{command[0]} is missing; reinstall PostgreSQL: apt-get install postgresql"
+            ) from err
         if done.returncode != 0:
             raise LightningADError(
                 f"{tool} failed ({done.returncode}) for {self.data_dir}: "
@@ -123,10 +128,7 @@ def start_mlflow_server(
 ) -> subprocess.Popen:
     """``mlflow server`` with proxied artifacts (workers upload through it, so no shared disk is
     needed), waiting until its /health answers."""
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
+    command = tracking.mlflow_command(
         "server",
         "--backend-store-uri",
         backend_uri,
@@ -138,7 +140,7 @@ def start_mlflow_server(
         str(port),
         "--workers",
         "2",
-    ]
+    )
     if allowed_hosts:
         command += ["--allowed-hosts", allowed_hosts]
     if log_file:

@@ -29,7 +29,7 @@ import optuna
 from optuna.trial import TrialState
 
 from lightning_ad import report, tracking
-from lightning_ad.config import GRID_KEYS, SweepSpec
+from lightning_ad.config import GRID_KEYS, SearchSpec, SweepSpec
 from lightning_ad.errors import LightningADError
 from lightning_ad.progress import SweepProgress
 from lightning_ad.search import tune_cell
@@ -37,6 +37,7 @@ from lightning_ad.train import run_trial
 
 DEFAULT_STORAGE = "mlruns/optuna.journal"
 SWEEP_ROLE = "sweep"
+FAILED_CELLS_TAG = "lightning_ad.failed_cells"
 HOST = socket.gethostname()
 
 
@@ -236,6 +237,49 @@ def _has_heartbeats(study: optuna.Study) -> bool:
     )
 
 
+# ---- where the grid stands ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GridStatus:
+    """Each runnable cell of the grid, by the state of its trials in the study."""
+
+    cells: int
+    complete: int
+    running: int
+    failed: dict[tuple, str]
+    """Cells whose every trial failed and none is queued, with the last error's first line."""
+
+    @property
+    def finished(self) -> bool:
+        """Nothing left to run: every cell complete or failed."""
+        return self.complete + len(self.failed) == self.cells and not self.running
+
+
+def grid_status(study: optuna.Study, spec: SweepSpec) -> GridStatus:
+    runnable = {_cell_key(c) for c in spec.cells() if spec.skip_reason(c) is None}
+    complete, running, errors = set(), set(), {}
+    for trial in study.get_trials(deepcopy=False):
+        key = _cell_key(_cell_params(study, trial))
+        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            complete.add(key)
+        elif trial.state in (TrialState.RUNNING, TrialState.WAITING):
+            running.add(key)
+        elif trial.state == TrialState.FAIL:
+            error = str(trial.user_attrs.get("error", "failed (no error recorded)"))
+            errors[key] = (error.strip().splitlines() or ["failed"])[0]
+    failed = {k: e for k, e in errors.items() if k in runnable - complete - running}
+    return GridStatus(len(runnable), len(runnable & complete), len(runnable & running), failed)
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """What ``run_sweep`` leaves: the report files and where the grid stands."""
+
+    files: list[Path]
+    status: GridStatus
+
+
 # ---- the parent run --------------------------------------------------------------------------
 
 
@@ -292,6 +336,32 @@ def _create_parent_run(client, experiment_id: str, target: SweepTarget) -> str:
     return run.info.run_id
 
 
+def open_parent(target: SweepTarget, parent_id: str) -> None:
+    """Mark the parent RUNNING while this command has cells to run (a resumed or extended
+    sweep reopens a closed parent)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(target.tracking_uri)
+    if client.get_run(parent_id).info.status != "RUNNING":
+        client.update_run(parent_id, status="RUNNING")
+
+
+def close_parent(
+    target: SweepTarget, parent_id: str, status: GridStatus, interrupted: bool
+) -> None:
+    """End the parent once nothing is left to run: FINISHED, or FAILED with the number of failed
+    cells as a tag; KILLED when interrupted with no other worker running. While another worker's
+    trial runs the parent stays RUNNING: the last worker to see the grid finished closes it."""
+    import mlflow
+
+    client = mlflow.MlflowClient(target.tracking_uri)
+    client.set_tag(parent_id, FAILED_CELLS_TAG, str(len(status.failed)))
+    if status.finished:
+        client.set_terminated(parent_id, "FAILED" if status.failed else "FINISHED")
+    elif interrupted and not status.running:
+        client.set_terminated(parent_id, "KILLED")
+
+
 def refresh_parent(target: SweepTarget, parent_id: str, write_reports: bool = False) -> list[Path]:
     """Log the current median of every cell to the parent run (and the tables, at the end)."""
     import mlflow
@@ -307,6 +377,7 @@ def refresh_parent(target: SweepTarget, parent_id: str, write_reports: bool = Fa
     ]
     if metrics:
         client.log_batch(parent_id, metrics=metrics)
+    client.set_tag(parent_id, tracking.NOTE_TAG, report.parent_description(trials, target.spec))
     if not write_reports:
         return []
     out_dir = Path(target.reports_dir) / target.spec.name / target.category
@@ -342,20 +413,24 @@ class CellObjective:
             "optuna.study": self.target.study_name,
             "optuna.trial": str(trial.number),
         }
+        search = self.target.spec.search_for(cell)
         try:
-            if self.target.spec.search is None:
+            if search is None:
                 result = self._train(cell, {}, [], {**tags, report.SELECTED_TAG: "true"})
                 run_id, auc = result.run_id, result.metrics["test/auc"]
                 trial.set_user_attr("seconds", round(result.seconds, 1))
             else:
-                best = self._tune(cell, tags)
+                best = self._tune(cell, search, tags)
                 run_id, auc = best.user_attrs["mlflow_run_id"], best.user_attrs["test_auc"]
                 trial.set_user_attr("tuned", best.params)
         except Exception as err:
             trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:1000])
             raise
         trial.set_user_attr("mlflow_run_id", run_id)
-        refresh_parent(self.target, self.parent_id)
+        try:  # the trial is done and logged; a tracking hiccup here must not retrain it
+            refresh_parent(self.target, self.parent_id)
+        except Exception as err:  # the next trial, or the sweep's end, refreshes it again
+            warnings.warn(f"could not refresh the sweep's parent run: {err}", stacklevel=1)
         return auc
 
     def _train(self, cell: dict, tuned: dict, callbacks: list, tags: dict[str, str]):
@@ -370,7 +445,9 @@ class CellObjective:
             progress_bar=False,
         )
 
-    def _tune(self, cell: dict, tags: dict[str, str]) -> optuna.trial.FrozenTrial:
+    def _tune(
+        self, cell: dict, search: SearchSpec, tags: dict[str, str]
+    ) -> optuna.trial.FrozenTrial:
         """The ``search`` block: an inner study per cell on val/loss; its best run is selected."""
         import mlflow
 
@@ -378,7 +455,7 @@ class CellObjective:
         client = mlflow.MlflowClient(self.target.tracking_uri)
         unselected = {**tags, report.SELECTED_TAG: "false"}
         return tune_cell(
-            self.target.spec.search,
+            search,
             f"{self.target.study_name}/{key}",
             open_storage(self.target.storage),
             seed=int(cell["seed"]),
@@ -421,31 +498,45 @@ def _worker_process(target: SweepTarget, parent_id: str, threads: int) -> None:
         work(target, parent_id, threads)
 
 
-def run_sweep(target: SweepTarget, workers: int = 1, show_progress: bool = True) -> list[Path]:
-    """Run (or resume) the sweep of one category; returns the report files written."""
+def run_sweep(target: SweepTarget, workers: int = 1, show_progress: bool = True) -> SweepOutcome:
+    """Run (or resume) the sweep of one category: the report files, and where the grid stands
+    (failed cells are reported, not raised: the others still ran)."""
     quiet_libraries()
     tracking.ensure_reachable(target.tracking_uri)
     study = load_study(target)
     parent_id = parent_run(target)
     recover(study, target)
+    if not grid_status(study, target.spec).finished:
+        open_parent(target, parent_id)
+    try:
+        _run_workers(target, parent_id, workers, show_progress)
+    except KeyboardInterrupt:
+        close_parent(target, parent_id, grid_status(study, target.spec), interrupted=True)
+        raise
+    files = refresh_parent(target, parent_id, write_reports=True)
+    status = grid_status(study, target.spec)
+    close_parent(target, parent_id, status, interrupted=False)
+    return SweepOutcome(files, status)
+
+
+def _run_workers(target: SweepTarget, parent_id: str, workers: int, show_progress: bool) -> None:
     threads = max(1, (os.cpu_count() or 1) // workers)
     total = sum(target.spec.skip_reason(c) is None for c in target.spec.cells())
     with SweepProgress(target.study_name, total, lambda: load_study(target), enabled=show_progress):
         if workers == 1:
             work(target, parent_id)
-        else:
-            context = multiprocessing.get_context("spawn")
-            processes = [
-                context.Process(target=_worker_process, args=(target, parent_id, threads))
-                for _ in range(workers)
-            ]
+            return
+        context = multiprocessing.get_context("spawn")
+        processes = [
+            context.Process(target=_worker_process, args=(target, parent_id, threads))
+            for _ in range(workers)
+        ]
+        for process in processes:
+            process.start()
+        try:
             for process in processes:
-                process.start()
-            try:
-                for process in processes:
-                    process.join()
-            except KeyboardInterrupt:
-                for process in processes:
-                    process.join(timeout=60)
-                raise
-    return refresh_parent(target, parent_id, write_reports=True)
+                process.join()
+        except KeyboardInterrupt:
+            for process in processes:
+                process.join(timeout=60)
+            raise

@@ -7,7 +7,9 @@ the old file store). ``MLFLOW_TRACKING_URI`` overrides it; an explicit URI overr
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,11 +19,30 @@ from lightning_ad.errors import LightningADError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_EXPERIMENT = "lightning_ad"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+"""MLflow 3's UI opens an experiment by its kind: untagged, a sweep's experiment (parent runs,
+metrics only) was shown in the GenAI view ("Evaluations"); tagged, it opens on its runs."""
+NOTE_TAG = "mlflow.note.content"
+"""A run's description: the UI renders it as markdown on the run's Overview."""
+MAX_TAG_LENGTH = 8000
+"""MLflow's limit on a tag value (``mlflow.utils.validation.MAX_TAG_VAL_LENGTH``)."""
 
 
 def resolve_tracking_uri(explicit: str | None = None) -> str:
     """``explicit`` > ``$MLFLOW_TRACKING_URI`` > the default SQLite file under ./mlruns."""
     return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def mlflow_command(*args: str) -> list[str]:
+    """``mlflow ARGS`` run by this interpreter (``python -m mlflow``): make and other callers run
+    us without the venv's ``bin/`` on PATH, where a bare ``mlflow`` is not found."""
+    if importlib.util.find_spec("mlflow") is None:
+        raise LightningADError(
+            f"mlflow is not installed for {sys.executable}; run make install "
+            "(or pip install mlflow)"
+        )
+    return [sys.executable, "-m", "mlflow", *args]
 
 
 def mask_password(url: str) -> str:
@@ -81,18 +102,24 @@ def _create_sqlite_store_once(uri: str, db: Path) -> None:
 
 
 def ensure_experiment(name: str, uri: str) -> str:
-    """The id of experiment ``name``, created once (safely when several workers race)."""
+    """The id of experiment ``name``, created once (safely when several workers race), tagged
+    as model training so that the UI opens it on its runs."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location(uri))
-    except MlflowException:
-        experiment = client.get_experiment_by_name(name)  # another worker created it first
-        if experiment is None:
-            raise
-        return experiment.experiment_id
+    if experiment is None:
+        try:
+            return client.create_experiment(
+                name,
+                artifact_location=artifact_location(uri),
+                tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING},
+            )
+        except MlflowException:
+            experiment = client.get_experiment_by_name(name)  # another worker created it first
+            if experiment is None:
+                raise
+    if EXPERIMENT_KIND_TAG not in experiment.tags:  # made by an older lightning_ad
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+    return experiment.experiment_id

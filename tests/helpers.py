@@ -17,6 +17,7 @@ import yaml
 from lightning_ad import sweep
 
 SWEEPS = Path(__file__).parents[1] / "sweeps"
+HOLD_TRIAL = Path(__file__).with_name("hold_trial.py")
 QUICK_FINISHED = 8
 """sweeps/quick.yaml: 2 seeds x (frozen, arcface class2/class3, adacos class3); 4 cells n/a."""
 
@@ -47,11 +48,21 @@ def quick_sweep_file(folder: Path, name: str, **fixed: object) -> Path:
     return path
 
 
-def sweep_command(data_root: Path, *extra: str, sweep_file: Path | None = None) -> list[str]:
+def sweep_command(
+    data_root: Path,
+    *extra: str,
+    sweep_file: Path | None = None,
+    hold: Path | None = None,
+    hold_nth: int = 1,
+) -> list[str]:
+    """``lightning-ad sweep`` over ``sweep_file`` (quick.yaml); with ``hold``, the ``hold_nth``
+    training trial writes that file and waits for a signal (``tests/hold_trial.py``)."""
+    entry = ["-m", "lightning_ad"]
+    if hold is not None:
+        entry = [str(HOLD_TRIAL), str(hold), str(hold_nth), "--"]
     return [
         sys.executable,
-        "-m",
-        "lightning_ad",
+        *entry,
         "sweep",
         "--sweep",
         str(sweep_file or SWEEPS / "quick.yaml"),
@@ -79,16 +90,6 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.5)
-
-
-def training_runs(target: sweep.SweepTarget) -> list:
-    """Trial runs now RUNNING that train (not the frozen baseline, which only tests), or []
-    while the experiment does not exist yet."""
-    try:
-        runs = trial_runs(target, "RUNNING")
-    except AttributeError:  # get_experiment_by_name gave None: nothing logged yet
-        return []
-    return [r for r in runs if r.data.params.get("head", "none") != "none"]
 
 
 def trial_runs(target: sweep.SweepTarget, status: str | None = None) -> list:

@@ -80,3 +80,49 @@ def test_bad_category_is_one_line_and_exit_2(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lightning-ad: error: unknown category 'scerw'")
     assert not (tmp_path / "synthetic").exists()  # nothing half-written
+
+
+def test_ui_runs_mlflow_with_this_interpreter_not_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """make runs ``lightning-ad ui`` without the venv's bin/ on PATH: mlflow must still start."""
+    import os
+    import sys
+
+    started = []
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(os, "execv", lambda path, argv: started.append((path, argv)))
+    assert main(["ui", "--port", "5099", "--tracking-uri", "sqlite:///x.db"]) == 0
+    [(path, argv)] = started
+    assert path == sys.executable and argv[:4] == [sys.executable, "-m", "mlflow", "ui"]
+
+
+def _without_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "mlflow" else real_find_spec(name, *a),
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["ui"], "mlflow is not installed for"),
+        (["services", "--port", "5098"], "initdb is missing; reinstall PostgreSQL"),
+    ],
+    ids=["ui without mlflow", "services without initdb"],
+)
+def test_a_missing_program_is_one_line_and_exit_2(
+    command: list[str], expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from lightning_ad import services
+
+    _without_mlflow(monkeypatch)
+    monkeypatch.setattr(services, "postgres_bin_dir", lambda: tmp_path / "no-bin")
+    monkeypatch.setattr(services, "_POSTGRES_USER", None)  # nothing to chown to
+    monkeypatch.chdir(tmp_path)  # services keeps its data in ./.services
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0] and "Traceback" not in err[0]

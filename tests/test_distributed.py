@@ -21,7 +21,6 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
-from optuna.trial import TrialState
 
 from lightning_ad import report, sweep
 from lightning_ad.config import SweepSpec
@@ -32,8 +31,6 @@ from tests.helpers import (
     quick_sweep_file,
     start_sweep,
     sweep_command,
-    training_runs,
-    trial_runs,
     wait_for,
 )
 
@@ -66,9 +63,9 @@ def _target(services: Services, sweep_file: Path) -> sweep.SweepTarget:
     )
 
 
-def _command(target: sweep.SweepTarget, data_root: Path, sweep_file: Path, *extra: str):
+def _command(target: sweep.SweepTarget, data_root: Path, sweep_file: Path, *extra: str, hold=None):
     where = ["--storage", target.storage, "--tracking-uri", target.tracking_uri]
-    return sweep_command(data_root, *where, *extra, sweep_file=sweep_file)
+    return sweep_command(data_root, *where, *extra, sweep_file=sweep_file, hold=hold)
 
 
 def _sweep_file(tmp_path: Path, name: str, **fixed: object) -> Path:
@@ -124,38 +121,29 @@ def test_killed_worker_trial_goes_stale_and_the_other_worker_runs_it(
 ) -> None:
     """SIGKILL one of two workers mid-trial: the survivor sees the heartbeat stop, fails the
     trial, closes its MLflow run and runs the cell itself; no rerun needed."""
-    sweep_file = _sweep_file(tmp_path, "pg-kill", epochs=3, image_size=64)
+    sweep_file = _sweep_file(tmp_path, "pg-kill")
     target = _target(services, sweep_file)
     command = _command(target, synthetic_root, sweep_file, "--heartbeat", "2")
-    victim, survivor = (start_sweep(command, tmp_path / f"machine{i}") for i in range(2))
-
-    def victims_trials(*states: optuna.trial.TrialState) -> list[int]:
-        study = optuna.load_study(study_name=target.study_name, storage=target.storage)
-        return [
-            t.number
-            for t in study.get_trials(states=states)
-            if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
-        ]
-
-    def victim_is_training() -> bool:
-        training = {r.data.tags["optuna.trial"] for r in training_runs(target)}
-        # (no training run yet may also mean no study yet: ask the study only after)
-        return bool(training) and bool(
-            training & {str(n) for n in victims_trials(TrialState.RUNNING)}
-        )
-
-    wait_for(victim_is_training, 300, "the victim's trial to start training")
+    held = tmp_path / "held"
+    # The victim starts alone and holds in its first training trial; then the survivor joins.
+    victim = start_sweep(
+        _command(target, synthetic_root, sweep_file, "--heartbeat", "2", hold=held),
+        tmp_path / "machine0",
+    )
+    wait_for(held.exists, 300, "the victim's trial to start training")
+    survivor = start_sweep(command, tmp_path / "machine1")
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=60)
-    # Read after the fact: still RUNNING, or already FAIL if the survivor was quicker.
-    [killed] = victims_trials(TrialState.RUNNING, TrialState.FAIL)
+    killed_run = mlflow.MlflowClient(target.tracking_uri).get_run(held.read_text())
+    killed = int(killed_run.data.tags["optuna.trial"])
 
     output, _ = survivor.communicate(timeout=900)
     assert survivor.returncode == 0, output
     study = assert_grid_filled_once(target)
     assert study.trials[killed].state == optuna.trial.TrialState.FAIL
-    [run] = [r for r in trial_runs(target) if r.data.tags["optuna.trial"] == str(killed)]
-    assert run.info.status == "FAILED"
+    assert mlflow.MlflowClient(target.tracking_uri).get_run(held.read_text()).info.status == (
+        "FAILED"
+    )
 
 
 def test_make_services_starts_both_prints_the_urls_and_stops_on_ctrl_c(tmp_path: Path) -> None:

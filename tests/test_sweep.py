@@ -8,8 +8,9 @@ import mlflow
 import numpy as np
 import optuna
 import pytest
+import yaml
 
-from lightning_ad import report, sweep
+from lightning_ad import cli, report, sweep
 from lightning_ad.config import SweepSpec
 from lightning_ad.errors import LightningADError
 from tests.helpers import (
@@ -40,7 +41,9 @@ def target(synthetic_root: Path, tmp_path: Path) -> sweep.SweepTarget:
 
 
 def test_quick_sweep_runs_resumes_and_tables_match(target: sweep.SweepTarget) -> None:
-    files = sweep.run_sweep(target, show_progress=False)
+    outcome = sweep.run_sweep(target, show_progress=False)
+    assert outcome.status.complete == outcome.status.cells == 8 and not outcome.status.failed
+    files = outcome.files
     children = trial_runs(target)
     # 2 seeds x (frozen + arcface class2 + arcface class3 + adacos class3); adacos class2 is n/a.
     assert len(children) == 8 and all(r.info.status == "FINISHED" for r in children)
@@ -82,9 +85,16 @@ def test_quick_sweep_runs_resumes_and_tables_match(target: sweep.SweepTarget) ->
         assert table.loc[0, column] == f"{np.median(logged):.3f} (2)"
     assert table.loc[0, "adacos class2"] == "n/a"
 
-    # The parent run carries the medians, the spec and the tables.
+    # The parent run carries the medians, the spec and the tables, and ended with the grid.
     client = mlflow.MlflowClient(target.tracking_uri)
     parent = client.get_run(parent_ids.pop())
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags[sweep.FAILED_CELLS_TAG] == "0"
+    note = parent.data.tags["mlflow.note.content"]  # the run's Overview in the UI
+    assert "### Median test AUC" in note and "### class3 - class2" in note
+    assert "| mobilenet_v2 | screw |" in note
+    experiment = client.get_experiment_by_name(target.experiment)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert parent.data.metrics["median_auc/mobilenet_v2/arcface/class3"] == pytest.approx(
         np.median(
             [
@@ -215,41 +225,82 @@ def test_two_local_workers_fill_the_grid_once(target: sweep.SweepTarget) -> None
     assert len(workers - {None}) == 2  # both processes took cells
 
 
-def test_search_tunes_inside_each_cell_on_val_loss(synthetic_root: Path, tmp_path: Path) -> None:
-    spec = SweepSpec.from_dict(
-        {
-            "grid": {
-                "category": ["screw"],
-                "backbone": ["mobilenet_v2"],
-                "head": ["arcface"],
-                "classes": [3],
-                "seed": [0],
-            },
-            "fixed": {"image_size": 32, "epochs": 2, "pretrained": "false", "artifacts": "minimal"},
-            "search": {
-                "trials_per_cell": 3,
-                "params": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}},
-            },
-        },
-        default_name="tuned",
+SEARCH_SWEEP = {
+    "grid": {
+        "category": ["screw"],
+        "backbone": ["mobilenet_v2"],
+        "head": ["none", "arcface"],
+        "classes": [3],
+        "seed": [0],
+    },
+    "fixed": {"image_size": 32, "epochs": 2, "pretrained": "false", "artifacts": "minimal"},
+    "search": {"trials_per_cell": 3, "params": {"lr": {"low": 1e-5, "high": 1e-3, "log": True}}},
+}
+
+
+def test_search_tunes_trained_cells_and_runs_the_frozen_one_once(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    target = _temporary_target(
+        SweepSpec.from_dict(SEARCH_SWEEP, default_name="tuned"), synthetic_root, tmp_path
     )
-    target = _temporary_target(spec, synthetic_root, tmp_path)
-    sweep.run_sweep(target, show_progress=False)
+    outcome = sweep.run_sweep(target, show_progress=False)
+    assert outcome.status.complete == 2 and not outcome.status.failed
     runs = trial_runs(target)
-    assert len(runs) == 3 and len({r.data.params["lr"] for r in runs}) == 3
-    selected = [r for r in runs if r.data.tags[report.SELECTED_TAG] == "true"]
-    assert len(selected) == 1
+    [frozen] = [r for r in runs if r.data.params["head"] == "none"]  # once: lr cannot change it
+    assert frozen.data.tags[report.SELECTED_TAG] == "true" and "test/auc" in frozen.data.metrics
+    tuned = [r for r in runs if r.data.params["head"] == "arcface"]
+    assert len(tuned) == 3 and len({r.data.params["lr"] for r in tuned}) == 3
+    [selected] = [r for r in tuned if r.data.tags[report.SELECTED_TAG] == "true"]
+    storage = sweep.open_storage(target.storage)
     inner = optuna.load_study(
-        study_name="tuned-screw/mobilenet_v2-arcface-class3-0",
-        storage=sweep.open_storage(target.storage),
+        study_name="tuned-screw/mobilenet_v2-arcface-class3-0", storage=storage
     )
-    assert (
-        selected[0].info.run_id == inner.best_trial.user_attrs["mlflow_run_id"]
-    )  # lowest val/loss
+    assert selected.info.run_id == inner.best_trial.user_attrs["mlflow_run_id"]  # lowest val/loss
+    inner_studies = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    assert not any("-none-" in name for name in inner_studies)
     table = report.fetch_trials(target.tracking_uri, target.experiment, "tuned", "screw")
-    assert list(table["run_id"]) == [selected[0].info.run_id]
+    assert sorted(table["run_id"]) == sorted([frozen.info.run_id, selected.info.run_id])
+    client = mlflow.MlflowClient(target.tracking_uri)
+    [parent_id] = {r.data.tags["mlflow.parentRunId"] for r in runs}
+    assert client.get_run(parent_id).info.status == "FINISHED"
+
     sweep.run_sweep(target, show_progress=False)  # resumes: the budget is spent, nothing new
-    assert len(trial_runs(target)) == 3
+    assert len(trial_runs(target)) == 4
+    assert client.get_run(parent_id).info.status == "FINISHED"
+
+
+def test_a_cell_whose_proposals_all_fail_is_a_failed_cell_and_exit_1(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    real_run_trial = sweep.run_trial
+
+    def arcface_fails(config, *args, **kwargs):
+        if config.head == "arcface":
+            raise RuntimeError("simulated divergence")
+        return real_run_trial(config, *args, **kwargs)
+
+    monkeypatch.setattr(sweep, "run_trial", arcface_fails)
+    monkeypatch.chdir(tmp_path)
+    spec_file = tmp_path / "tuned.yaml"
+    spec_file.write_text(yaml.safe_dump(SEARCH_SWEEP))
+    code = cli.main(
+        ["sweep", "--sweep", str(spec_file), "--data-root", str(synthetic_root), "--quiet"]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "failed: screw mobilenet_v2 arcface class3 0: LightningADError: inner study" in err
+    assert "none of its 3 proposals finished" in err and "simulated divergence" in err
+    assert "1 cells failed" in err
+    target = sweep.SweepTarget(SweepSpec.load(spec_file), "screw", storage="mlruns/optuna.journal")
+    client = mlflow.MlflowClient(target.tracking_uri)
+    [parent] = client.search_runs(
+        [client.get_experiment_by_name(target.experiment).experiment_id],
+        "tags.`lightning_ad.role` = 'sweep'",
+    )
+    assert parent.info.status == "FAILED" and parent.data.tags[sweep.FAILED_CELLS_TAG] == "1"
+    frozen = report.fetch_trials(target.tracking_uri, target.experiment, "tuned", "screw")
+    assert list(frozen["head"]) == ["none"]  # the floor is in the table all the same
 
 
 def test_bad_search_blocks(tmp_path: Path) -> None:
@@ -275,26 +326,25 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(synthetic_root: Path, tmp_p
     RUNNING anywhere, and the same command then completes the grid."""
     import signal
 
-    command = sweep_command(synthetic_root)
-    process = start_sweep(command, tmp_path)
-    journal = tmp_path / "mlruns" / "optuna.journal"
-    wait_for(  # at least two trials finished (state 1 = COMPLETE)
-        lambda: journal.exists() and journal.read_text().count('"state":1') >= 2, 240, "2 trials"
-    )
+    held = tmp_path / "held"
+    process = start_sweep(sweep_command(synthetic_root, hold=held, hold_nth=3), tmp_path)
+    # The third training trial holds until the signal: two have finished, one is running.
+    wait_for(held.exists, 300, "the third training trial to start")
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130, output
     target = sweep.SweepTarget(
         SweepSpec.load(SWEEPS / "quick.yaml").with_category("screw"),
         "screw",
-        storage=str(journal),
+        storage=str(tmp_path / "mlruns" / "optuna.journal"),
         tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
     )
-    statuses = [r.info.status for r in trial_runs(target)]
-    assert "RUNNING" not in statuses and statuses.count("FINISHED") >= 2
+    runs = {r.info.run_id: r.info.status for r in trial_runs(target)}
+    assert runs.pop(held.read_text()) == "KILLED"  # the interrupted trial's run
+    assert "RUNNING" not in runs.values() and list(runs.values()).count("FINISHED") >= 2
     assert all(t.state != optuna.trial.TrialState.RUNNING for t in sweep.load_study(target).trials)
 
-    rerun = start_sweep(command, tmp_path)
+    rerun = start_sweep(sweep_command(synthetic_root), tmp_path)
     output, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, output
     assert_grid_filled_once(target)  # nothing finished was trained twice

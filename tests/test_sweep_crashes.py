@@ -16,11 +16,8 @@ from lightning_ad.config import SweepSpec
 from tests.helpers import (
     SWEEPS,
     assert_grid_filled_once,
-    quick_sweep_file,
     start_sweep,
     sweep_command,
-    training_runs,
-    trial_runs,
     wait_for,
 )
 
@@ -39,18 +36,17 @@ def _default_target(cwd: Path, sweep_file: Path = SWEEPS / "quick.yaml") -> swee
 def test_sigkill_mid_trial_then_rerun_completes_the_grid(
     synthetic_root: Path, tmp_path: Path
 ) -> None:
-    sweep_file = quick_sweep_file(tmp_path, "killed", epochs=3, image_size=64)
-    target = _default_target(tmp_path, sweep_file)
-    command = sweep_command(synthetic_root, sweep_file=sweep_file)
-    worker = start_sweep(command, tmp_path)
-    wait_for(lambda: bool(training_runs(target)), 300, "a trial in the middle of training")
+    target = _default_target(tmp_path)
+    held = tmp_path / "held"
+    worker = start_sweep(sweep_command(synthetic_root, hold=held), tmp_path)
+    wait_for(held.exists, 300, "a trial in the middle of training")
     worker.send_signal(signal.SIGKILL)
     worker.wait(timeout=60)
-    # Which trial died is read after the fact: the run the dead process left RUNNING.
-    [orphan] = trial_runs(target, "RUNNING")
+    orphan = mlflow.MlflowClient(target.tracking_uri).get_run(held.read_text())
+    assert orphan.info.status == "RUNNING"  # what a killed process leaves behind
     killed = orphan.data.tags["optuna.trial"]
 
-    rerun = start_sweep(command, tmp_path)
+    rerun = start_sweep(sweep_command(synthetic_root), tmp_path)
     output, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, output
     study = assert_grid_filled_once(target)

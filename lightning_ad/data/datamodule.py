@@ -1,4 +1,5 @@
-"""``AnomalyDataModule``: normal images and their anomaly twins for training, good vs defects for test.
+"""``AnomalyDataModule``: normal images and their anomaly twins for training, good vs defects
+for test.
 
 Batches hold uint8 images (B, 3, H, W): a quarter of the bytes of float32 through the loader and
 onto the device. Scaling and ImageNet normalisation belong to the model, which knows what its
@@ -73,8 +74,12 @@ def load_masks(paths: tuple[Path | None, ...], size: int) -> np.ndarray:
     """Ground-truth masks at ``size`` (N, size, size) bool; a missing mask is all False."""
     empty = np.zeros((size, size), bool)
     masks = np.stack(
-        [empty if p is None else _resize(read_mask(p).astype(np.uint8), size, cv2.INTER_NEAREST) > 0
-         for p in paths]
+        [
+            empty
+            if p is None
+            else _resize(read_mask(p).astype(np.uint8), size, cv2.INTER_NEAREST) > 0
+            for p in paths
+        ]
     )
     masks.flags.writeable = False
     return masks
@@ -154,14 +159,21 @@ class LabelledBatch(NamedTuple):
 
 
 class LabelledDataset(Dataset):
-    def __init__(self, images: np.ndarray, labels: Sequence[int], defects: Sequence[int], masks: np.ndarray):
+    def __init__(
+        self, images: np.ndarray, labels: Sequence[int], defects: Sequence[int], masks: np.ndarray
+    ):
         self.images, self.labels, self.defects, self.masks = images, labels, defects, masks
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> LabelledBatch:
-        return LabelledBatch(_to_tensor(self.images[i]), self.labels[i], self.defects[i], torch.from_numpy(self.masks[i].copy()))
+        return LabelledBatch(
+            _to_tensor(self.images[i]),
+            self.labels[i],
+            self.defects[i],
+            torch.from_numpy(self.masks[i].copy()),
+        )
 
 
 class AnomalyDataModule(pl.LightningDataModule):
@@ -195,19 +207,24 @@ class AnomalyDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if image_size < MIN_IMAGE_SIZE:
-            raise LightningADError(f"image_size {image_size} is too small; use {MIN_IMAGE_SIZE} or more")
+            raise LightningADError(
+                f"image_size {image_size} is too small; use {MIN_IMAGE_SIZE} or more"
+            )
         if not 0 < val_fraction < 1:
             raise LightningADError(f"val_fraction {val_fraction} must lie strictly between 0 and 1")
         self.category_dir = Path(category_dir)
         self.classes = resolve_classes(classes)
         params = dict(twin_params or {})
         self.twins: list[Twin | None] = [
-            None if name == NORMAL else build_twin(name, **params.get(name, {})) for name in self.classes
+            None if name == NORMAL else build_twin(name, **params.get(name, {}))
+            for name in self.classes
         ]
         self.image_size, self.batch_size, self.val_fraction = image_size, batch_size, val_fraction
         self.mask_mode, self.seed = mask_mode, seed
         cuda = torch.cuda.is_available()
-        self.num_workers = (min(4, os.cpu_count() or 1) if cuda else 0) if num_workers is None else num_workers
+        self.num_workers = (
+            (min(4, os.cpu_count() or 1) if cuda else 0) if num_workers is None else num_workers
+        )
         self.pin_memory = cuda
         self.used_mask_mode: str | None = None
         self.defect_names: tuple[str, ...] = ()
@@ -226,14 +243,15 @@ class AnomalyDataModule(pl.LightningDataModule):
         n_val = max(1, round(self.val_fraction * len(images)))
         if n_val >= len(images):
             raise LightningADError(
-                f"{category.root / 'train' / 'good'} has {len(images)} image(s): too few to hold out "
+                f"{category.root / 'train' / 'good'} has {len(images)} image(s): "
+                "too few to hold out "
                 f"a validation slice of {self.val_fraction:.0%}; add normal images"
             )
         val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
         self.train_set = TwinDataset(images[train], masks[train], self.twins, self.seed, stream=0)
         self.val_set = TwinDataset(images[val], masks[val], self.twins, self.seed, stream=1)
         self.good_set = TwinDataset(images, masks, [None], self.seed, stream=2)
-        self.defect_names = (("good",) + category.defect_types)
+        self.defect_names = ("good", *category.defect_types)
         self.test_set = LabelledDataset(
             load_images(tuple(s.path for s in category.test), self.image_size),
             [s.label for s in category.test],

@@ -79,7 +79,8 @@ class MVTecCategory:
         return tuple(sorted({s.defect for s in self.test} - {GOOD}))
 
     def counts(self) -> dict[str, int]:
-        """Image counts per split and defect type, e.g. ``{"train/good": 320, "test/scratch_head": 24}``."""
+        """Image counts per split and defect type, e.g.
+        ``{"train/good": 320, "test/scratch_head": 24}``."""
         counts = {f"train/{GOOD}": len(self.train)}
         per_defect = Counter(s.defect for s in self.test)
         counts[f"test/{GOOD}"] = per_defect.pop(GOOD, 0)
@@ -111,7 +112,8 @@ def list_categories(root: Path | str) -> list[str]:
 
 
 def read_image(path: Path | str) -> np.ndarray:
-    """Decode an image file as RGB uint8 of shape (H, W, 3); grey images are repeated to 3 channels."""
+    """Decode an image file as RGB uint8 of shape (H, W, 3); grey images are repeated to 3
+    channels."""
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
     if data is None:
         raise DataError(f"image {path} does not exist")
@@ -141,7 +143,9 @@ def _image_files(folder: Path) -> list[Path]:
 def _test_samples(root: Path) -> tuple[Sample, ...]:
     test_dir, truth_dir = root / "test", root / "ground_truth"
     # ground_truth/ is listed too, so that a mask folder with no test folder is reported.
-    defects = sorted({p.name for d in (test_dir, truth_dir) if d.is_dir() for p in d.iterdir() if p.is_dir()})
+    defects = sorted(
+        {p.name for d in (test_dir, truth_dir) if d.is_dir() for p in d.iterdir() if p.is_dir()}
+    )
     samples: list[Sample] = []
     for defect in defects:
         images = _image_files(test_dir / defect)

@@ -16,8 +16,17 @@ COLUMNS = 5
 OUTLINE = (255, 40, 40)
 
 
-def render_preview(category_dir: Path | str, out: Path | str, image_size: int = 160, seed: int = 0) -> Path:
-    """Write the preview sheet of the category in ``category_dir`` to ``out`` (PNG)."""
+def render_preview(
+    category_dir: Path | str,
+    out: Path | str,
+    image_size: int = 160,
+    seed: int = 0,
+    dataset: str = "custom",
+) -> Path:
+    """Write the preview sheet of the category in ``category_dir`` to ``out`` (PNG).
+
+    The title names the category and its ``dataset`` kind, never the folder: the sheet is
+    shared and committed, and an absolute path would only tell where it was made."""
     from lightning_ad.plots import pyplot
 
     plt = pyplot()
@@ -43,10 +52,17 @@ def render_preview(category_dir: Path | str, out: Path | str, image_size: int = 
                 drawn.append(twin(train[i], masks[i], rng))
         rows.append((f"twin: {name}", drawn))
     mean = mean_image(train).astype(np.uint8)
-    rows.append((f"mean | masks ({mode})", [mean, *[_tint(train[i], masks[i]) for i in picks[: COLUMNS - 1]]]))
+    rows.append(
+        (
+            f"mean | masks ({mode})",
+            [mean, *[_tint(train[i], masks[i]) for i in picks[: COLUMNS - 1]]],
+        )
+    )
     rows.append(("test defects", _defect_examples(category, image_size)))
 
-    fig, axes = plt.subplots(len(rows), COLUMNS, figsize=(2.0 * COLUMNS, 2.1 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), COLUMNS, figsize=(2.0 * COLUMNS, 2.1 * len(rows)), squeeze=False
+    )
     for r, (label, images) in enumerate(rows):
         for c in range(COLUMNS):
             ax = axes[r][c]
@@ -60,8 +76,11 @@ def render_preview(category_dir: Path | str, out: Path | str, image_size: int = 
             if isinstance(image, tuple):
                 ax.set_title(image[1], fontsize=8)
         axes[r][0].set_ylabel(label, fontsize=9)
-    fig.suptitle(f"{category.name} ({category.root}): {len(category.train)} train/good, "
-                 f"{len(category.test)} test images", fontsize=10)
+    fig.suptitle(
+        f"{category.name} ({dataset} data): {len(category.train)} train/good, "
+        f"{len(category.test)} test images",
+        fontsize=10,
+    )
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -87,6 +106,8 @@ def _defect_examples(category: MVTecCategory, size: int) -> list:
     masks = load_masks(tuple(s.mask_path for s in firsts), size)
     examples = []
     for sample, image, mask in zip(firsts, images, masks, strict=True):
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        contours, _ = cv2.findContours(
+            mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+        )
         examples.append((cv2.drawContours(image.copy(), contours, -1, OUTLINE, 1), sample.defect))
     return examples

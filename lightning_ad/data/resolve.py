@@ -46,7 +46,9 @@ def resolve_category(
     if mvtec.is_dir():
         return ResolvedCategory(name, mvtec, "mvtec")
     if name in CATEGORIES:
-        return ResolvedCategory(name, generate_category(name, Path(data_dir) / "synthetic"), "synthetic")
+        return ResolvedCategory(
+            name, generate_category(name, Path(data_dir) / "synthetic"), "synthetic"
+        )
     hint = difflib.get_close_matches(name, CATEGORIES, n=1)
     did_you_mean = f" Did you mean '{hint[0]}'?" if hint else ""
     raise DataError(

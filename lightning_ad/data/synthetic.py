@@ -18,6 +18,7 @@ without the defect (same pose, light and noise), so it covers exactly what the d
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -168,13 +169,15 @@ def _render_screw(rng: np.random.Generator, size: int, defect: str | None) -> np
         first = int(rng.integers(1, n_teeth - 4))
         damaged = {k: 0.0 for k in range(first, first + int(rng.integers(2, 5)))}
     elif defect == "thread_top":
-        damaged = {k: rng.uniform(0.0, 0.2) for k in range(n_teeth - int(rng.integers(3, 5)), n_teeth)}
+        damaged = {
+            k: rng.uniform(0.0, 0.2) for k in range(n_teeth - int(rng.integers(3, 5)), n_teeth)
+        }
 
     layer = np.zeros((size, size, 4), np.uint8)
     mid = 0.5
     shaft_x0 = mid - length / 2 + head_w
     body, crests = _screw_outline(length - head_w, radius, pitch, damaged, tip_cut)
-    body = body + [shaft_x0, mid]
+    body = body + np.array([shaft_x0, mid])
     if tip_bend:
         # Bend the front part about the tip start (a geometric defect).
         pivot = np.array([shaft_x0 + 0.8 * (length - head_w), mid])
@@ -182,18 +185,53 @@ def _render_screw(rng: np.random.Generator, size: int, defect: str | None) -> np
         body[front] = _rotate(body[front] - pivot, tip_bend) + pivot
     _fill(layer, body, SCREW_METAL, size)
     head = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * [head_w / 2, head_h / 2]
-    _fill(layer, head + [mid - length / 2 + head_w / 2, mid], (120, 120, 120, 255), size)
+    _fill(layer, head + np.array([mid - length / 2 + head_w / 2, mid]), (120, 120, 120, 255), size)
     for x, h in crests:  # thread crests as dark diagonals
         x0 = shaft_x0 + x
-        _line(layer, (x0 - pitch / 4, mid - radius - h), (x0 + pitch / 4, mid + radius), (60, 60, 60, 255), 1, size)
-    _line(layer, (shaft_x0, mid - radius / 3), (shaft_x0 + 0.7 * (length - head_w), mid - radius / 3), (150, 150, 150, 255), max(1, size / 128), size)
+        _line(
+            layer,
+            (x0 - pitch / 4, mid - radius - h),
+            (x0 + pitch / 4, mid + radius),
+            (60, 60, 60, 255),
+            1,
+            size,
+        )
+    _line(
+        layer,
+        (shaft_x0, mid - radius / 3),
+        (shaft_x0 + 0.7 * (length - head_w), mid - radius / 3),
+        (150, 150, 150, 255),
+        max(1, size / 128),
+        size,
+    )
 
     if defect == "scratch_head":
-        c = (mid - length / 2 + head_w / 2 + rng.uniform(-0.015, 0.015), mid + rng.uniform(-0.06, 0.06))
-        _scratch(layer, rng, c, rng.uniform(0.04, 0.08), rng.uniform(0, 180), (215, 215, 215, 255), size / 90, size)
+        c = (
+            mid - length / 2 + head_w / 2 + rng.uniform(-0.015, 0.015),
+            mid + rng.uniform(-0.06, 0.06),
+        )
+        _scratch(
+            layer,
+            rng,
+            c,
+            rng.uniform(0.04, 0.08),
+            rng.uniform(0, 180),
+            (215, 215, 215, 255),
+            size / 90,
+            size,
+        )
     elif defect == "scratch_neck":
         c = (shaft_x0 + rng.uniform(0.01, 0.07), mid + rng.uniform(-0.01, 0.01))
-        _scratch(layer, rng, c, rng.uniform(0.035, 0.06), rng.uniform(20, 160), (215, 215, 215, 255), size / 90, size)
+        _scratch(
+            layer,
+            rng,
+            c,
+            rng.uniform(0.035, 0.06),
+            rng.uniform(20, 160),
+            (215, 215, 215, 255),
+            size / 90,
+            size,
+        )
 
     # Rotate the canonical screw about the image centre and move it to its place.
     matrix = cv2.getRotationMatrix2D((size / 2, size / 2), angle, 1.0)
@@ -231,9 +269,14 @@ def _render_grid(rng: np.random.Generator, size: int, defect: str | None) -> np.
     wire_u = wire_u * np.where(over, 1.0, 0.75 + 0.25 * np.abs(np.sin(np.pi * v)))
     wire_v = wire_v * np.where(over, 0.75 + 0.25 * np.abs(np.sin(np.pi * u)), 1.0)
     if defect == "broken":  # a gap in one wire near a random point
-        target = rng.uniform(0.2, 0.8, 2) @ [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+        target = rng.uniform(0.2, 0.8, 2) @ [
+            [np.cos(angle), -np.sin(angle)],
+            [np.sin(angle), np.cos(angle)],
+        ]
         tu, tv = target / spacing + phase
-        gap = (np.abs(u - np.round(tu)) < 0.3) & (np.abs(v - (np.round(tv) + 0.5)) < rng.uniform(0.25, 0.45))
+        gap = (np.abs(u - np.round(tu)) < 0.3) & (
+            np.abs(v - (np.round(tv) + 0.5)) < rng.uniform(0.25, 0.45)
+        )
         wire_u = np.where(gap, 0.0, wire_u)
     wires = np.maximum(wire_u, wire_v) ** 0.7
     image = 70 + shading + wires * 120
@@ -242,24 +285,49 @@ def _render_grid(rng: np.random.Generator, size: int, defect: str | None) -> np.
     if defect == "glue":
         c, axes = rng.uniform(0.2, 0.8, 2), rng.uniform(0.04, 0.09, 2)
         blob = np.zeros((size, size), np.float32)
-        cv2.ellipse(blob, tuple(np.round(c * size).astype(int)), tuple(np.round(axes * size).astype(int)),
-                    rng.uniform(0, 180), 0, 360, 1.0, -1, cv2.LINE_AA)
+        cv2.ellipse(
+            blob,
+            tuple(np.round(c * size).astype(int)),
+            tuple(np.round(axes * size).astype(int)),
+            rng.uniform(0, 180),
+            0,
+            360,
+            1.0,
+            -1,
+            cv2.LINE_AA,
+        )
         blob = cv2.GaussianBlur(blob, (0, 0), size / 100)[..., None] * rng.uniform(0.6, 0.85)
         image = image * (1 - blob) + rng.uniform(200, 235) * blob
     elif defect == "metal_contamination":
         c = rng.uniform(0.2, 0.8, 2)
         for _ in range(int(rng.integers(2, 5))):
-            shard = _rotate(rng.uniform(-1, 1, (5, 2)) * rng.uniform(0.012, 0.03), rng.uniform(0, 360))
-            shard = cv2.convexHull(shard.astype(np.float32)).reshape(-1, 2) + c + rng.uniform(-0.03, 0.03, 2)
+            shard = _rotate(
+                rng.uniform(-1, 1, (5, 2)) * rng.uniform(0.012, 0.03), rng.uniform(0, 360)
+            )
+            shard = (
+                cv2.convexHull(shard.astype(np.float32)).reshape(-1, 2)
+                + c
+                + rng.uniform(-0.03, 0.03, 2)
+            )
             _fill(image, shard, (245.0, 245.0, 245.0), size)
-            cv2.polylines(image, [_pts(shard, size)], True, (30.0, 30.0, 30.0), 1, cv2.LINE_AA, shift=4)
+            cv2.polylines(
+                image, [_pts(shard, size)], True, (30.0, 30.0, 30.0), 1, cv2.LINE_AA, shift=4
+            )
     elif defect == "thread":
         p = rng.uniform(0.15, 0.85, 2)
         bend = rng.uniform(-0.08, 0.08, 2)
         d = _rotate(np.array([[rng.uniform(0.15, 0.3), 0.0]]), rng.uniform(0, 180))[0]
         t = np.linspace(0, 1, 24)[:, None]
         curve = p + t * d + 4 * t * (1 - t) * bend  # a gently bent fibre
-        cv2.polylines(image, [_pts(curve, size)], False, (25.0, 25.0, 25.0), max(1, round(size / 170)), cv2.LINE_AA, shift=4)
+        cv2.polylines(
+            image,
+            [_pts(curve, size)],
+            False,
+            (25.0, 25.0, 25.0),
+            max(1, round(size / 170)),
+            cv2.LINE_AA,
+            shift=4,
+        )
     return _finish(image, finish_rng, 3.0)
 
 
@@ -273,7 +341,7 @@ LEAD_X = (-0.09, 0.0, 0.09)
 def _render_transistor(rng: np.random.Generator, size: int, defect: str | None) -> np.ndarray:
     shift = rng.uniform(-0.012, 0.012, 2)
     angle = rng.uniform(-2, 2)
-    lead_colour = tuple(int(c) for c in rng.uniform([185, 160, 95], [205, 180, 115])) + (255,)
+    lead_colour = (*(int(c) for c in rng.uniform([185, 160, 95], [205, 180, 115])), 255)
     background = np.empty((size, size, 3), np.float32)
     background[:] = (150, 168, 160)
     background += _smooth_field(rng, size, 4, 8)[..., None]
@@ -301,15 +369,30 @@ def _render_transistor(rng: np.random.Generator, size: int, defect: str | None) 
     for x in LEAD_X:
         bend = [(cx + lead_bends[x][0], lead_bends[x][1])] if x in lead_bends else []
         path = [(cx + x, 0.5), *bend, (cx + lead_ends[x][0], lead_ends[x][1])]
-        for a, b in zip(path, path[1:], strict=False):
+        for a, b in itertools.pairwise(path):
             _line(layer, a, b, lead_colour, 0.032 * size, size)
-    tab = np.array([[-0.17, 0.12], [0.17, 0.12], [0.17, 0.27], [-0.17, 0.27]]) + [cx, 0]
+    tab = np.array([[-0.17, 0.12], [0.17, 0.12], [0.17, 0.27], [-0.17, 0.27]]) + np.array([cx, 0])
     _fill(layer, tab, (185, 188, 192, 255), size)
-    cv2.circle(layer, tuple(np.round(np.array([cx, 0.185]) * size).astype(int)), round(0.035 * size), (0, 0, 0, 0), -1, cv2.LINE_AA)
-    body = np.array([[-0.17, 0.26], [0.17, 0.26], [0.17, 0.52], [-0.17, 0.52]]) + [cx, 0]
+    cv2.circle(
+        layer,
+        tuple(np.round(np.array([cx, 0.185]) * size).astype(int)),
+        round(0.035 * size),
+        (0, 0, 0, 0),
+        -1,
+        cv2.LINE_AA,
+    )
+    body = np.array([[-0.17, 0.26], [0.17, 0.26], [0.17, 0.52], [-0.17, 0.52]]) + np.array([cx, 0])
     _fill(layer, body, (32, 32, 36, 255), size)
-    cv2.putText(layer, "TIP31", tuple(np.round(np.array([cx - 0.11, 0.41]) * size).astype(int)),
-                cv2.FONT_HERSHEY_SIMPLEX, size / 480, (170, 170, 170, 255), max(1, size // 200), cv2.LINE_AA)
+    cv2.putText(
+        layer,
+        "TIP31",
+        tuple(np.round(np.array([cx - 0.11, 0.41]) * size).astype(int)),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        size / 480,
+        (170, 170, 170, 255),
+        max(1, size // 200),
+        cv2.LINE_AA,
+    )
 
     if defect == "damaged_case":
         corner = np.array([rng.choice([-0.17, 0.17]) + cx, rng.choice([0.26, 0.52])])
@@ -319,8 +402,16 @@ def _render_transistor(rng: np.random.Generator, size: int, defect: str | None) 
         else:  # a scuff: a lighter, rough patch on the case
             c = np.array([cx, 0.39]) + rng.uniform(-0.1, 0.1, 2)
             for _ in range(6):
-                _scratch(layer, rng, c + rng.uniform(-0.02, 0.02, 2), rng.uniform(0.03, 0.07),
-                         rng.uniform(0, 180), (120, 118, 115, 255), size / 120, size)
+                _scratch(
+                    layer,
+                    rng,
+                    c + rng.uniform(-0.02, 0.02, 2),
+                    rng.uniform(0.03, 0.07),
+                    rng.uniform(0, 180),
+                    (120, 118, 115, 255),
+                    size / 120,
+                    size,
+                )
 
     matrix = cv2.getRotationMatrix2D((size / 2, size * 0.45), angle, 1.0)
     matrix[:, 2] += shift * size
@@ -414,9 +505,16 @@ def _write_category(
             if mask is not None:
                 truth = folder / "ground_truth" / defect
                 truth.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(truth / f"{i:03d}{MASK_SUFFIX}.png"), mask.astype(np.uint8) * 255, png)
-    meta = {"category": spec.name, "seed": seed, "image_size": size, "version": GENERATOR_VERSION,
-            "seconds": round(time.perf_counter() - started, 2)}
+                cv2.imwrite(
+                    str(truth / f"{i:03d}{MASK_SUFFIX}.png"), mask.astype(np.uint8) * 255, png
+                )
+    meta = {
+        "category": spec.name,
+        "seed": seed,
+        "image_size": size,
+        "version": GENERATOR_VERSION,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
     (folder / MARKER).write_text(json.dumps(meta, indent=1))
 
 

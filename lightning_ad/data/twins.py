@@ -96,7 +96,7 @@ class LineTwin:
         x1 = x0 + (dx if x0 < w / 2 else -dx)
         y1 = y0 + (dy if y0 < h / 2 else -dy)
         width = max(1, round(rng.uniform(self.min_width, self.max_width) * side))
-        end = int(round(x1)), int(round(y1))
+        end = round(x1), round(y1)
         return LineParams((x0, y0), end, width, _random_colour(rng, is_grey(image)))
 
     def apply(self, image: np.ndarray, params: LineParams) -> np.ndarray:
@@ -231,7 +231,8 @@ def keras_reference_transform(crop: np.ndarray, theta: float, tx: float, ty: flo
 
 
 def colour_jitter(patch: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
-    """Brightness, contrast, and for colour patches saturation and hue, each by up to ``strength``."""
+    """Brightness, contrast, and for colour patches saturation and hue, each by up to
+    ``strength``."""
     out = patch.astype(np.float32) * rng.uniform(1 - strength, 1 + strength)
     mean = out.mean()
     out = (out - mean) * rng.uniform(1 - strength, 1 + strength) + mean

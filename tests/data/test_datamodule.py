@@ -4,7 +4,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_ad.data.datamodule import AnomalyDataModule, EpochSampler, LabelledBatch, resolve_classes
+from lightning_ad.data.datamodule import (
+    AnomalyDataModule,
+    LabelledBatch,
+    resolve_classes,
+)
 from lightning_ad.errors import LightningADError
 
 
@@ -38,7 +42,9 @@ def test_twins_are_redrawn_each_epoch_reproducibly(synthetic_root: Path) -> None
     second = [dm.train_set[(1, i)][0] for i in range(len(dm.train_set))]
     n = len(dm.train_set.images)
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
-    assert all(torch.equal(a, b) for a, b in zip(first[:n], second[:n], strict=True))  # normal: as is
+    assert all(
+        torch.equal(a, b) for a, b in zip(first[:n], second[:n], strict=True)
+    )  # normal: as is
     changed = sum(not torch.equal(a, b) for a, b in zip(first[n:], second[n:], strict=True))
     assert changed >= 0.9 * (len(first) - n)
 
@@ -81,7 +87,11 @@ def test_train_good_loader_is_every_training_image_untouched(synthetic_root: Pat
 
 
 def test_any_list_of_twins(synthetic_root: Path) -> None:
-    dm = _datamodule(synthetic_root, classes=["normal", "cutpaste", "scar"], twin_params={"scar": {"rotation": 10.0}})
+    dm = _datamodule(
+        synthetic_root,
+        classes=["normal", "cutpaste", "scar"],
+        twin_params={"scar": {"rotation": 10.0}},
+    )
     _, targets = _epoch(dm, 0)
     assert set(targets.tolist()) == {0, 1, 2}
     assert dm.twins[2].rotation == 10.0

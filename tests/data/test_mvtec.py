@@ -12,7 +12,11 @@ def test_lists_splits_defects_and_masks(synthetic_root: Path) -> None:
     category = MVTecCategory.load(synthetic_root / "screw")
     assert category.name == "screw"
     assert category.defect_types == (
-        "manipulated_front", "scratch_head", "scratch_neck", "thread_side", "thread_top"
+        "manipulated_front",
+        "scratch_head",
+        "scratch_neck",
+        "thread_side",
+        "thread_top",
     )
     counts = category.counts()
     assert counts["train/good"] == 10 and counts["test/good"] == 10
@@ -44,7 +48,9 @@ def test_any_image_size(tmp_path: Path) -> None:
 
 
 def test_missing_category_lists_the_ones_found(synthetic_root: Path) -> None:
-    with pytest.raises(DataError, match=r"no category 'scerw'.*found: grid, screw, transistor.*'screw'"):
+    with pytest.raises(
+        DataError, match=r"no category 'scerw'.*found: grid, screw, transistor.*'screw'"
+    ):
         find_category_dir(synthetic_root, "scerw")
 
 

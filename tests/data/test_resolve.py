@@ -32,7 +32,9 @@ def test_built_in_generated_on_first_use(tmp_path: Path) -> None:
 
 
 def test_typo_suggests_the_closest(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="unknown category 'transistr'.*Did you mean 'transistor'.*--data-root"):
+    with pytest.raises(
+        DataError, match=r"unknown category 'transistr'.*Did you mean 'transistor'.*--data-root"
+    ):
         resolve_category("transistr", data_dir=tmp_path)
 
 

@@ -9,7 +9,12 @@ from lightning_ad.errors import DataError
 
 # MVTec AD's own counts and defect folders (METHOD.md section 6).
 MVTEC = {
-    "screw": (320, 41, 119, {"manipulated_front", "scratch_head", "scratch_neck", "thread_side", "thread_top"}),
+    "screw": (
+        320,
+        41,
+        119,
+        {"manipulated_front", "scratch_head", "scratch_neck", "thread_side", "thread_top"},
+    ),
     "grid": (264, 21, 57, {"bent", "broken", "glue", "metal_contamination", "thread"}),
     "transistor": (213, 60, 40, {"bent_lead", "cut_lead", "damaged_case", "misplaced"}),
 }
@@ -19,7 +24,11 @@ MVTEC = {
 def test_counts_and_defect_names_match_mvtec(name: str) -> None:
     train, good, defective, defects = MVTEC[name]
     spec = SPECS[name]
-    assert (spec.train_count, spec.good_test_count, sum(spec.defect_counts.values())) == (train, good, defective)
+    assert (spec.train_count, spec.good_test_count, sum(spec.defect_counts.values())) == (
+        train,
+        good,
+        defective,
+    )
     assert set(spec.defect_counts) == defects
 
 
@@ -65,7 +74,9 @@ def test_deterministic_per_seed() -> None:
 
 def test_pose_varies_for_screw_and_barely_for_transistor() -> None:
     def spread(name: str) -> float:
-        images = np.stack([render_sample(SPECS[name], 0, "train/good", i, 64)[0] for i in range(12)])
+        images = np.stack(
+            [render_sample(SPECS[name], 0, "train/good", i, 64)[0] for i in range(12)]
+        )
         return float(images.astype(np.float32).std(axis=0).mean())
 
     assert spread("screw") > 2 * spread("transistor")
@@ -82,5 +93,7 @@ def test_existing_category_is_kept_unless_overwritten(tmp_path: Path) -> None:
 
 
 def test_unknown_category_lists_the_built_in_ones(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="no built-in category 'pill'; built-in: screw, grid, transistor"):
+    with pytest.raises(
+        DataError, match="no built-in category 'pill'; built-in: screw, grid, transistor"
+    ):
         generate_category("pill", tmp_path)

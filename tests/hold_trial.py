@@ -1,0 +1,56 @@
+"""``lightning-ad`` in which one training trial holds still until the process is signalled.
+
+Usage: ``python tests/hold_trial.py MARKER N -- <lightning-ad arguments>``. The ``N``-th trial that
+trains (1-based, counted in this process) writes ``MARKER`` when its first epoch starts and then
+waits. A test that sends a signal "in the middle of a trial" waits for ``MARKER`` first: the
+signal then always lands inside a running trial, however fast the machine, instead of racing it.
+Nothing else changes: the trial runs inside the real Trainer, sweep and CLI.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+from lightning_ad import cli, sweep
+
+HOLD_SECONDS = 600
+"""A bound, so that a test that never sends its signal fails instead of hanging CI."""
+
+
+class HoldTraining(pl.Callback):
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.marker.write_text(str(trainer.logger.run_id))
+        deadline = time.monotonic() + HOLD_SECONDS
+        while time.monotonic() < deadline:  # the signal ends this wait
+            time.sleep(0.1)
+        raise RuntimeError(f"hold_trial: no signal came within {HOLD_SECONDS} s")
+
+
+def hold_nth_training_trial(marker: Path, n: int) -> None:
+    """Make the ``n``-th training trial of this process hold (see the module docstring)."""
+    real_run_trial = sweep.run_trial
+    started = 0
+
+    def run_trial(config, *args, callbacks=None, **kwargs):
+        nonlocal started
+        if config.head != "none":
+            started += 1
+            if started == n:
+                callbacks = [*(callbacks or []), HoldTraining(marker)]
+        return real_run_trial(config, *args, callbacks=callbacks, **kwargs)
+
+    sweep.run_trial = run_trial
+
+
+if __name__ == "__main__":
+    marker, n, separator, *arguments = sys.argv[1:]
+    assert separator == "--", __doc__
+    hold_nth_training_trial(Path(marker), int(n))
+    sys.exit(cli.main(arguments))

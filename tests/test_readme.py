@@ -1,0 +1,139 @@
+"""The README's path, walked as a newcomer walks it: a fresh clone of HEAD, a shell whose PATH does
+not hold the venv, and the README's own commands, read from the README so that the two cannot
+drift apart: ``make sweep``, ``make table``, ``make ui`` (until its page and REST API answer),
+then Ctrl-C. ``make test`` is the README's other command; CI runs it already, so it is not
+nested here. Marked ``e2e`` (``make test-e2e``, run by ``.ci/run``).
+
+The clone gets its own ``.venv`` that sees this interpreter's packages through a ``.pth`` file,
+so the Makefile's install step runs for real (it installs the clone itself) without a second
+6 GB torch download."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from lightning_ad.services import free_port
+from tests.helpers import QUICK_FINISHED
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).parents[1]
+PASSED_THROUGH = re.compile(r"^(LANG|LC_.*|TMPDIR|.*_proxy|.*_PROXY|PIP_.*|SSL_.*|REQUESTS_CA.*)$")
+
+
+def readme_commands() -> list[str]:
+    """The ``make`` lines of the README's first code block and of its table/UI block."""
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    chosen = [blocks[0], next(b for b in blocks if "make ui" in b)]
+    lines = [line.split("#")[0].strip() for block in chosen for line in block.splitlines()]
+    return [line for line in lines if line.startswith("make ")]
+
+
+def _newcomer_env() -> dict[str, str]:
+    """A login shell's environment: system PATH only, no venv, no MLflow settings."""
+    env = {k: v for k, v in os.environ.items() if PASSED_THROUGH.match(k)}
+    return env | {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                  "HOME": os.environ.get("HOME", "/root")}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("newcomer") / "lightning_ad"
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(folder)], check=True)
+    venv = folder / ".venv"
+    subprocess.run([sys._base_executable, "-m", "venv", str(venv)], check=True)
+    here = Path(sysconfig.get_paths()["purelib"])
+    [site] = venv.glob("lib/python3*/site-packages")
+    (site / "reuse-test-interpreter-packages.pth").write_text(f"{here}\n")
+    return folder
+
+
+def _make(clone: Path, line: str, *extra: str, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*line.split(), *extra], cwd=clone, env=_newcomer_env(), capture_output=True,
+        text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def _api(base: str, path: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        f"{base}/api/2.0/mlflow/{path}", data=data, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def test_the_readme_path_works_for_a_newcomer(clone: Path) -> None:
+    commands = readme_commands()
+    sweep_line = next(c for c in commands if c.startswith("make sweep"))
+    table_line = next(c for c in commands if c.startswith("make table"))
+    ui_line = next(c for c in commands if c.startswith("make ui"))
+    assert "make test" in commands
+
+    done = _make(clone, sweep_line, "SWEEP=quick", timeout=1200)  # quick: the same path, 1 min
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "8 of 8 cells complete" in done.stdout
+    table = _make(clone, table_line, "SWEEP=quick", timeout=300)
+    assert table.returncode == 0, table.stdout + table.stderr
+    assert "| mobilenet_v2 | screw |" in table.stdout
+    assert (clone / "reports" / "quick" / "screw" / "median_auc.parquet").is_file()
+
+    port = free_port()
+    ui = subprocess.Popen(
+        [*ui_line.split(), f"PORT={port}"], cwd=clone, env=_newcomer_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        page = _wait_for_page(base, ui)
+        assert "<html" in page.lower()
+        experiment = _api(base, "experiments/get-by-name?experiment_name=lightning_ad-quick")
+        experiment = experiment["experiment"]
+        tags = {t["key"]: t["value"] for t in experiment.get("tags", [])}
+        assert tags["mlflow.experimentKind"] == "custom_model_development"  # opens on runs
+        search = {"experiment_ids": [experiment["experiment_id"]], "max_results": 100}
+        [parent] = _api(
+            base, "runs/search", search | {"filter": "tags.`lightning_ad.role` = 'sweep'"}
+        )["runs"]
+        parent_tags = {t["key"]: t["value"] for t in parent["data"]["tags"]}
+        assert parent["info"]["status"] == "FINISHED"
+        note = parent_tags["mlflow.note.content"]  # the parent run's Overview
+        assert "### Median test AUC" in note and "### class3 - class2" in note
+        query = f"tags.mlflow.parentRunId = '{parent['info']['run_id']}'"
+        children = _api(base, "runs/search", search | {"filter": query})["runs"]
+        assert len(children) == QUICK_FINISHED
+        classes = {
+            p["value"] for c in children for p in c["data"]["params"] if p["key"] == "classes"
+        }
+        assert classes == {"class2", "class3"}
+    finally:
+        os.killpg(ui.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole foreground group
+        output, _ = ui.communicate(timeout=60)
+    assert "Traceback" not in output, output
+    with pytest.raises(OSError):
+        urllib.request.urlopen(base, timeout=5)  # nothing listens any more
+
+
+def _wait_for_page(base: str, ui: subprocess.Popen) -> str:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if ui.poll() is not None:
+            raise AssertionError(f"make ui exited with {ui.returncode}: {ui.stdout.read()}")
+        try:
+            with urllib.request.urlopen(base, timeout=5) as response:
+                if response.status == 200:
+                    return response.read().decode()
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"make ui did not answer on {base} within 180 s")
