@@ -30,8 +30,13 @@ MAX_TAG_LENGTH = 8000
 
 
 def resolve_tracking_uri(explicit: str | None = None) -> str:
-    """``explicit`` > ``$MLFLOW_TRACKING_URI`` > the default SQLite file under ./mlruns."""
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """``explicit`` > ``$MLFLOW_TRACKING_URI`` > the default SQLite file under ./mlruns, made
+    absolute: MLflow caches one store per URI string, so a relative one would keep pointing at
+    the folder it was first opened from."""
+    found = explicit or os.environ.get("MLFLOW_TRACKING_URI")
+    if found:
+        return found
+    return f"sqlite:///{Path(DEFAULT_TRACKING_URI.removeprefix('sqlite:///')).resolve()}"
 
 
 def mlflow_command(*args: str) -> list[str]:

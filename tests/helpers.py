@@ -3,6 +3,8 @@ grid filled, each cell once, nothing left running)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -14,7 +16,7 @@ import mlflow
 import optuna
 import yaml
 
-from lightning_ad import sweep
+from lightning_ad import cli, sweep
 
 SWEEPS = Path(__file__).parents[1] / "sweeps"
 HOLD_TRIAL = Path(__file__).with_name("hold_trial.py")
@@ -27,7 +29,8 @@ def _clean_env() -> dict[str, str]:
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """``lightning-ad ARGS`` as a user types it; the exit code and both streams are kept."""
+    """``python -m lightning_ad ARGS`` in a subprocess: for what only a process shows (the entry
+    point, signals, exit codes from the OS); the exit code and both streams are kept."""
     return subprocess.run(
         [sys.executable, "-m", "lightning_ad", *args],
         cwd=cwd,
@@ -36,6 +39,23 @@ def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.Completed
         text=True,
         timeout=timeout,
     )
+
+
+def invoke(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``lightning-ad ARGS`` run by ``cli.main`` in this process, from ``cwd``: the same parser,
+    handlers and error lines as the command, without a second torch import per test."""
+    out, err = io.StringIO(), io.StringIO()
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(list(args))
+            except SystemExit as exit_:  # argparse: --help, usage errors
+                code = exit_.code
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def quick_sweep_file(folder: Path, name: str, **fixed: object) -> Path:

@@ -12,7 +12,11 @@ from benchmarks.run import main
 
 @pytest.mark.parametrize(
     "rows",
-    ["B1,B2,B3", "B4,B6,B8", pytest.param("B9", marks=pytest.mark.slow)],  # B9 compiles: minutes
+    [
+        pytest.param("B1,B2,B3", marks=pytest.mark.e2e),
+        pytest.param("B4,B6,B8", marks=pytest.mark.e2e),
+        pytest.param("B9", marks=pytest.mark.slow),  # B9 compiles: minutes
+    ],
 )
 def test_benchmark_rows_run_on_tiny_inputs(rows: str, tmp_path: Path) -> None:
     assert main(["--tiny", "--only", rows, "--out", str(tmp_path)]) == 0

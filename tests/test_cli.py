@@ -6,7 +6,7 @@ import cv2
 import pytest
 
 from lightning_ad.cli import main
-from tests.helpers import run_cli
+from tests.helpers import invoke, run_cli
 
 
 def test_python_m_and_help_with_examples(tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ def test_info_counts(synthetic_root: Path, capsys: pytest.CaptureFixture) -> Non
 
 
 def test_bad_category_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    result = run_cli(
+    result = invoke(
         "data", "info", "--category", "scerw", "--data-dir", str(tmp_path), cwd=tmp_path
     )
     assert result.returncode == 2

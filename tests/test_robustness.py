@@ -14,7 +14,7 @@ from lightning_ad import sweep
 from lightning_ad.config import SweepSpec, TrialConfig
 from lightning_ad.errors import LightningADError
 from lightning_ad.train import run_trial
-from tests.helpers import SWEEPS, run_cli, trial_runs
+from tests.helpers import SWEEPS, invoke, trial_runs
 
 
 def _error_line(stderr: str) -> str:
@@ -31,7 +31,7 @@ def test_corrupt_png_fails_the_run_with_the_file_named(
 ) -> None:
     bad = screw_copy / split / "good" / "001.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
-    result = run_cli(
+    result = invoke(
         "train", "--category", "screw", "--data-root", str(tmp_path), "--head", "none",
         "--image-size", "32", cwd=tmp_path,
     )  # fmt: skip
@@ -52,7 +52,7 @@ def test_corrupt_png_fails_the_run_with_the_file_named(
 )
 def test_missing_or_empty_data_root(make_root, message: str, tmp_path: Path) -> None:
     root = make_root(tmp_path)
-    result = run_cli("data", "info", "--category", "screw", "--data-root", str(root), cwd=tmp_path)
+    result = invoke("data", "info", "--category", "screw", "--data-root", str(root), cwd=tmp_path)
     assert result.returncode == 2
     line = _error_line(result.stderr)
     assert str(root) in line and message in line
@@ -116,7 +116,7 @@ def test_nan_loss_fails_the_trial_and_the_sweep_goes_on(
 def test_unreachable_services_are_one_line_without_the_password(
     flag: str, value: str, message: str, tmp_path: Path
 ) -> None:
-    result = run_cli("sweep", "--sweep", str(SWEEPS / "quick.yaml"), flag, value, cwd=tmp_path)
+    result = invoke("sweep", "--sweep", str(SWEEPS / "quick.yaml"), flag, value, cwd=tmp_path)
     assert result.returncode == 2
     line = _error_line(result.stderr)
     assert message in line and "secret" not in result.stderr + result.stdout

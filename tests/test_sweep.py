@@ -214,6 +214,7 @@ def test_unreachable_storage_is_one_clear_error() -> None:
         sweep.open_storage("postgresql+psycopg://me:secret@127.0.0.1:9/x")
 
 
+@pytest.mark.e2e
 def test_two_local_workers_fill_the_grid_once(target: sweep.SweepTarget) -> None:
     sweep.run_sweep(target, workers=2, show_progress=False)
     children = trial_runs(target)
@@ -321,6 +322,7 @@ def test_bad_search_blocks(tmp_path: Path) -> None:
             SweepSpec.load(path)
 
 
+@pytest.mark.e2e
 def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(synthetic_root: Path, tmp_path: Path) -> None:
     """SIGINT during a trial: exit 130, finished trials kept, the interrupted one not left
     RUNNING anywhere, and the same command then completes the grid."""

@@ -21,6 +21,8 @@ from tests.helpers import (
     wait_for,
 )
 
+pytestmark = pytest.mark.e2e
+
 
 def _default_target(cwd: Path, sweep_file: Path = SWEEPS / "quick.yaml") -> sweep.SweepTarget:
     """The screw sweep of ``sweep_file`` in the stores a plain ``lightning-ad sweep`` uses under

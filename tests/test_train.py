@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 from lightning_ad.config import TrialConfig
 from lightning_ad.errors import LightningADError
 from lightning_ad.train import run_trial
-from tests.helpers import run_cli
+from tests.helpers import invoke
 
 TINY = dict(
     category="screw",
@@ -72,7 +72,7 @@ def test_same_seed_same_auc(synthetic_root: Path, store: str) -> None:
 
 
 def test_cli_prints_json_last(synthetic_root: Path, tmp_path: Path) -> None:
-    result = run_cli(
+    result = invoke(
         "train",
         "--category",
         "grid",
@@ -111,7 +111,7 @@ def test_cli_prints_json_last(synthetic_root: Path, tmp_path: Path) -> None:
 def test_bad_input_is_one_line_exit_2_nothing_written(
     args: list[str], message: str, synthetic_root: Path, tmp_path: Path
 ) -> None:
-    result = run_cli(
+    result = invoke(
         "train", "--category", "screw", "--data-root", str(synthetic_root), *args, cwd=tmp_path
     )
     assert result.returncode == 2
