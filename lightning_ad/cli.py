@@ -268,14 +268,19 @@ def _print_tables(report, trials, spec, args: argparse.Namespace) -> None:
 def _ui(args: argparse.Namespace) -> None:
     import os
 
-    from lightning_ad.tracking import mask_password, mlflow_command, resolve_tracking_uri
+    from lightning_ad.tracking import (
+        mask_password,
+        mlflow_command,
+        mlflow_server_env,
+        resolve_tracking_uri,
+    )
 
     uri = resolve_tracking_uri(args.tracking_uri)
     command = mlflow_command(
         "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)
     )
     print(" ".join(mask_password(part) for part in command), file=sys.stderr)
-    os.execv(command[0], command)
+    os.execve(command[0], command, mlflow_server_env())
 
 
 def _services(args: argparse.Namespace) -> None:

@@ -145,9 +145,16 @@ def start_mlflow_server(
         command += ["--allowed-hosts", allowed_hosts]
     if log_file:
         with open(log_file, "ab") as output:  # the server keeps its own copy of the handle
-            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                command, stdout=output, stderr=subprocess.STDOUT, env=tracking.mlflow_server_env()
+            )
     else:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            env=tracking.mlflow_server_env(),
+        )
     url = f"http://{_local_address(host)}:{port}/health"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

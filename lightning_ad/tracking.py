@@ -50,6 +50,13 @@ def mlflow_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "mlflow", *args]
 
 
+def mlflow_server_env() -> dict[str, str]:
+    """The environment for ``mlflow ui`` / ``mlflow server``: MLflow's job runner (huey worker
+    processes for GenAI features: judges, trace rollups) is off unless the user turned it on.
+    A sweep needs none of it, and on Ctrl-C each of its processes printed a traceback."""
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+
+
 def mask_password(url: str) -> str:
     """``scheme://user:secret@host`` -> ``scheme://user:***@host``: safe to print and log."""
     parts = urllib.parse.urlsplit(url)

@@ -89,7 +89,7 @@ def test_ui_runs_mlflow_with_this_interpreter_not_path(monkeypatch: pytest.Monke
 
     started = []
     monkeypatch.setenv("PATH", "/nonexistent")
-    monkeypatch.setattr(os, "execv", lambda path, argv: started.append((path, argv)))
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: started.append((path, argv)))
     assert main(["ui", "--port", "5099", "--tracking-uri", "sqlite:///x.db"]) == 0
     [(path, argv)] = started
     assert path == sys.executable and argv[:4] == [sys.executable, "-m", "mlflow", "ui"]
