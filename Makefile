@@ -10,6 +10,7 @@ CATEGORY ?= screw
 SWEEP    ?= default
 WORKERS  ?= 1
 FORMAT   ?= md
+OUT      ?=
 HOST     ?= 127.0.0.1
 PORT     ?= 5000
 ALLOWED_HOSTS ?=
@@ -64,9 +65,9 @@ sweep: $(STAMP) ## run or resume a sweep: make sweep CATEGORY=screw [SWEEP=defau
 	$(BIN)/lightning-ad sweep --sweep $(SWEEP) --category $(CATEGORY) --workers $(WORKERS) \
 		$(if $(STORAGE),--storage '$(STORAGE)') $(if $(TRACKING_URI),--tracking-uri '$(TRACKING_URI)')
 
-table: $(STAMP) ## print and write the comparison tables: make table CATEGORY=screw [SWEEP=default] [FORMAT=md]
+table: $(STAMP) ## print and write the comparison tables: make table CATEGORY=screw [SWEEP=default] [FORMAT=md] [OUT=file|folder]
 	$(BIN)/lightning-ad table --sweep $(SWEEP) --category $(CATEGORY) --format $(FORMAT) \
-		$(if $(TRACKING_URI),--tracking-uri '$(TRACKING_URI)')
+		$(if $(OUT),--out '$(OUT)') $(if $(TRACKING_URI),--tracking-uri '$(TRACKING_URI)')
 
 services: $(STAMP) ## a local PostgreSQL (Optuna) + MLflow server for the distributed mode, until Ctrl-C
 	$(BIN)/lightning-ad services --host $(HOST) --port $(PORT) $(if $(ALLOWED_HOSTS),--allowed-hosts '$(ALLOWED_HOSTS)')

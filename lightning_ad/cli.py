@@ -198,9 +198,10 @@ def _sweep(args: argparse.Namespace) -> int:
             print(f"  failed: {' '.join(map(str, cell))}: {error}", file=sys.stderr)
         failed += len(status.failed)
     if failed:
+        cells = "1 cell" if failed == 1 else f"{failed} cells"
         print(
-            f"lightning-ad: {failed} cells failed (their errors above); fix the cause and run the "
-            "same command again: only those cells are retried",
+            f"lightning-ad: {cells} failed (errors above); fix the cause and run the same "
+            "command again: only the failed cells are retried",
             file=sys.stderr,
         )
         return EXIT_FAILED_CELLS
@@ -212,7 +213,10 @@ def _table(args: argparse.Namespace) -> None:
 
     targets = _targets(args)
     out = Path(args.out) if args.out else None
-    to_folder = out is not None and (out.is_dir() or not out.suffix)
+    # A folder: one that exists, a name ending in "/", or a new name without a suffix.
+    to_folder = out is not None and (
+        out.is_dir() or args.out.endswith("/") or not (out.suffix or out.exists())
+    )
     _check_table_destination(args, out, to_folder, len(targets))
     for target in targets:
         trials = report.fetch_trials(
@@ -260,7 +264,7 @@ def _print_tables(report, trials, spec, args: argparse.Namespace) -> None:
     the output is one CSV a program can read."""
     if args.format == "csv":
         [name] = args.table or ("median",)
-        print(report.tidy_tables(trials, spec)[name].to_csv(index=False), end="")
+        print(report.tidy_table(trials, spec, name).to_csv(index=False), end="")
     else:
         print(report.summary_text(trials, spec, args.format, args.table or report.TABLES))
 
@@ -375,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     preview.add_argument("--seed", type=int, default=0)
 
+    from lightning_ad import report
     from lightning_ad.config import TrialConfig
     from lightning_ad.models.backbones import BACKBONES
     from lightning_ad.models.heads import HEADS, NO_HEAD
@@ -485,14 +490,14 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument(
         "--format",
         default="md",
-        choices=("md", "html", "latex", "csv", "parquet"),
+        choices=report.FORMATS,
         help="md, html, latex: the display tables; csv, parquet: tidy data, one row per cell "
         "(default: md)",
     )
     table.add_argument(
         "--table",
         action="append",
-        choices=("median", "delta", "defects"),
+        choices=report.TABLES,
         help="only this table (repeatable): median AUC per cell, class3 - class2, or per defect "
         "type (default: all; one table, median, for --out FILE and for csv on stdout)",
     )

@@ -128,23 +128,6 @@ FIXED_KEYS = tuple(
     f.name for f in fields(TrialConfig) if f.name not in (*GRID_KEYS, "data_root", "data_dir")
 )
 FROZEN = "frozen"
-TRAINING_ONLY = frozenset(
-    {
-        "epochs",
-        "batch_size",
-        "lr",
-        "amsgrad",
-        "cosine_schedule",
-        "swa",
-        "mask_mode",
-        "val_fraction",
-        "head_params",
-        "twin_params",
-        "max_time_minutes",
-    }
-)
-"""Settings that only shape training (the optimiser, the twins, the validation slice used for
-early stopping): they cannot change the frozen baseline, which is never trained."""
 
 
 def classes_label(classes: int | str | list[str] | tuple[str, ...]) -> str:
@@ -248,18 +231,15 @@ class SweepSpec:
             return f"the frozen baseline does not depend on classes (run with {first})"
         return None
 
+    def runnable_cells(self) -> list[dict[str, Any]]:
+        """The grid points that are trained (or, for the frozen baseline, scored)."""
+        return [cell for cell in self.cells() if self.skip_reason(cell) is None]
+
     def search_for(self, cell: dict[str, Any]) -> SearchSpec | None:
-        """The part of ``search`` that can change this cell's result, or None when nothing
-        does: the frozen baseline is never trained, so training settings are not searched
-        for it (three "proposals" would be three copies of one model)."""
-        if self.search is None:
-            return None
-        params = {
-            name: dist
-            for name, dist in self.search.params.items()
-            if cell["head"] != NO_HEAD or name not in TRAINING_ONLY
-        }
-        return SearchSpec(self.search.trials_per_cell, params) if params else None
+        """The ``search`` of this cell, or None: the frozen baseline is never searched. It is
+        not trained, so it has no validation loss to choose a proposal by, and training settings
+        cannot change it; it runs once, with the fixed settings."""
+        return None if cell["head"] == NO_HEAD else self.search
 
     def trial_config(
         self,

@@ -12,3 +12,8 @@ class LightningADError(Exception):
 
 class DataError(LightningADError):
     """A data set on disk is missing, incomplete or unreadable."""
+
+
+def describe(err: BaseException) -> str:
+    """``Type: message``, at most 1,000 characters: how a trial records the error it died of."""
+    return f"{type(err).__name__}: {err}"[:1000]

@@ -31,6 +31,10 @@ FILE_NAMES = {
     "delta": "class3_vs_class2",
     "defects": "class3_vs_class2_by_defect",
 }
+DELTA_COLUMNS = [
+    "category", "backbone", "head", "median_delta", "pairs", "wins", "losses", "p_wilcoxon"
+]  # fmt: skip
+DEFECT_COLUMNS = [*DELTA_COLUMNS[:3], "defect", *DELTA_COLUMNS[3:]]
 RUN_FACTS = ("dataset", "data_root", "git_commit")
 """Run parameters that say where a cell's numbers came from; the tidy table carries them."""
 MAIN_METRIC = "test/auc"
@@ -143,7 +147,11 @@ def tidy_medians(trials: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
     columns = ["sweep", *GRID_KEYS[:-1], "n_seeds", "median", "min", "max"]
     if trials.empty or MAIN_METRIC not in trials:
         return pd.DataFrame(columns=columns)
-    other = sorted(c for c in trials.columns if c.startswith("test/") and c.count("/") == 1)
+    other = sorted(
+        c
+        for c in trials.columns
+        if c.startswith("test/") and c.count("/") == 1 and c != MAIN_METRIC
+    )
     rows = []
     for (category, backbone, head, classes), group in trials.groupby(list(GRID_KEYS[:-1])):
         values = group[MAIN_METRIC].dropna()
@@ -164,7 +172,7 @@ def tidy_medians(trials: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
         row |= {fact: _joined(group.get(fact)) for fact in RUN_FACTS}
         row["settings"] = json.dumps(spec.fixed, sort_keys=True)
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
 
 
 def _joined(values: pd.Series | None) -> str:
@@ -183,7 +191,7 @@ def paired_deltas(
 
     rows = []
     if trials.empty or metric not in trials:
-        return pd.DataFrame(rows)
+        return pd.DataFrame(rows, columns=DELTA_COLUMNS)
     for (category, backbone, head), group in trials.groupby(["category", "backbone", "head"]):
         by_seed = group.pivot_table(index="seed", columns="classes", values=metric, aggfunc="last")
         if a not in by_seed or b not in by_seed:
@@ -206,7 +214,7 @@ def paired_deltas(
                 "p_wilcoxon": p,
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=DELTA_COLUMNS)
 
 
 def defect_deltas(trials: pd.DataFrame) -> pd.DataFrame:
@@ -218,21 +226,8 @@ def defect_deltas(trials: pd.DataFrame) -> pd.DataFrame:
         if not deltas.empty:
             frames.append(deltas.assign(defect=column.rsplit("/", 1)[1]))
     if not frames:
-        return pd.DataFrame()
-    table = pd.concat(frames)
-    return table[
-        [
-            "category",
-            "backbone",
-            "head",
-            "defect",
-            "median_delta",
-            "pairs",
-            "wins",
-            "losses",
-            "p_wilcoxon",
-        ]
-    ]
+        return pd.DataFrame(columns=DEFECT_COLUMNS)
+    return pd.concat(frames)[DEFECT_COLUMNS]
 
 
 def main_table(trials: pd.DataFrame, spec: SweepSpec, long: bool = False) -> pd.DataFrame:
@@ -285,6 +280,8 @@ def _median_of(cell: str) -> float:
 
 def render(table: pd.DataFrame, fmt: str, bold_best: bool = False) -> str:
     """One display table as md, html or latex."""
+    if fmt not in DISPLAY_FORMATS:
+        raise ValueError(f"{fmt} is not a display format; valid: {', '.join(DISPLAY_FORMATS)}")
     if bold_best:
         marker = {
             "md": lambda s: f"**{s}**",
@@ -321,13 +318,13 @@ def _fmt(column: str, value) -> str:
     return str(value)
 
 
-def tidy_tables(trials: pd.DataFrame, spec: SweepSpec) -> dict[str, pd.DataFrame]:
-    """Every table in tidy form, by name (see ``TABLES``)."""
-    return {
-        "median": tidy_medians(trials, spec),
-        "delta": paired_deltas(trials, MAIN_METRIC).assign(sweep=spec.name),
-        "defects": defect_deltas(trials).assign(sweep=spec.name),
-    }
+def tidy_table(trials: pd.DataFrame, spec: SweepSpec, name: str) -> pd.DataFrame:
+    """One table (see ``TABLES``) in tidy form, the sweep's name in its first column."""
+    if name == "median":
+        return tidy_medians(trials, spec)
+    table = paired_deltas(trials, MAIN_METRIC) if name == "delta" else defect_deltas(trials)
+    table.insert(0, "sweep", spec.name)
+    return table
 
 
 def display_table(
@@ -344,7 +341,7 @@ def display_table(
 def write_table(trials: pd.DataFrame, spec: SweepSpec, name: str, fmt: str, path: Path) -> Path:
     """One table in one format: tidy data for csv and parquet, the display table otherwise."""
     if fmt in DATA_FORMATS:
-        table = tidy_tables(trials, spec)[name]
+        table = tidy_table(trials, spec, name)
         if fmt == "csv":
             table.to_csv(path, index=False)
         else:

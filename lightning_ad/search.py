@@ -16,7 +16,7 @@ import optuna
 import pytorch_lightning as pl
 
 from lightning_ad.config import SearchSpec, TrialConfig
-from lightning_ad.errors import LightningADError
+from lightning_ad.errors import LightningADError, describe
 from lightning_ad.train import TrialResult
 
 
@@ -92,7 +92,7 @@ def tune_cell(
         try:
             result = train(suggest(trial, search.params), [pruning], tags)
         except Exception as err:  # kept: the cell's error names it if no proposal succeeds
-            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:1000])
+            trial.set_user_attr("error", describe(err))
             raise
         trial.set_user_attr("mlflow_run_id", result.run_id)
         trial.set_user_attr("test_auc", result.metrics["test/auc"])
@@ -118,9 +118,10 @@ def tune_cell(
 def _no_usable_proposal(study_name: str, trials: list[optuna.trial.FrozenTrial]) -> str:
     """Why a cell's inner study has nothing to choose from, naming the first proposal's error."""
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
     first = str(failed[0].user_attrs.get("error", "")).strip() if failed else ""
     reason = f"; the first failed with {first.splitlines()[0]}" if first else ""
     return (
         f"inner study {study_name}: none of its {len(trials)} proposals finished with a val/loss "
-        f"({len(failed)} failed, {len(trials) - len(failed)} pruned){reason}"
+        f"({len(failed)} failed, {len(pruned)} pruned){reason}"
     )

@@ -201,6 +201,7 @@ def local_services(
     allowed_hosts: str | None = None,
 ) -> Iterator[Services]:
     """PostgreSQL + MLflow server with everything under ``root``; both stopped on exit."""
+    tracking.mlflow_command()  # a missing mlflow fails now, before PostgreSQL starts
     root.mkdir(parents=True, exist_ok=True)
     postgres = Postgres(root / "postgres", pg_port)
     postgres.start()

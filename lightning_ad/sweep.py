@@ -22,7 +22,7 @@ import socket
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
@@ -30,13 +30,15 @@ from optuna.trial import TrialState
 
 from lightning_ad import report, tracking
 from lightning_ad.config import GRID_KEYS, SearchSpec, SweepSpec
-from lightning_ad.errors import LightningADError
+from lightning_ad.errors import LightningADError, describe
 from lightning_ad.progress import SweepProgress
 from lightning_ad.search import tune_cell
 from lightning_ad.train import run_trial
 
 DEFAULT_STORAGE = "mlruns/optuna.journal"
 SWEEP_ROLE = "sweep"
+INTERRUPTED = "interrupted"
+"""A trial's user attribute: Ctrl-C or SIGTERM stopped it; its cell is not a failed one."""
 FAILED_CELLS_TAG = "lightning_ad.failed_cells"
 HOST = socket.gethostname()
 
@@ -48,7 +50,7 @@ class SweepTarget:
     spec: SweepSpec
     category: str
     storage: str | None = None
-    tracking_uri: str = tracking.DEFAULT_TRACKING_URI
+    tracking_uri: str = field(default_factory=tracking.resolve_tracking_uri)
     data_root: str | None = None
     data_dir: str = "data"
     reports_dir: str = "reports"
@@ -149,22 +151,44 @@ def recover(study: optuna.Study, target: SweepTarget) -> int:
         if _is_dead_local_worker(trial.user_attrs.get("worker")):
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             _fail_orphan_runs(target, trial.number)
-    finished, pending, failed = set(), set(), {}
-    for trial in study.get_trials(deepcopy=False):
-        params = _cell_params(study, trial)
-        key = _cell_key(params)
-        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            finished.add(key)
-        elif trial.state in (TrialState.RUNNING, TrialState.WAITING):
-            pending.add(key)
-        elif trial.state == TrialState.FAIL and key:
-            failed[key] = params
-    queued = 0
-    for key, params in failed.items():
-        if key not in finished and key not in pending:
-            study.enqueue_trial(params)
-            queued += 1
-    return queued
+    cells = CellStates.of(study)
+    for params in cells.retry.values():
+        study.enqueue_trial(params)
+    return len(cells.retry)
+
+
+@dataclass(frozen=True)
+class CellStates:
+    """The study's trials, grouped by grid cell (a cell may have several trials: retries)."""
+
+    finished: set[tuple]
+    """Cells with a COMPLETE trial, or PRUNED (skipped as n/a)."""
+    pending: set[tuple]
+    """Cells with a RUNNING or WAITING trial."""
+    retry: dict[tuple, dict]
+    """Cells neither finished nor pending whose last trial failed or was interrupted: their
+    grid values, to queue again."""
+    errors: dict[tuple, str]
+    """Of those, the cells whose last trial failed (not interrupted): the error's first line."""
+
+    @classmethod
+    def of(cls, study: optuna.Study) -> CellStates:
+        finished, pending, retry, errors = set(), set(), {}, {}
+        for trial in study.get_trials(deepcopy=False):
+            params = _cell_params(study, trial)
+            key = _cell_key(params)
+            if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                finished.add(key)
+            elif trial.state in (TrialState.RUNNING, TrialState.WAITING):
+                pending.add(key)
+            elif trial.state == TrialState.FAIL and key:
+                retry[key] = params
+                errors.pop(key, None)
+                if not trial.user_attrs.get(INTERRUPTED):
+                    error = str(trial.user_attrs.get("error") or "failed (no error recorded)")
+                    errors[key] = error.strip().splitlines()[0]
+        retry = {k: p for k, p in retry.items() if k not in finished | pending}
+        return cls(finished, pending, retry, {k: e for k, e in errors.items() if k in retry})
 
 
 def _cell_key(params: dict | None) -> tuple | None:
@@ -242,13 +266,13 @@ def _has_heartbeats(study: optuna.Study) -> bool:
 
 @dataclass(frozen=True)
 class GridStatus:
-    """Each runnable cell of the grid, by the state of its trials in the study."""
+    """Where the runnable cells of the grid stand."""
 
     cells: int
     complete: int
     running: int
     failed: dict[tuple, str]
-    """Cells whose every trial failed and none is queued, with the last error's first line."""
+    """Cells whose last trial failed (not interrupted) and none is queued: the error's line."""
 
     @property
     def finished(self) -> bool:
@@ -257,19 +281,12 @@ class GridStatus:
 
 
 def grid_status(study: optuna.Study, spec: SweepSpec) -> GridStatus:
-    runnable = {_cell_key(c) for c in spec.cells() if spec.skip_reason(c) is None}
-    complete, running, errors = set(), set(), {}
-    for trial in study.get_trials(deepcopy=False):
-        key = _cell_key(_cell_params(study, trial))
-        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            complete.add(key)
-        elif trial.state in (TrialState.RUNNING, TrialState.WAITING):
-            running.add(key)
-        elif trial.state == TrialState.FAIL:
-            error = str(trial.user_attrs.get("error", "failed (no error recorded)"))
-            errors[key] = (error.strip().splitlines() or ["failed"])[0]
-    failed = {k: e for k, e in errors.items() if k in runnable - complete - running}
-    return GridStatus(len(runnable), len(runnable & complete), len(runnable & running), failed)
+    runnable = {_cell_key(c) for c in spec.runnable_cells()}
+    cells = CellStates.of(study)
+    failed = {k: e for k, e in cells.errors.items() if k in runnable}
+    return GridStatus(
+        len(runnable), len(runnable & cells.finished), len(runnable & cells.pending), failed
+    )
 
 
 @dataclass(frozen=True)
@@ -356,10 +373,11 @@ def close_parent(
 
     client = mlflow.MlflowClient(target.tracking_uri)
     client.set_tag(parent_id, FAILED_CELLS_TAG, str(len(status.failed)))
-    if status.finished:
+    if interrupted:
+        if not status.running:
+            client.set_terminated(parent_id, "KILLED")
+    elif status.finished:
         client.set_terminated(parent_id, "FAILED" if status.failed else "FINISHED")
-    elif interrupted and not status.running:
-        client.set_terminated(parent_id, "KILLED")
 
 
 def refresh_parent(target: SweepTarget, parent_id: str, write_reports: bool = False) -> list[Path]:
@@ -423,8 +441,11 @@ class CellObjective:
                 best = self._tune(cell, search, tags)
                 run_id, auc = best.user_attrs["mlflow_run_id"], best.user_attrs["test_auc"]
                 trial.set_user_attr("tuned", best.params)
+        except KeyboardInterrupt:
+            trial.set_user_attr(INTERRUPTED, True)
+            raise
         except Exception as err:
-            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:1000])
+            trial.set_user_attr("error", describe(err))
             raise
         trial.set_user_attr("mlflow_run_id", run_id)
         try:  # the trial is done and logged; a tracking hiccup here must not retrain it
@@ -521,7 +542,7 @@ def run_sweep(target: SweepTarget, workers: int = 1, show_progress: bool = True)
 
 def _run_workers(target: SweepTarget, parent_id: str, workers: int, show_progress: bool) -> None:
     threads = max(1, (os.cpu_count() or 1) // workers)
-    total = sum(target.spec.skip_reason(c) is None for c in target.spec.cells())
+    total = len(target.spec.runnable_cells())
     with SweepProgress(target.study_name, total, lambda: load_study(target), enabled=show_progress):
         if workers == 1:
             work(target, parent_id)

@@ -140,4 +140,5 @@ def assert_grid_filled_once(target: sweep.SweepTarget) -> optuna.Study:
     assert [p.info.run_id for p in parents] == list(
         {r.data.tags["mlflow.parentRunId"] for r in finished}
     )  # one parent run, holding every trial
+    assert parents[0].info.status == "FINISHED"  # closed by the last worker to finish
     return study

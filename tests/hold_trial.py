@@ -4,7 +4,8 @@ Usage: ``python tests/hold_trial.py MARKER N -- <lightning-ad arguments>``. The 
 trains (1-based, counted in this process) writes ``MARKER`` when its first epoch starts and then
 waits. A test that sends a signal "in the middle of a trial" waits for ``MARKER`` first: the
 signal then always lands inside a running trial, however fast the machine, instead of racing it.
-Nothing else changes: the trial runs inside the real Trainer, sweep and CLI.
+Nothing else changes: the trial runs inside the real Trainer, sweep and CLI. Only trials of
+this process hold: not those of ``--workers N`` processes.
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ class HoldTraining(pl.Callback):
         self.marker = marker
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.marker.write_text(str(trainer.logger.run_id))
+        # Written whole, then renamed: a test that kills us as soon as the file exists must
+        # never read it half-written.
+        partial = self.marker.with_name(self.marker.name + ".partial")
+        partial.write_text(str(trainer.logger.run_id))
+        partial.rename(self.marker)
         deadline = time.monotonic() + HOLD_SECONDS
         while time.monotonic() < deadline:  # the signal ends this wait
             time.sleep(0.1)

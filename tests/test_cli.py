@@ -107,22 +107,30 @@ def _without_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    ("command", "expected"),
+    ("command", "missing", "expected"),
     [
-        (["ui"], "mlflow is not installed for"),
-        (["services", "--port", "5098"], "initdb is missing; reinstall PostgreSQL"),
+        (["ui"], "mlflow", "mlflow is not installed for"),
+        (["services"], "mlflow", "mlflow is not installed for"),  # before PostgreSQL starts
+        (["services", "--port", "5098"], "initdb", "initdb is missing; reinstall PostgreSQL"),
     ],
-    ids=["ui without mlflow", "services without initdb"],
+    ids=["ui without mlflow", "services without mlflow", "services without initdb"],
 )
 def test_a_missing_program_is_one_line_and_exit_2(
-    command: list[str], expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    command: list[str],
+    missing: str,
+    expected: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,
 ) -> None:
     from lightning_ad import services
 
-    _without_mlflow(monkeypatch)
+    if missing == "mlflow":
+        _without_mlflow(monkeypatch)
     monkeypatch.setattr(services, "postgres_bin_dir", lambda: tmp_path / "no-bin")
     monkeypatch.setattr(services, "_POSTGRES_USER", None)  # nothing to chown to
     monkeypatch.chdir(tmp_path)  # services keeps its data in ./.services
     assert main(command) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / ".services" / "postgres" / "PG_VERSION").exists()

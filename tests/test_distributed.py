@@ -132,6 +132,13 @@ def test_killed_worker_trial_goes_stale_and_the_other_worker_runs_it(
     )
     wait_for(held.exists, 300, "the victim's trial to start training")
     survivor = start_sweep(command, tmp_path / "machine1")
+
+    def survivor_took_a_cell() -> bool:  # so its start-up recovery is over: the heartbeat acts
+        study = optuna.load_study(study_name=target.study_name, storage=target.storage)
+        workers = {t.user_attrs.get("worker", "") for t in study.get_trials(deepcopy=False)}
+        return any(w.endswith(f":{survivor.pid}") for w in workers)
+
+    wait_for(survivor_took_a_cell, 300, "the survivor to take a cell")
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=60)
     killed_run = mlflow.MlflowClient(target.tracking_uri).get_run(held.read_text())

@@ -52,9 +52,10 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(folder)], check=True)
     venv = folder / ".venv"
     subprocess.run([sys._base_executable, "-m", "venv", str(venv)], check=True)
-    here = Path(sysconfig.get_paths()["purelib"])
+    paths = sysconfig.get_paths()
     [site] = venv.glob("lib/python3*/site-packages")
-    (site / "reuse-test-interpreter-packages.pth").write_text(f"{here}\n")
+    here = dict.fromkeys([paths["purelib"], paths["platlib"]])  # one line each, no repeats
+    (site / "reuse-test-interpreter-packages.pth").write_text("".join(f"{p}\n" for p in here))
     return folder
 
 
@@ -74,6 +75,7 @@ def _api(base: str, path: str, body: dict | None = None) -> dict:
         return json.load(response)
 
 
+@pytest.mark.timeout(2400)  # the sweep alone may take 1200 s on a loaded machine
 def test_the_readme_path_works_for_a_newcomer(clone: Path) -> None:
     commands = readme_commands()
     sweep_line = next(c for c in commands if c.startswith("make sweep"))

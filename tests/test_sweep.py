@@ -292,7 +292,7 @@ def test_a_cell_whose_proposals_all_fail_is_a_failed_cell_and_exit_1(
     err = capsys.readouterr().err
     assert "failed: screw mobilenet_v2 arcface class3 0: LightningADError: inner study" in err
     assert "none of its 3 proposals finished" in err and "simulated divergence" in err
-    assert "1 cells failed" in err
+    assert "1 cell failed" in err
     target = sweep.SweepTarget(SweepSpec.load(spec_file), "screw", storage="mlruns/optuna.journal")
     client = mlflow.MlflowClient(target.tracking_uri)
     [parent] = client.search_runs(
@@ -343,6 +343,9 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(synthetic_root: Path, tmp_p
     )
     runs = {r.info.run_id: r.info.status for r in trial_runs(target)}
     assert runs.pop(held.read_text()) == "KILLED"  # the interrupted trial's run
+    [parent_id] = {r.data.tags["mlflow.parentRunId"] for r in trial_runs(target)}
+    parent = mlflow.MlflowClient(target.tracking_uri).get_run(parent_id)
+    assert parent.info.status == "KILLED" and parent.data.tags[sweep.FAILED_CELLS_TAG] == "0"
     assert "RUNNING" not in runs.values() and list(runs.values()).count("FINISHED") >= 2
     assert all(t.state != optuna.trial.TrialState.RUNNING for t in sweep.load_study(target).trials)
 

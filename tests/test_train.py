@@ -8,6 +8,7 @@ import mlflow
 import pytest
 import pytorch_lightning as pl
 
+from lightning_ad import tracking
 from lightning_ad.config import TrialConfig
 from lightning_ad.errors import LightningADError
 from lightning_ad.train import run_trial
@@ -137,15 +138,12 @@ def test_ctrl_c_during_fit_stays_an_interrupt(synthetic_root: Path, store: str) 
     (so Optuna records the trial) and marks the MLflow run KILLED."""
     config = TrialConfig(**TINY, head="arcface", classes=2, data_root=str(synthetic_root))
     client = mlflow.MlflowClient(store)
-    before = {
-        r.info.run_id
-        for r in client.search_runs([client.get_experiment_by_name("tests").experiment_id])
-    }
+    experiment_id = tracking.ensure_experiment("tests", store)  # also when run alone (-k)
+    before = {r.info.run_id for r in client.search_runs([experiment_id])}
     with pytest.raises(KeyboardInterrupt):
         run_trial(
             config, tracking_uri=store, experiment="tests", callbacks=[_CtrlC()], progress_bar=False
         )
-    runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
-    new = [r for r in runs if r.info.run_id not in before]
+    new = [r for r in client.search_runs([experiment_id]) if r.info.run_id not in before]
     assert [r.info.status for r in new] == ["KILLED"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
