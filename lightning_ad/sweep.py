@@ -38,7 +38,7 @@ from lightning_ad.train import run_trial
 DEFAULT_STORAGE = "mlruns/optuna.journal"
 SWEEP_ROLE = "sweep"
 INTERRUPTED = "interrupted"
-"""A trial's user attribute: Ctrl-C or SIGTERM stopped it; its cell is not a failed one."""
+"""A trial's user attribute: Ctrl-C stopped it; its cell is queued again, not reported failed."""
 FAILED_CELLS_TAG = "lightning_ad.failed_cells"
 HOST = socket.gethostname()
 
