@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -68,6 +69,7 @@ class TrialConfig:
 
     def validate(self) -> None:
         """Every name and number checked before anything is written; errors name the value."""
+        check_name("category", self.category)
         if self.backbone not in BACKBONES:
             raise LightningADError(
                 f"unknown backbone '{self.backbone}'; valid: {', '.join(BACKBONES)}"
@@ -200,6 +202,10 @@ class SweepSpec:
             SearchSpec.from_dict(raw["search"], f"{source}: search") if "search" in raw else None
         )
         name, description = str(raw.get("name", default_name)), str(raw.get("description", ""))
+        try:
+            check_name("sweep name", name)
+        except LightningADError as err:
+            raise LightningADError(f"{source}: {err}") from err
         spec = cls(name, values, dict(fixed), description, search)
         for cell in spec.cells():  # every name and type checked now, not an hour into the sweep
             if spec.skip_reason(cell) is None:
@@ -211,6 +217,7 @@ class SweepSpec:
 
     def with_category(self, category: str) -> SweepSpec:
         """The same sweep restricted to one category (``--category`` on the command line)."""
+        check_name("category", category)
         grid = {**self.grid, "category": (category,)}
         return SweepSpec(self.name, grid, self.fixed, self.description, self.search)
 
@@ -304,6 +311,19 @@ def _check_distribution(key: str, dist: Any, where: str) -> None:
         _check_type(key, dist[bound], f"{where}.{bound}")
     if not dist["low"] < dist["high"]:
         raise LightningADError(f"{where}: low must be below high")
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_name(what: str, value: str) -> None:
+    """Sweep and category names become folders (``reports/<sweep>/<category>/``) and values in
+    MLflow filter strings: a quote, a slash or a leading dot would break out of either."""
+    if not SAFE_NAME.fullmatch(value):
+        raise LightningADError(
+            f"{what} {value!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
 
 
 def cell_label(head: str, classes: str) -> str:

@@ -58,12 +58,19 @@ def mlflow_server_env() -> dict[str, str]:
 
 
 def mask_password(url: str) -> str:
-    """``scheme://user:secret@host`` -> ``scheme://user:***@host``: safe to print and log."""
+    """A URL safe to print and log: ``scheme://user:secret@host`` -> ``scheme://user:***@host``,
+    and a ``password=`` query value (libpq's other way to pass one) -> ``password=***``."""
     parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    in_query = any(key.lower() == "password" for key, _ in query)
+    if parts.password is None and not in_query:
+        return url  # untouched: urlunsplit would drop the empty host of sqlite:////abs/path
+    if parts.password is not None:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1))
+    if in_query:
+        masked = [(k, "***" if k.lower() == "password" else v) for k, v in query]
+        parts = parts._replace(query=urllib.parse.urlencode(masked, safe="*"))
+    return urllib.parse.urlunsplit(parts)
 
 
 def _sqlite_path(uri: str) -> Path | None:

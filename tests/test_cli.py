@@ -6,7 +6,7 @@ import cv2
 import pytest
 
 from lightning_ad.cli import main
-from tests.helpers import invoke, run_cli
+from tests.helpers import SWEEPS, invoke, run_cli
 
 
 def test_python_m_and_help_with_examples(tmp_path: Path) -> None:
@@ -134,3 +134,14 @@ def test_a_missing_program_is_one_line_and_exit_2(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0] and "Traceback" not in err[0]
     assert not (tmp_path / ".services" / "postgres" / "PG_VERSION").exists()
+
+
+@pytest.mark.parametrize("category", ["sc'rew", "../screw", "a/b"])
+def test_unsafe_category_names_are_refused_before_anything_is_written(
+    category: str, tmp_path: Path
+) -> None:
+    quick = str(SWEEPS / "quick.yaml")
+    result = invoke("sweep", "--sweep", quick, "--category", category, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert f"category {category!r} is not allowed" in result.stderr
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "reports").exists()

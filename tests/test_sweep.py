@@ -181,6 +181,9 @@ GRID = (
         (GRID + "sweep_name: x\n", "unknown key 'sweep_name'"),
         ("grid: [1, 2]\n", "'grid' must be a mapping"),
         ("grid: {category: [screw]\n", "not valid YAML"),
+        (GRID + "name: ../outside\n", "sweep name '../outside' is not allowed"),
+        (GRID.replace("[screw]", '["scr\'ew"]'), 'category "scr\'ew" is not allowed'),
+        (GRID.replace("[screw]", "[a/b]"), "category 'a/b' is not allowed"),
     ],
 )
 def test_bad_sweep_files_name_the_file_and_key(text: str, message: str, tmp_path: Path) -> None:

@@ -1,0 +1,49 @@
+"""tracking.py: URLs safe to print, the default store, experiments tagged as model training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from lightning_ad import tracking
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg://me:s3cret@db/optuna", "postgresql+psycopg://me:***@db/optuna"),
+        (
+            "postgresql+psycopg://me@db/optuna?sslmode=require&password=s3cret",
+            "postgresql+psycopg://me@db/optuna?sslmode=require&password=***",
+        ),
+        ("http://me:s3cret@mlflow:5000", "http://me:***@mlflow:5000"),
+        ("sqlite:////abs/mlruns/mlflow.db", "sqlite:////abs/mlruns/mlflow.db"),  # untouched
+        ("mlruns/optuna.journal", "mlruns/optuna.journal"),
+    ],
+)
+def test_mask_password_hides_every_form_of_password(url: str, shown: str) -> None:
+    assert tracking.mask_password(url) == shown
+    assert "s3cret" not in tracking.mask_password(url)
+
+
+def test_the_default_store_is_absolute_under_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert tracking.resolve_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://elsewhere:5000")
+    assert tracking.resolve_tracking_uri() == "http://elsewhere:5000"
+    assert tracking.resolve_tracking_uri("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_experiments_open_as_model_training_also_old_ones(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    new = tracking.ensure_experiment("new", uri)
+    old = client.create_experiment("made-by-an-older-version")
+    assert tracking.ensure_experiment("made-by-an-older-version", uri) == old
+    for experiment_id in (new, old):
+        tags = client.get_experiment(experiment_id).tags
+        assert tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
