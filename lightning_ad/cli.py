@@ -1,13 +1,18 @@
 """``lightning-ad``: one command with subcommands. Thin: parse, call one function, print.
 
-Errors the user can fix (:class:`LightningADError`) print one line and exit with status 2.
+Each subcommand's parser stands right above its handler; options several commands share are
+declared once (``parents=``). Building the parser imports no torch: ``lightning-ad --help``
+answers at once, and a command imports what it needs when it runs. Errors the user can fix
+(:class:`LightningADError`) print one line and exit with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
+import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -15,10 +20,57 @@ from lightning_ad.errors import LightningADError
 
 EXIT_USAGE = 2
 EXIT_FAILED_CELLS = 1
+Commands = argparse._SubParsersAction
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except LightningADError as err:
+        print(f"lightning-ad: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("lightning-ad: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lightning-ad",
+        description="Sweep self-supervised image anomaly detectors with Optuna and MLflow.",
+        epilog="examples:\n"
+        "  lightning-ad data synth --category screw\n"
+        "  lightning-ad sweep --sweep quick --category screw\n"
+        "  lightning-ad table --sweep quick --category screw\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    data = commands.add_parser(
+        "data",
+        help="make, fetch, inspect and preview data sets",
+        description="Make, fetch, inspect and preview data sets.",
+    )
+    data_commands = data.add_subparsers(
+        title="data commands", required=True, metavar="DATA_COMMAND"
+    )
+    for add in (_add_synth, _add_mvtec, _add_preview, _add_info):
+        add(data_commands)
+    for add in (_add_train, _add_sweep, _add_table, _add_ui, _add_services):
+        add(commands)
+    return parser
+
+
+# ---- shared ----------------------------------------------------------------------------------
 
 
 def _subcommand(
-    group: argparse._SubParsersAction, name: str, summary: str, examples: str, handler: Callable
+    group: Commands,
+    name: str,
+    summary: str,
+    examples: str,
+    handler: Callable,
+    parents: Sequence[argparse.ArgumentParser] = (),
 ) -> argparse.ArgumentParser:
     parser = group.add_parser(
         name,
@@ -26,15 +78,28 @@ def _subcommand(
         description=summary,
         epilog="examples:\n" + examples,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=list(parents),
     )
     parser.set_defaults(handler=handler)
     return parser
 
 
-def _add_category_args(parser: argparse.ArgumentParser) -> None:
+def _options(*add: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
+    """A parent parser holding options shared by several commands."""
+    parser = argparse.ArgumentParser(add_help=False)
+    for adder in add:
+        adder(parser)
+    return parser
+
+
+def _tracking_uri(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--category", required=True, help="category name, e.g. screw, grid, transistor"
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)",
     )
+
+
+def _data_location(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-root",
         type=Path,
@@ -48,6 +113,12 @@ def _add_category_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _category(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--category", required=True, help="category name, e.g. screw, grid, transistor"
+    )
+
+
 def _resolve(args: argparse.Namespace):
     from lightning_ad.data.resolve import resolve_category
 
@@ -56,7 +127,29 @@ def _resolve(args: argparse.Namespace):
     return resolved
 
 
-# ---- data --------------------------------------------------------------------------------
+# ---- data synth --------------------------------------------------------------------------------
+
+
+def _add_synth(group: Commands) -> None:
+    from lightning_ad.data.synthetic import CATEGORIES
+
+    synth = _subcommand(
+        group,
+        "synth",
+        "render a built-in MVTec AD look-alike category",
+        "  lightning-ad data synth --category screw\n"
+        "  lightning-ad data synth --category transistor --root data/synthetic \\\n"
+        "      --seed 1 --image-size 512\n",
+        _data_synth,
+    )
+    synth.add_argument("--category", required=True, choices=CATEGORIES)
+    synth.add_argument(
+        "--root", type=Path, default=Path("data/synthetic"), help="default: data/synthetic"
+    )
+    synth.add_argument("--seed", type=int, default=0, help="default: 0")
+    synth.add_argument(
+        "--image-size", type=int, default=256, help="image side in pixels (default: 256)"
+    )
 
 
 def _data_synth(args: argparse.Namespace) -> None:
@@ -69,6 +162,26 @@ def _data_synth(args: argparse.Namespace) -> None:
     print(f"wrote {folder} in {time.perf_counter() - started:.1f} s")
 
 
+# ---- data mvtec --------------------------------------------------------------------------------
+
+
+def _add_mvtec(group: Commands) -> None:
+    from lightning_ad.data.mvtec import MVTEC_SHA256, MVTEC_URL
+
+    mvtec = _subcommand(
+        group,
+        "mvtec",
+        "download, verify and extract MVTec AD (4.9 GB, CC BY-NC-SA 4.0)",
+        "  lightning-ad data mvtec --root data/mvtec\n"
+        "  lightning-ad data mvtec --root /big/disk/mvtec \\\n"
+        "      --url https://mirror/mvtec.tar.xz --sha256 <hex>\n",
+        _data_mvtec,
+    )
+    mvtec.add_argument("--root", type=Path, default=Path("data/mvtec"), help="default: data/mvtec")
+    mvtec.add_argument("--url", default=MVTEC_URL, help="archive URL (default: the official one)")
+    mvtec.add_argument("--sha256", default=MVTEC_SHA256, help="expected SHA-256 of the archive")
+
+
 def _data_mvtec(args: argparse.Namespace) -> None:
     from lightning_ad.data.mvtec import MVTEC_LICENCE, download_mvtec
 
@@ -77,6 +190,28 @@ def _data_mvtec(args: argparse.Namespace) -> None:
         args.root, url=args.url, sha256=args.sha256, show_progress=sys.stderr.isatty()
     )
     print(f"{args.root}: {len(categories)} categories ({', '.join(categories)})")
+
+
+# ---- data preview ------------------------------------------------------------------------------
+
+
+def _add_preview(group: Commands) -> None:
+    preview = _subcommand(
+        group,
+        "preview",
+        "draw one PNG: normal images, twins, object masks, test defects",
+        "  lightning-ad data preview --category screw --out preview.png\n"
+        "  lightning-ad data preview --category bottle --data-root data/mvtec --out bottle.png\n",
+        _data_preview,
+        parents=[_options(_category, _data_location)],
+    )
+    preview.add_argument(
+        "--out", type=Path, default=Path("preview.png"), help="default: preview.png"
+    )
+    preview.add_argument(
+        "--image-size", type=int, default=160, help="side of each tile (default: 160)"
+    )
+    preview.add_argument("--seed", type=int, default=0)
 
 
 def _data_preview(args: argparse.Namespace) -> None:
@@ -91,6 +226,21 @@ def _data_preview(args: argparse.Namespace) -> None:
         dataset=resolved.dataset,
     )
     print(f"wrote {out}")
+
+
+# ---- data info ---------------------------------------------------------------------------------
+
+
+def _add_info(group: Commands) -> None:
+    _subcommand(
+        group,
+        "info",
+        "count the images of a category per split and defect type",
+        "  lightning-ad data info --category grid\n"
+        "  lightning-ad data info --category screw --data-root data/mvtec\n",
+        _data_info,
+        parents=[_options(_category, _data_location)],
+    )
 
 
 def _data_info(args: argparse.Namespace) -> None:
@@ -109,75 +259,111 @@ def _data_info(args: argparse.Namespace) -> None:
     Console().print(table)
 
 
-# ---- train -------------------------------------------------------------------------------
+# ---- train -------------------------------------------------------------------------------------
+
+
+def _add_train(group: Commands) -> None:
+    from lightning_ad.config import SETTINGS
+    from lightning_ad.tracking import DEFAULT_EXPERIMENT
+
+    train = _subcommand(
+        group,
+        "train",
+        "train one model on a category, test it, and log it to MLflow",
+        "  lightning-ad train --category screw --backbone mobilenet_v2 --head arcface --classes 3\n"
+        "  lightning-ad train --category grid --head none          # the frozen baseline\n"
+        "  lightning-ad train --category transistor --classes normal,cutpaste,scar \\\n"
+        "      --tracking-uri http://127.0.0.1:5000 --experiment mine\n",
+        _train,
+        parents=[_options(_tracking_uri)],
+    )
+    for setting in SETTINGS.values():  # one flag per TrialConfig field, with its help
+        _add_setting(train, setting)
+    train.add_argument(
+        "--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment (default: %(default)s)"
+    )
+
+
+def _add_setting(parser: argparse.ArgumentParser, setting: dataclasses.Field) -> None:
+    """``--image-size INT`` from ``image_size: int``; ``--swa/--no-swa`` from a bool; a dict
+    as YAML (``--head-params '{m: 0.1}'``); everything else as text ``TrialConfig`` checks."""
+    import yaml
+
+    kind = _plain_type(setting.type)
+    kwargs: dict = {"type": str, "default": argparse.SUPPRESS}
+    if kind is bool:
+        kwargs = {"action": argparse.BooleanOptionalAction, "default": argparse.SUPPRESS}
+    elif kind in (int, float):
+        kwargs["type"] = kind
+    elif kind is dict:
+        kwargs["type"] = yaml.safe_load
+    default = setting.default if setting.default is not dataclasses.MISSING else None
+    shown = f" (default: {default})" if default not in (None, "") else ""
+    flag = "--" + setting.name.replace("_", "-")
+    parser.add_argument(flag, dest=setting.name, help=setting.metadata["help"] + shown, **kwargs)
+
+
+def _plain_type(annotation: str) -> type:
+    """``int``, ``float``, ``bool``, ``dict`` or ``str`` for a field's annotation (a string:
+    the module uses postponed annotations)."""
+    text = str(annotation).replace(" ", "")
+    for kind in (bool, int, float, dict):
+        if text.split("|")[0].split("[")[0] == kind.__name__:
+            return kind
+    return str
 
 
 def _train(args: argparse.Namespace) -> None:
     import json
 
-    from lightning_ad.config import TrialConfig
+    from lightning_ad.config import SETTINGS, TrialConfig
     from lightning_ad.train import run_trial
 
-    classes = args.classes if args.classes in ("2", "3") else tuple(args.classes.split(","))
-    config = TrialConfig(
-        category=args.category,
-        backbone=args.backbone,
-        head=args.head,
-        classes=int(classes) if isinstance(classes, str) else classes,
-        seed=args.seed,
-        image_size=args.image_size,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        pretrained=args.pretrained,
-        score=args.score,
-        swa=args.swa,
-        cosine_schedule=args.cosine,
-        artifacts=args.artifacts,
-        data_root=str(args.data_root) if args.data_root else None,
-        data_dir=str(args.data_dir),
-    )
+    config = TrialConfig(**{name: getattr(args, name) for name in SETTINGS if name in args})
     result = run_trial(config, tracking_uri=args.tracking_uri, experiment=args.experiment)
     # The last stdout line is one JSON object, for scripts.
     print(json.dumps({"run_id": result.run_id, **result.metrics}, sort_keys=True))
 
 
-# ---- sweep, table, ui -------------------------------------------------------------------------
+# ---- sweep -------------------------------------------------------------------------------------
 
 
-def _sweep_spec(value: str):
-    """``--sweep`` takes a path, or a name in ./sweeps (``default`` = sweeps/default.yaml)."""
-    from lightning_ad.config import SweepSpec
-
-    path = Path(value)
-    if not path.suffix and not path.exists():
-        path = Path("sweeps") / f"{value}.yaml"
-    return SweepSpec.load(path)
+def _sweep_file(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sweep", default="default", help="a sweep file, or a name in ./sweeps (default: default)"
+    )
 
 
-def _targets(args: argparse.Namespace):
-    from lightning_ad.sweep import SweepTarget
-    from lightning_ad.tracking import resolve_tracking_uri
-
-    spec = _sweep_spec(args.sweep)
-    categories = [args.category] if args.category else list(spec.grid["category"])
-    uri = resolve_tracking_uri(args.tracking_uri)
-    return [
-        SweepTarget(
-            spec.with_category(c),
-            c,
-            storage=getattr(args, "storage", None),
-            heartbeat=getattr(args, "heartbeat", 60),
-            tracking_uri=uri,
-            data_root=str(args.data_root) if getattr(args, "data_root", None) else None,
-            data_dir=str(getattr(args, "data_dir", "data")),
-        )
-        for c in categories
-    ]
+def _add_sweep(group: Commands) -> None:
+    sweep = _subcommand(
+        group,
+        "sweep",
+        "run (or resume) a sweep: Optuna over the grid, every trial an MLflow run",
+        "  lightning-ad sweep --sweep default --category screw\n"
+        "  lightning-ad sweep --sweep sweeps/quick.yaml --workers 2\n"
+        "  lightning-ad sweep --sweep article --storage postgresql+psycopg://me@db/optuna \\\n"
+        "      --tracking-uri http://mlflow-host:5000\n",
+        _sweep,
+        parents=[_options(_sweep_file, _data_location, _tracking_uri)],
+    )
+    sweep.add_argument("--category", help="run only this category of the grid")
+    sweep.add_argument("--workers", type=int, default=1, help="local worker processes (default: 1)")
+    sweep.add_argument(
+        "--storage", help="Optuna storage URL or journal file (default: mlruns/optuna.journal)"
+    )
+    sweep.add_argument(
+        "--heartbeat",
+        type=int,
+        default=60,
+        metavar="SECONDS",
+        help="RDB storages: a trial silent for 3 beats (its worker died) is failed and its cell "
+        "queued again (default: 60)",
+    )
+    sweep.add_argument("--quiet", action="store_true", help="no live progress view")
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from lightning_ad.sweep import run_sweep
+    from lightning_ad.sweep.runner import run_sweep
 
     if args.workers < 1:
         raise LightningADError(f"--workers must be at least 1, got {args.workers}")
@@ -208,6 +394,73 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _targets(args: argparse.Namespace) -> list:
+    """One ``SweepTarget`` per category of ``--sweep`` (or ``--category`` alone)."""
+    from lightning_ad.sweep.spec import SweepSpec, SweepTarget
+    from lightning_ad.tracking import resolve_tracking_uri
+
+    path = Path(args.sweep)  # a path, or a name in ./sweeps (default = sweeps/default.yaml)
+    if not path.suffix and not path.exists():
+        path = Path("sweeps") / f"{args.sweep}.yaml"
+    spec = SweepSpec.load(path)
+    categories = [args.category] if args.category else list(spec.grid["category"])
+    uri = resolve_tracking_uri(args.tracking_uri)
+    return [
+        SweepTarget(
+            spec.with_category(c),
+            c,
+            storage=getattr(args, "storage", None),
+            heartbeat=getattr(args, "heartbeat", 60),
+            tracking_uri=uri,
+            data_root=str(args.data_root) if getattr(args, "data_root", None) else None,
+            data_dir=str(getattr(args, "data_dir", "data")),
+        )
+        for c in categories
+    ]
+
+
+# ---- table -------------------------------------------------------------------------------------
+
+TABLE_FORMATS = ("md", "html", "latex", "csv", "parquet")
+"""``report.FORMATS``, spelled out here so that ``--help`` need not import pandas (a test keeps
+the two the same)."""
+TABLE_NAMES = ("median", "delta", "defects")
+"""``report.TABLES``, likewise."""
+
+
+def _add_table(group: Commands) -> None:
+    table = _subcommand(
+        group,
+        "table",
+        "print and write the comparison tables of a sweep, from MLflow",
+        "  lightning-ad table --sweep default --category screw\n"
+        "  lightning-ad table --sweep default --category screw --format csv --out medians.csv\n"
+        "  lightning-ad table --sweep article --category screw --format latex --out tables/\n",
+        _table,
+        parents=[_options(_sweep_file, _tracking_uri)],
+    )
+    table.add_argument("--category", help="only this category")
+    table.add_argument(
+        "--format",
+        default="md",
+        choices=TABLE_FORMATS,
+        help="md, html, latex: the display tables; csv, parquet: tidy data, one row per cell "
+        "(default: md)",
+    )
+    table.add_argument(
+        "--table",
+        action="append",
+        choices=TABLE_NAMES,
+        help="only this table (repeatable): median AUC per cell, class3 - class2, or per defect "
+        "type (default: all; one table, median, for --out FILE and for csv on stdout)",
+    )
+    table.add_argument(
+        "--out",
+        help="a FILE (one table) or a FOLDER (a file per table) instead of printing; "
+        "reports/<sweep>/<category>/ always gets every table in every format",
+    )
+
+
 def _table(args: argparse.Namespace) -> None:
     from lightning_ad import report
 
@@ -222,9 +475,7 @@ def _table(args: argparse.Namespace) -> None:
         trials = report.fetch_trials(
             target.tracking_uri, target.experiment, target.spec.name, target.category
         )
-        report.write_report(
-            trials, target.spec, Path("reports") / target.spec.name / target.category
-        )
+        report.write_report(trials, target.spec, target.reports)
         if out is None:
             _print_tables(report, trials, target.spec, args)
             continue
@@ -259,7 +510,7 @@ def _check_table_destination(
         )
 
 
-def _print_tables(report, trials, spec, args: argparse.Namespace) -> None:
+def _print_tables(report: types.ModuleType, trials, spec, args: argparse.Namespace) -> None:
     """Display formats print every table under its title; csv prints one tidy table, so that
     the output is one CSV a program can read."""
     if args.format == "csv":
@@ -267,6 +518,22 @@ def _print_tables(report, trials, spec, args: argparse.Namespace) -> None:
         print(report.tidy_table(trials, spec, name).to_csv(index=False), end="")
     else:
         print(report.summary_text(trials, spec, args.format, args.table or report.TABLES))
+
+
+# ---- ui ----------------------------------------------------------------------------------------
+
+
+def _add_ui(group: Commands) -> None:
+    ui = _subcommand(
+        group,
+        "ui",
+        "start the MLflow UI over the tracking store",
+        "  lightning-ad ui\n  lightning-ad ui --port 5001\n",
+        _ui,
+        parents=[_options(_tracking_uri)],
+    )
+    ui.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
+    ui.add_argument("--port", type=int, default=5000)
 
 
 def _ui(args: argparse.Namespace) -> None:
@@ -287,240 +554,12 @@ def _ui(args: argparse.Namespace) -> None:
     os.execve(command[0], command, mlflow_server_env())
 
 
-def _services(args: argparse.Namespace) -> None:
-    from lightning_ad.services import local_services
-
-    with local_services(
-        args.dir, args.pg_port, args.port, args.host, args.allowed_hosts
-    ) as services:
-        print(
-            f"Optuna storage (PostgreSQL): {services.storage}\n"
-            f"MLflow server:               {services.tracking_uri}\n"
-            f"data in {args.dir}/; Ctrl-C stops both. Workers, on this machine or another:\n"
-            f"  make sweep CATEGORY=screw WORKERS=2 STORAGE={services.storage} "
-            f"TRACKING_URI={services.tracking_uri}",
-            flush=True,
-        )
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            print("stopping the services", file=sys.stderr)
+# ---- services ----------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from lightning_ad.data.mvtec import MVTEC_SHA256, MVTEC_URL
-    from lightning_ad.data.synthetic import CATEGORIES
-
-    parser = argparse.ArgumentParser(
-        prog="lightning-ad",
-        description="Sweep self-supervised image anomaly detectors with Optuna and MLflow.",
-        epilog="examples:\n"
-        "  lightning-ad data synth --category screw\n"
-        "  lightning-ad data preview --category grid --out preview.png\n",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
-
-    data = commands.add_parser(
-        "data",
-        help="make, fetch, inspect and preview data sets",
-        description="Make, fetch, inspect and preview data sets.",
-    )
-    data_commands = data.add_subparsers(
-        title="data commands", required=True, metavar="DATA_COMMAND"
-    )
-
-    synth = _subcommand(
-        data_commands,
-        "synth",
-        "render a built-in MVTec AD look-alike category",
-        "  lightning-ad data synth --category screw\n"
-        "  lightning-ad data synth --category transistor --root data/synthetic \\\n"
-        "      --seed 1 --image-size 512\n",
-        _data_synth,
-    )
-    synth.add_argument("--category", required=True, choices=CATEGORIES)
-    synth.add_argument(
-        "--root", type=Path, default=Path("data/synthetic"), help="default: data/synthetic"
-    )
-    synth.add_argument("--seed", type=int, default=0, help="default: 0")
-    synth.add_argument(
-        "--image-size", type=int, default=256, help="image side in pixels (default: 256)"
-    )
-
-    mvtec = _subcommand(
-        data_commands,
-        "mvtec",
-        "download, verify and extract MVTec AD (4.9 GB, CC BY-NC-SA 4.0)",
-        "  lightning-ad data mvtec --root data/mvtec\n"
-        "  lightning-ad data mvtec --root /big/disk/mvtec \\\n"
-        "      --url https://mirror/mvtec.tar.xz --sha256 <hex>\n",
-        _data_mvtec,
-    )
-    mvtec.add_argument("--root", type=Path, default=Path("data/mvtec"), help="default: data/mvtec")
-    mvtec.add_argument("--url", default=MVTEC_URL, help="archive URL (default: the official one)")
-    mvtec.add_argument("--sha256", default=MVTEC_SHA256, help="expected SHA-256 of the archive")
-
-    preview = _subcommand(
-        data_commands,
-        "preview",
-        "draw one PNG: normal images, twins, object masks, test defects",
-        "  lightning-ad data preview --category screw --out preview.png\n"
-        "  lightning-ad data preview --category bottle --data-root data/mvtec --out bottle.png\n",
-        _data_preview,
-    )
-    _add_category_args(preview)
-    preview.add_argument(
-        "--out", type=Path, default=Path("preview.png"), help="default: preview.png"
-    )
-    preview.add_argument(
-        "--image-size", type=int, default=160, help="side of each tile (default: 160)"
-    )
-    preview.add_argument("--seed", type=int, default=0)
-
-    from lightning_ad import report
-    from lightning_ad.config import TrialConfig
-    from lightning_ad.models.backbones import BACKBONES
-    from lightning_ad.models.heads import HEADS, NO_HEAD
-    from lightning_ad.scoring import SCORERS
-    from lightning_ad.tracking import DEFAULT_EXPERIMENT
-
-    defaults = TrialConfig()
-    train = _subcommand(
-        commands,
-        "train",
-        "train one model on a category, test it, and log it to MLflow",
-        "  lightning-ad train --category screw --backbone mobilenet_v2 --head arcface --classes 3\n"
-        "  lightning-ad train --category grid --head none          # the frozen baseline\n"
-        "  lightning-ad train --category transistor --classes normal,cutpaste,scar \\\n"
-        "      --tracking-uri http://127.0.0.1:5000 --experiment mine\n",
-        _train,
-    )
-    _add_category_args(train)
-    train.add_argument(
-        "--backbone",
-        default=defaults.backbone,
-        help=f"{', '.join(BACKBONES)} (default: %(default)s)",
-    )
-    train.add_argument(
-        "--head",
-        default=defaults.head,
-        help=f"{', '.join([*HEADS, NO_HEAD])} (default: %(default)s)",
-    )
-    train.add_argument(
-        "--classes", default="3", help="2, 3 or a comma list starting with normal (default: 3)"
-    )
-    train.add_argument("--seed", type=int, default=defaults.seed)
-    train.add_argument(
-        "--image-size", type=int, default=defaults.image_size, help="default: %(default)s"
-    )
-    train.add_argument("--epochs", type=int, default=defaults.epochs, help="default: %(default)s")
-    train.add_argument(
-        "--batch-size", type=int, default=defaults.batch_size, help="default: %(default)s"
-    )
-    train.add_argument("--lr", type=float, default=defaults.lr, help="default: %(default)s")
-    train.add_argument(
-        "--pretrained",
-        default=defaults.pretrained,
-        help="auto | true | false | PATH (default: auto)",
-    )
-    train.add_argument(
-        "--score",
-        default=defaults.score,
-        choices=SCORERS,
-        help="reported as test/auc (default: knn)",
-    )
-    train.add_argument("--swa", action="store_true", help="average the weights of the last epochs")
-    train.add_argument("--cosine", action="store_true", help="cosine learning-rate schedule")
-    train.add_argument("--artifacts", default=defaults.artifacts, choices=("full", "minimal"))
-    train.add_argument(
-        "--tracking-uri",
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)",
-    )
-    train.add_argument(
-        "--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment (default: %(default)s)"
-    )
-
-    sweep = _subcommand(
-        commands,
-        "sweep",
-        "run (or resume) a sweep: Optuna over the grid, every trial an MLflow run",
-        "  lightning-ad sweep --sweep default --category screw\n"
-        "  lightning-ad sweep --sweep sweeps/quick.yaml --workers 2\n"
-        "  lightning-ad sweep --sweep article --storage postgresql+psycopg://me@db/optuna \\\n"
-        "      --tracking-uri http://mlflow-host:5000\n",
-        _sweep,
-    )
-    sweep.add_argument(
-        "--sweep", default="default", help="a sweep file, or a name in ./sweeps (default: default)"
-    )
-    sweep.add_argument("--category", help="run only this category of the grid")
-    sweep.add_argument("--data-root", type=Path, help="a folder in MVTec AD layout")
-    sweep.add_argument("--data-dir", type=Path, default=Path("data"), help="default: ./data")
-    sweep.add_argument("--workers", type=int, default=1, help="local worker processes (default: 1)")
-    sweep.add_argument(
-        "--storage", help="Optuna storage URL or journal file (default: mlruns/optuna.journal)"
-    )
-    sweep.add_argument(
-        "--heartbeat",
-        type=int,
-        default=60,
-        metavar="SECONDS",
-        help="RDB storages: a trial silent for 3 beats (its worker died) is failed and its cell "
-        "queued again (default: 60)",
-    )
-    sweep.add_argument(
-        "--tracking-uri",
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)",
-    )
-    sweep.add_argument("--quiet", action="store_true", help="no live progress view")
-
-    table = _subcommand(
-        commands,
-        "table",
-        "print and write the comparison tables of a sweep, from MLflow",
-        "  lightning-ad table --sweep default --category screw\n"
-        "  lightning-ad table --sweep default --category screw --format csv --out medians.csv\n"
-        "  lightning-ad table --sweep article --category screw --format latex --out tables/\n",
-        _table,
-    )
-    table.add_argument("--sweep", default="default", help="a sweep file, or a name in ./sweeps")
-    table.add_argument("--category", help="only this category")
-    table.add_argument(
-        "--format",
-        default="md",
-        choices=report.FORMATS,
-        help="md, html, latex: the display tables; csv, parquet: tidy data, one row per cell "
-        "(default: md)",
-    )
-    table.add_argument(
-        "--table",
-        action="append",
-        choices=report.TABLES,
-        help="only this table (repeatable): median AUC per cell, class3 - class2, or per defect "
-        "type (default: all; one table, median, for --out FILE and for csv on stdout)",
-    )
-    table.add_argument(
-        "--out",
-        help="a FILE (one table) or a FOLDER (a file per table) instead of printing; "
-        "reports/<sweep>/<category>/ always gets every table in every format",
-    )
-    table.add_argument("--tracking-uri", help="MLflow tracking URI")
-
-    ui = _subcommand(
-        commands,
-        "ui",
-        "start the MLflow UI over the tracking store",
-        "  lightning-ad ui\n  lightning-ad ui --port 5001\n",
-        _ui,
-    )
-    ui.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
-    ui.add_argument("--port", type=int, default=5000)
-    ui.add_argument("--tracking-uri", help="MLflow tracking URI")
-
+def _add_services(group: Commands) -> None:
     services = _subcommand(
-        commands,
+        group,
         "services",
         "start a local PostgreSQL (Optuna) and MLflow server to try the distributed mode",
         "  lightning-ad services                       # until Ctrl-C; data kept in .services/\n"
@@ -543,28 +582,26 @@ def build_parser() -> argparse.ArgumentParser:
         "guard), e.g. mlflow-host,mlflow-host:5000",
     )
 
-    info = _subcommand(
-        data_commands,
-        "info",
-        "count the images of a category per split and defect type",
-        "  lightning-ad data info --category grid\n"
-        "  lightning-ad data info --category screw --data-root data/mvtec\n",
-        _data_info,
-    )
-    _add_category_args(info)
-    return parser
 
+def _services(args: argparse.Namespace) -> None:
+    from lightning_ad.services import local_services
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args) or 0
-    except LightningADError as err:
-        print(f"lightning-ad: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("lightning-ad: interrupted", file=sys.stderr)
-        return 130
+    with local_services(
+        args.dir, args.pg_port, args.port, args.host, args.allowed_hosts
+    ) as services:
+        print(
+            f"Optuna storage (PostgreSQL): {services.storage}\n"
+            f"MLflow server:               {services.tracking_uri}\n"
+            f"data in {args.dir}/; Ctrl-C stops both. Workers, on this machine or another:\n"
+            f"  make sweep CATEGORY=screw WORKERS=2 STORAGE={services.storage} "
+            f"TRACKING_URI={services.tracking_uri}",
+            flush=True,
+        )
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("stopping the services", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -19,23 +19,22 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader
 
-from lightning_ad.models.module import AnomalyModule
+from lightning_ad.models.net import AnomalyNet
 
 EXAMPLES_PER_DEFECT = 3
 
 
-def gradcam_maps(
-    module: AnomalyModule, loader: DataLoader, classes: range
-) -> dict[int, np.ndarray]:
+def gradcam_maps(net: AnomalyNet, loader: DataLoader, classes: range) -> dict[int, np.ndarray]:
     """Grad-CAM maps (N, H, W) in [0, 1] of every test image, for each class in ``classes``."""
-    classifier = module.classifier().eval()
+    classifier = net.classifier().eval()
+    device = net.pixel_mean.device
     maps: dict[int, list[np.ndarray]] = {c: [] for c in classes}
     with (
         torch.enable_grad(),
-        GradCAM(model=classifier, target_layers=[module.backbone.target_layer]) as cam,
+        GradCAM(model=classifier, target_layers=[net.backbone.target_layer]) as cam,
     ):
         for batch in loader:
-            pixels = module.normalise(batch.image.to(module.device))
+            pixels = net.normalise(batch.image.to(device))
             for c in classes:
                 maps[c].append(
                     cam(input_tensor=pixels, targets=[ClassifierOutputTarget(c)] * len(pixels))
@@ -61,8 +60,8 @@ def gradcam_sheet(
     class_names: tuple[str, ...],
     out: Path,
 ) -> Path:
-    """Rows: a few test images of each defect type; columns: the image with its mask outlined,
-    then the Grad-CAM overlay for each anomaly class."""
+    """Rows: a few test images (N, H, W, 3) of each defect type; columns: the image with its mask
+    outlined, then the Grad-CAM overlay for each anomaly class."""
     from lightning_ad.plots import pyplot
 
     plt = pyplot()
@@ -77,7 +76,7 @@ def gradcam_sheet(
         len(rows), columns, figsize=(1.9 * columns, 1.9 * len(rows)), squeeze=False
     )
     for r, i in enumerate(rows):
-        image = images[i].transpose(1, 2, 0).copy()
+        image = images[i].copy()
         contours, _ = cv2.findContours(
             masks[i].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
         )

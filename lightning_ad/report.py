@@ -12,13 +12,17 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from lightning_ad import tracking
-from lightning_ad.config import FROZEN, GRID_KEYS, SweepSpec, cell_label
-from lightning_ad.models.heads import NO_HEAD
+from lightning_ad.config import GRID_KEYS, NO_HEAD, cell_label
+from lightning_ad.data.twins import CLASS2, CLASS3, TwinClasses
+
+if TYPE_CHECKING:
+    from lightning_ad.sweep.spec import SweepSpec
 
 DISPLAY_FORMATS = ("md", "html", "latex")
 DATA_FORMATS = ("csv", "parquet")
@@ -39,42 +43,20 @@ RUN_FACTS = ("dataset", "data_root", "git_commit")
 """Run parameters that say where a cell's numbers came from; the tidy table carries them."""
 MAIN_METRIC = "test/auc"
 DEFECT_METRIC = "test/auc_lof"
-TRIAL_ROLE = "trial"
-SELECTED_TAG = "lightning_ad.selected"
+CELL_KEYS = tuple(key for key in GRID_KEYS if key != "seed")
+"""A table cell: the grid values but the seed, which the medians are taken over."""
 
 
 def fetch_trials(
     tracking_uri: str, experiment: str, sweep: str, category: str | None = None
 ) -> pd.DataFrame:
-    """The finished trial runs of a sweep (one row per run; the latest wins for a repeated cell).
+    """The finished trial runs of a sweep, one row per run (see :func:`trials_frame`)."""
+    return trials_frame(tracking.finished_trial_runs(tracking_uri, experiment, sweep, category))
 
-    Columns: the grid keys, ``seed`` as int, and every ``test/*`` metric.
-    """
-    import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return pd.DataFrame(columns=[*GRID_KEYS, MAIN_METRIC])
-    query = f"tags.`lightning_ad.sweep` = '{sweep}' and tags.`lightning_ad.role` = '{TRIAL_ROLE}'"
-    query += " and attributes.status = 'FINISHED'"
-    if category:
-        query += f" and params.category = '{category}'"
-    runs, token = [], None
-    while True:
-        page = client.search_runs(
-            [found.experiment_id],
-            query,
-            order_by=["attributes.end_time ASC"],
-            max_results=1000,
-            page_token=token,
-        )
-        runs += list(page)
-        token = page.token
-        if not token:
-            break
-    # With a ``search`` block a cell trains several proposals; only its selected one counts.
-    runs = [run for run in runs if run.data.tags.get(SELECTED_TAG) != "false"]
+def trials_frame(runs: list) -> pd.DataFrame:
+    """Trial runs as a table: the grid keys (``seed`` as int), where each came from, every
+    ``test/*`` metric and the run id; the latest run wins for a repeated cell."""
     if not runs:
         return pd.DataFrame(columns=[*GRID_KEYS, MAIN_METRIC])
     rows = []
@@ -101,41 +83,47 @@ class CellStats:
         return f"{self.median:.3f} [{self.low:.3f}-{self.high:.3f}] n={self.n}"
 
 
-def columns(spec: SweepSpec) -> list[str]:
-    """Table columns in grid order: the frozen baseline first, then head x class count."""
-    labels = [cell_label(h, c) for h in spec.grid["head"] for c in spec.grid["classes"]]
-    ordered = [FROZEN] if FROZEN in labels else []
-    return ordered + [label for label in dict.fromkeys(labels) if label != FROZEN]
+def columns(spec: SweepSpec) -> dict[str, tuple[str, str]]:
+    """Table columns in grid order, label -> (head, classes): the frozen baseline first (one
+    column, whatever the class count), then head x class count."""
+    labelled = {
+        cell_label(head, classes): (head, classes)
+        for head in spec.grid["head"]
+        for classes in spec.grid["classes"]
+        if not (head == NO_HEAD and classes != spec.grid["classes"][0])
+    }
+    frozen = {k: v for k, v in labelled.items() if v[0] == NO_HEAD}
+    return frozen | {k: v for k, v in labelled.items() if v[0] != NO_HEAD}
 
 
 def cell_stats(
     trials: pd.DataFrame, metric: str = MAIN_METRIC
-) -> dict[tuple[str, str, str], CellStats]:
-    """(category, backbone, column) -> median over seeds of ``metric``."""
+) -> dict[tuple[str, str, str, str], CellStats]:
+    """(category, backbone, head, classes) -> ``metric`` over the cell's seeds."""
     stats = {}
     if trials.empty or metric not in trials:
         return stats
-    for (category, backbone, head, classes), group in trials.groupby(
-        ["category", "backbone", "head", "classes"]
-    ):
+    for cell, group in trials.groupby(list(CELL_KEYS)):
         values = group[metric].dropna().to_numpy(float)
         if len(values):
-            stats[(category, backbone, cell_label(head, classes))] = CellStats(
+            stats[cell] = CellStats(
                 float(np.median(values)), len(values), float(values.min()), float(values.max())
             )
     return stats
 
 
-def median_metrics(trials: pd.DataFrame) -> dict[str, float]:
-    """``median_auc/<backbone>/<head>/<classes>`` of one category's trials, for its parent run
-    (where the MLflow UI shows them)."""
-    result = {}
-    for (_category, backbone, column), stats in cell_stats(trials).items():
-        head, _, classes = column.partition(" ")
-        result[
-            f"median_auc/{backbone}/{NO_HEAD if head == FROZEN else head}/{classes or 'any'}"
-        ] = stats.median
-    return result
+def median_metrics(trials: pd.DataFrame) -> dict[str, tuple[float, int]]:
+    """``median_auc/<backbone>/<head>/<classes>`` -> (median, seeds) of one category's trials,
+    for its parent run (where the MLflow UI shows them); the frozen baseline's classes are
+    ``any``."""
+    return {
+        f"median_auc/{backbone}/{head}/{_classes_or_any(head, classes)}": (stats.median, stats.n)
+        for (_category, backbone, head, classes), stats in cell_stats(trials).items()
+    }
+
+
+def _classes_or_any(head: str, classes: str) -> str:
+    return "any" if head == NO_HEAD else classes
 
 
 def tidy_medians(trials: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
@@ -144,29 +132,26 @@ def tidy_medians(trials: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
     metric (``median_auc_lof``, ``median_pixel_auc_gradcam``, ...), and where the numbers came
     from (sweep, fixed settings, dataset, data root, commits). The frozen baseline does not
     depend on the class count: its ``classes`` is ``any``."""
-    columns = ["sweep", *GRID_KEYS[:-1], "n_seeds", "median", "min", "max"]
-    if trials.empty or MAIN_METRIC not in trials:
-        return pd.DataFrame(columns=columns)
+    columns = ["sweep", *CELL_KEYS, "n_seeds", "median", "min", "max"]
     other = sorted(
         c
         for c in trials.columns
         if c.startswith("test/") and c.count("/") == 1 and c != MAIN_METRIC
     )
+    groups = dict(iter(trials.groupby(list(CELL_KEYS)))) if not trials.empty else {}
     rows = []
-    for (category, backbone, head, classes), group in trials.groupby(list(GRID_KEYS[:-1])):
-        values = group[MAIN_METRIC].dropna()
-        if values.empty:
-            continue
+    for (category, backbone, head, classes), stats in cell_stats(trials).items():
+        group = groups[(category, backbone, head, classes)]
         row = {
             "sweep": spec.name,
             "category": category,
             "backbone": backbone,
             "head": head,
-            "classes": "any" if head == NO_HEAD else classes,
-            "n_seeds": len(values),
-            "median": float(values.median()),
-            "min": float(values.min()),
-            "max": float(values.max()),
+            "classes": _classes_or_any(head, classes),
+            "n_seeds": stats.n,
+            "median": stats.median,
+            "min": stats.low,
+            "max": stats.high,
         }
         row |= {f"median_{c.removeprefix('test/')}": float(group[c].median()) for c in other}
         row |= {fact: _joined(group.get(fact)) for fact in RUN_FACTS}
@@ -183,7 +168,7 @@ def _joined(values: pd.Series | None) -> str:
 
 
 def paired_deltas(
-    trials: pd.DataFrame, metric: str, a: str = "class2", b: str = "class3"
+    trials: pd.DataFrame, metric: str, a: str = CLASS2, b: str = CLASS3
 ) -> pd.DataFrame:
     """Per (category, backbone, head): ``b - a`` of ``metric`` paired by seed, with a Wilcoxon
     signed-rank test (two-sided) over the seeds; p is NaN with fewer than 2 pairs."""
@@ -235,27 +220,29 @@ def main_table(trials: pd.DataFrame, spec: SweepSpec, long: bool = False) -> pd.
 
     Cells hold the median over seeds with the seed count (and min-max when ``long``); cells that
     cannot exist say n/a, cells not run yet say "missing"."""
-    stats = cell_stats(trials)
+    stats = {
+        (category, backbone, cell_label(head, classes)): cell
+        for (category, backbone, head, classes), cell in cell_stats(trials).items()
+    }
     rows = []
     for backbone in spec.grid["backbone"]:
         for category in spec.grid["category"]:
             row = {"backbone": backbone, "category": category}
-            for column in columns(spec):
+            for column, (head, classes) in columns(spec).items():
                 cell = stats.get((category, backbone, column))
                 if cell is not None:
                     row[column] = cell.long() if long else cell.short()
                 else:
-                    row[column] = "n/a" if _impossible(spec, column) else "missing"
+                    problem = _head_problem(head, classes)
+                    row[column] = "n/a" if problem else "missing"
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _impossible(spec: SweepSpec, column: str) -> bool:
-    head, _, classes = column.partition(" ")
-    if column == FROZEN:
-        return False
-    cell = {"category": "", "backbone": "", "head": head, "classes": classes, "seed": 0}
-    return spec.skip_reason(cell) is not None
+def _head_problem(head: str, classes: str) -> str | None:
+    from lightning_ad.models.heads import head_class_count_problem  # torch: only when drawn
+
+    return head_class_count_problem(head, len(TwinClasses.parse(classes)))
 
 
 def _bold_best(table: pd.DataFrame, bold) -> pd.DataFrame:

@@ -6,14 +6,15 @@ used for anything but the AUROC itself.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import LocalOutlierFactor
 from sklearn.preprocessing import MinMaxScaler
 
-SCORERS = ("lof", "knn", "prob", "fused")
+from lightning_ad.errors import unknown
 
 
 def lof_scores(train: np.ndarray, test: np.ndarray, n_neighbors: int = 5) -> np.ndarray:
@@ -48,6 +49,56 @@ def fused_scores(
     its own :func:`knn_scale`: training learns added marks and loses some geometry the frozen
     features still see, so the sum keeps both. Each pair is (train, test) embeddings."""
     return sum(knn_scores(tr, te) / knn_scale(tr) for tr, te in (trained, frozen))
+
+
+@dataclass(frozen=True)
+class Features:
+    """What the scorers are fitted on and applied to: (train/good, test) embeddings of the
+    network, and for a trained network those of its frozen pretrained backbone and the
+    classifier's p(normal) of each test image."""
+
+    model: tuple[np.ndarray, np.ndarray]
+    frozen: tuple[np.ndarray, np.ndarray] | None = None
+    p_normal: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """An anomaly score: fitted on train/good features, higher = more anomalous."""
+
+    score: Callable[[Features], np.ndarray]
+    needs_training: bool
+    """Needs a trained head (its classifier, or a trained network beside the frozen one)."""
+
+
+SCORERS: dict[str, Scorer] = {
+    "lof": Scorer(lambda f: lof_scores(*f.model), needs_training=False),
+    "knn": Scorer(lambda f: knn_scores(*f.model), needs_training=False),
+    "prob": Scorer(lambda f: 1.0 - f.p_normal, needs_training=True),
+    "fused": Scorer(lambda f: fused_scores(f.model, f.frozen), needs_training=True),
+}
+UNTRAINED_FALLBACK = "knn"
+"""What the frozen baseline is scored with when the chosen scorer needs a trained head (a
+choice ``TrialConfig`` makes and logs as ``score_used``)."""
+
+
+def check_scorer(name: str) -> None:
+    if name not in SCORERS:
+        raise unknown("score", name, SCORERS)
+
+
+def scorer_for(name: str, trained: bool) -> str:
+    """``name``, or the fallback when ``name`` needs a trained head and there is none."""
+    return UNTRAINED_FALLBACK if SCORERS[name].needs_training and not trained else name
+
+
+def score_all(features: Features, trained: bool) -> dict[str, np.ndarray]:
+    """Every scorer that applies: all of them for a trained network, the rest otherwise."""
+    return {
+        name: scorer.score(features)
+        for name, scorer in SCORERS.items()
+        if trained or not scorer.needs_training
+    }
 
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -1,18 +1,23 @@
-"""MLflow: where runs go, checked before anything is written.
+"""MLflow, and only here: where runs go, the tags that tie runs to sweeps, the queries that
+read them back, the sweep's parent run and the status of a trial's run.
 
 The default store is ``sqlite:///mlruns/mlflow.db`` with artifacts in ``mlruns/artifacts``,
 relative to the current directory as MLflow's own defaults are (MLflow 3.13+ no longer accepts
 the old file store). ``MLFLOW_TRACKING_URI`` overrides it; an explicit URI overrides both.
+MLflow itself is imported inside the functions that use it: the command line starts without it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from lightning_ad.errors import LightningADError
@@ -27,6 +32,17 @@ NOTE_TAG = "mlflow.note.content"
 """A run's description: the UI renders it as markdown on the run's Overview."""
 MAX_TAG_LENGTH = 8000
 """MLflow's limit on a tag value (``mlflow.utils.validation.MAX_TAG_VAL_LENGTH``)."""
+PARENT_TAG = "mlflow.parentRunId"
+ROLE_TAG = "lightning_ad.role"
+"""``sweep`` on a sweep's parent run, ``trial`` on each trial's run."""
+SWEEP_ROLE, TRIAL_ROLE = "sweep", "trial"
+SWEEP_TAG = "lightning_ad.sweep"
+STUDY_TAG = "optuna.study"
+TRIAL_TAG = "optuna.trial"
+SELECTED_TAG = "lightning_ad.selected"
+"""``true`` on the run that stands for its cell (with a ``search`` block, the proposal with the
+lowest val/loss; the others are ``false``)."""
+FAILED_CELLS_TAG = "lightning_ad.failed_cells"
 
 
 def resolve_tracking_uri(explicit: str | None = None) -> str:
@@ -142,3 +158,127 @@ def ensure_experiment(name: str, uri: str) -> str:
     if EXPERIMENT_KIND_TAG not in experiment.tags:  # made by an older lightning_ad
         client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
     return experiment.experiment_id
+
+
+def client(uri: str):
+    """An ``MlflowClient`` for ``uri`` (MLflow imported on first use)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _quoted(value: object) -> str:
+    """A value inside an MLflow filter string. Sweep and category names are safe names
+    (``config.check_name``) and grid values are registry names, so none holds a quote."""
+    return f"'{value}'"
+
+
+def search_all(uri: str, experiment: str, query: str, order_by: list[str] | None = None) -> list:
+    """Every run of ``experiment`` matching ``query``, page after page ([] if it is missing)."""
+    mlflow_client = client(uri)
+    found = mlflow_client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    runs, token = [], None
+    while True:
+        page = mlflow_client.search_runs(
+            [found.experiment_id], query, order_by=order_by, max_results=1000, page_token=token
+        )
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def finished_trial_runs(
+    uri: str, experiment: str, sweep: str, category: str | None = None, cell: Mapping | None = None
+) -> list:
+    """The FINISHED trial runs of a sweep that stand for their cell, oldest first; only one
+    category's, or one cell's (``cell``: its grid values), when given."""
+    query = (
+        f"tags.`{SWEEP_TAG}` = {_quoted(sweep)} and tags.`{ROLE_TAG}` = '{TRIAL_ROLE}' "
+        "and attributes.status = 'FINISHED'"
+    )
+    if category:
+        query += f" and params.category = {_quoted(category)}"
+    for key, value in (cell or {}).items():
+        query += f" and params.{key} = {_quoted(value)}"
+    runs = search_all(uri, experiment, query, order_by=["attributes.end_time ASC"])
+    return [run for run in runs if run.data.tags.get(SELECTED_TAG) != "false"]
+
+
+def fail_orphan_runs(uri: str, experiment: str, study: str, trial_number: int) -> None:
+    """Mark the run of a trial whose worker died FAILED instead of leaving it RUNNING."""
+    query = (
+        f"tags.`{STUDY_TAG}` = {_quoted(study)} and tags.`{TRIAL_TAG}` = '{trial_number}' "
+        "and attributes.status = 'RUNNING'"
+    )
+    mlflow_client = client(uri)
+    for run in search_all(uri, experiment, query):
+        mlflow_client.set_terminated(run.info.run_id, "FAILED")
+
+
+def parent_run(
+    uri: str,
+    experiment: str,
+    study: str,
+    tags: Mapping[str, str],
+    params: Mapping[str, str],
+    spec: Mapping,
+) -> str:
+    """The sweep's parent run for ``study``: found by its tags, or created with ``tags``,
+    ``params`` and ``spec`` (its ``sweep.yaml`` artifact). Two sweeps started at the same moment
+    may both create one; both then keep the older and the loser deletes its own."""
+    experiment_id = ensure_experiment(experiment, uri)
+    query = f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}' and tags.`{STUDY_TAG}` = {_quoted(study)}"
+
+    def oldest() -> str | None:
+        runs = search_all(uri, experiment, query)
+        runs.sort(key=lambda r: (r.info.start_time, r.info.run_id))
+        return runs[0].info.run_id if runs else None
+
+    found = oldest()
+    if found:
+        return found
+    mlflow_client = client(uri)
+    run = mlflow_client.create_run(
+        experiment_id, run_name=study, tags={ROLE_TAG: SWEEP_ROLE, STUDY_TAG: study, **tags}
+    )
+    for key, value in params.items():
+        mlflow_client.log_param(run.info.run_id, key, value)
+    mlflow_client.log_dict(run.info.run_id, dict(spec), "sweep.yaml")
+    winner = oldest()
+    if winner != run.info.run_id:
+        mlflow_client.delete_run(run.info.run_id)
+    return winner
+
+
+def reopen(uri: str, run_id: str) -> None:
+    """Set a run back to RUNNING (a sweep resumed or extended after it was closed)."""
+    mlflow_client = client(uri)
+    if mlflow_client.get_run(run_id).info.status != "RUNNING":
+        mlflow_client.update_run(run_id, status="RUNNING")
+
+
+def log_metrics(uri: str, run_id: str, metrics: Mapping[str, tuple[float, int]]) -> None:
+    """Metrics ``key -> (value, step)`` in one request (``log_batch``)."""
+    if not metrics:
+        return
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(key, float(value), now, step) for key, (value, step) in metrics.items()]
+    client(uri).log_batch(run_id, metrics=batch)
+
+
+@contextlib.contextmanager
+def run_status(mlflow_client, run_id: str) -> Iterator[None]:
+    """The status a trial's run ends with: FINISHED when the block completes (so after its
+    metrics and artifacts), KILLED on Ctrl-C, FAILED on anything else."""
+    try:
+        yield
+    except BaseException as err:
+        status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+        mlflow_client.set_terminated(run_id, status)
+        raise
+    mlflow_client.set_terminated(run_id, "FINISHED")

@@ -81,50 +81,75 @@ def run_trial(
         lr=config.lr,
         amsgrad=config.amsgrad,
         cosine_schedule=config.cosine_schedule,
-        main_score=config.score,
+        main_score=config.score_used,
     )
     tracking.ensure_experiment(experiment, uri)
-    logger = MLFlowLogger(
+    logger = TrialLogger(
         experiment_name=experiment,
         tracking_uri=uri,
-        run_name=f"{config.category}-{config.backbone}-{config.head}-{config.classes_label}-s{config.seed}",
+        run_name=f"{config.category}-{config.backbone}-{config.head}-{config.classes.label}"
+        f"-s{config.seed}",
         tags={"dataset": data.dataset, **(tags or {})},
     )
-    client, run_id = logger.experiment, logger.run_id
     try:
-        logger.log_hyperparams(_params(config, data, module))
-        with tempfile.TemporaryDirectory(prefix="lightning_ad-ckpt-") as checkpoints:
-            trainer = _trainer(config, logger, Path(checkpoints), callbacks or [], progress_bar)
-            if module.trains:
-                _interruptible(trainer, lambda: trainer.fit(module, datamodule=datamodule))
-            best = trainer.checkpoint_callback.best_model_path if module.trains else ""
-            best_score = trainer.checkpoint_callback.best_model_score if module.trains else None
-            _interruptible(
-                trainer,
-                lambda: trainer.test(
-                    module,
-                    datamodule=datamodule,
-                    ckpt_path=best or None,
-                    verbose=False,
-                    weights_only=True,  # our own checkpoint, still loaded as tensors only
-                ),
+        with tracking.run_status(logger.experiment, logger.run_id):
+            logger.log_hyperparams(_params(config, data, module))
+            scores, best_loss = _fit_and_test(
+                config, datamodule, module, logger, callbacks, progress_bar
             )
-        scores = module.test_scores
-        seconds = time.perf_counter() - started
-        client.log_metric(run_id, "trial_seconds", seconds)
-        if config.artifacts == "full":
-            _log_artifacts(client, run_id, module, datamodule, scores, config)
-        client.set_terminated(run_id, "FINISHED")
-    except BaseException as err:
-        client.set_terminated(run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            seconds = time.perf_counter() - started
+            logger.experiment.log_metric(logger.run_id, "trial_seconds", seconds)
+            if config.artifacts == "full":
+                _log_artifacts(logger, module, datamodule, scores, config)
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
             raise LightningADError(
-                f"disk full while writing {err.filename or 'a file'} for run {run_id} (marked "
-                "FAILED); free space, or set artifacts: minimal, and rerun: a sweep retries it"
+                f"disk full while writing {err.filename or 'a file'} for run {logger.run_id} "
+                "(marked FAILED); free space, or set artifacts: minimal, and rerun: a sweep "
+                "retries it"
             ) from err
         raise
-    val_loss = float(best_score) if best_score is not None else None
-    return TrialResult(run_id, dict(scores.metrics), seconds, val_loss)
+    return TrialResult(logger.run_id, dict(scores.metrics), seconds, best_loss)
+
+
+class TrialLogger(MLFlowLogger):
+    """Lightning's MLflow logger, except that the run's status is left to ``run_trial``:
+    Lightning would mark it FINISHED at the end of ``fit``, before the test, so a crash in
+    between would leave a "finished" run without test metrics."""
+
+    def finalize(self, status: str = "success") -> None:
+        """Nothing to do: ``tracking.run_status`` ends the run after its test and artifacts."""
+
+
+def _fit_and_test(
+    config: TrialConfig,
+    datamodule: AnomalyDataModule,
+    module: AnomalyModule,
+    logger: TrialLogger,
+    callbacks: list[pl.Callback] | None,
+    progress_bar: bool | None,
+):
+    """Training (unless frozen), then the test split scored with the best checkpoint (lowest
+    val/loss); returns the test scores and that val/loss (None when nothing was trained)."""
+    with tempfile.TemporaryDirectory(prefix="lightning_ad-ckpt-") as checkpoints:
+        trainer = _trainer(config, logger, Path(checkpoints), callbacks or [], progress_bar)
+        best, best_loss = None, None
+        if module.net.trains:
+            _interruptible(trainer, lambda: trainer.fit(module, datamodule=datamodule))
+            best = trainer.checkpoint_callback.best_model_path or None
+            best_score = trainer.checkpoint_callback.best_model_score
+            best_loss = float(best_score) if best_score is not None else None
+        _interruptible(
+            trainer,
+            lambda: trainer.test(
+                module,
+                datamodule=datamodule,
+                ckpt_path=best,
+                verbose=False,
+                weights_only=True,  # our own checkpoint, still loaded as tensors only
+            ),
+        )
+    return module.test_scores, best_loss
 
 
 def _interruptible(trainer: pl.Trainer, call: Callable[[], object]) -> None:
@@ -181,7 +206,7 @@ def _params(
         **config.params(),
         "dataset": data.dataset,
         "data_root": str(data.root),
-        "pretrained_used": module.backbone.pretrained_used,
+        "pretrained_used": module.net.backbone.pretrained_used,
         "torch_version": torch.__version__,
         "lightning_version": pl.__version__,
         "git_commit": _git_commit(),
@@ -203,8 +228,9 @@ def _git_commit() -> str:
 
 
 def _log_artifacts(
-    client, run_id: str, module: AnomalyModule, datamodule: AnomalyDataModule, scores, config
+    logger: TrialLogger, module: AnomalyModule, datamodule: AnomalyDataModule, scores, config
 ) -> None:
+    client, run_id = logger.experiment, logger.run_id
     with tempfile.TemporaryDirectory(prefix="lightning_ad-art-") as tmp:
         folder = Path(tmp)
         paths = [plots.roc_curves(scores.labels, scores.scores, scores.metrics, folder / "roc.png")]
@@ -214,23 +240,22 @@ def _log_artifacts(
                     values, scores.defects, scores.defect_names, name, folder / f"hist_{name}.png"
                 )
             )
-        if module.trains:
+        if module.net.trains:
             test = datamodule.test_set
             maps = explain.gradcam_maps(
-                module, datamodule.test_dataloader(), range(1, len(config.classes))
+                module.net, datamodule.test_dataloader(), range(1, len(config.classes))
             )
             pixel_auc = explain.pixel_auroc(maps, np.asarray(test.masks))
             client.log_metric(run_id, "test/pixel_auc_gradcam", pixel_auc)
             scores.metrics["test/pixel_auc_gradcam"] = pixel_auc
-            images = np.stack([test.images[i].transpose(2, 0, 1) for i in range(len(test))])
             paths.append(
                 explain.gradcam_sheet(
-                    images,
+                    np.asarray(test.images),
                     np.asarray(test.masks),
                     scores.defects,
                     scores.defect_names,
                     maps,
-                    config.classes,
+                    config.classes.names,
                     folder / "gradcam.png",
                 )
             )

@@ -16,7 +16,10 @@ import mlflow
 import optuna
 import yaml
 
-from lightning_ad import cli, sweep
+from lightning_ad import cli
+from lightning_ad.sweep.recovery import cell_key
+from lightning_ad.sweep.spec import SweepTarget
+from lightning_ad.sweep.storage import load_study
 
 SWEEPS = Path(__file__).parents[1] / "sweeps"
 HOLD_TRIAL = Path(__file__).with_name("hold_trial.py")
@@ -112,7 +115,7 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.5)
 
 
-def trial_runs(target: sweep.SweepTarget, status: str | None = None) -> list:
+def trial_runs(target: SweepTarget, status: str | None = None) -> list:
     client = mlflow.MlflowClient(target.tracking_uri)
     experiment = client.get_experiment_by_name(target.experiment)
     query = "tags.`lightning_ad.role` = 'trial'"
@@ -121,12 +124,12 @@ def trial_runs(target: sweep.SweepTarget, status: str | None = None) -> list:
     return client.search_runs([experiment.experiment_id], query)
 
 
-def assert_grid_filled_once(target: sweep.SweepTarget) -> optuna.Study:
+def assert_grid_filled_once(target: SweepTarget) -> optuna.Study:
     """Every runnable cell COMPLETE exactly once in the study and FINISHED exactly once in
     MLflow, one MLflow run per completed trial under one parent, nothing left RUNNING."""
-    study = sweep.load_study(target)
+    study = load_study(target)
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    cells = [sweep._cell_key(t.params) for t in complete]
+    cells = [cell_key(t.params) for t in complete]
     assert len(cells) == QUICK_FINISHED and len(set(cells)) == QUICK_FINISHED, cells
     assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
     finished = trial_runs(target, "FINISHED")

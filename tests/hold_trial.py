@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from lightning_ad import cli, sweep
+from lightning_ad import cli
+from lightning_ad.sweep import objective
 
 HOLD_SECONDS = 600
 """A bound, so that a test that never sends its signal fails instead of hanging CI."""
@@ -40,7 +41,7 @@ class HoldTraining(pl.Callback):
 
 def hold_nth_training_trial(marker: Path, n: int) -> None:
     """Make the ``n``-th training trial of this process hold (see the module docstring)."""
-    real_run_trial = sweep.run_trial
+    real_run_trial = objective.run_trial
     started = 0
 
     def run_trial(config, *args, callbacks=None, **kwargs):
@@ -51,7 +52,7 @@ def hold_nth_training_trial(marker: Path, n: int) -> None:
                 callbacks = [*(callbacks or []), HoldTraining(marker)]
         return real_run_trial(config, *args, callbacks=callbacks, **kwargs)
 
-    sweep.run_trial = run_trial
+    objective.run_trial = run_trial
 
 
 if __name__ == "__main__":

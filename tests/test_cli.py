@@ -145,3 +145,21 @@ def test_unsafe_category_names_are_refused_before_anything_is_written(
     assert result.returncode == 2, result.stderr
     assert f"category {category!r} is not allowed" in result.stderr
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "reports").exists()
+
+
+def test_the_table_choices_are_the_reports() -> None:
+    """The CLI spells them out (so that --help need not import pandas); they must not drift."""
+    from lightning_ad import cli, report
+
+    assert set(cli.TABLE_FORMATS) == set(report.FORMATS) and cli.TABLE_NAMES == report.TABLES
+
+
+def test_train_has_a_flag_for_every_setting(capsys: pytest.CaptureFixture) -> None:
+    from lightning_ad.config import SETTINGS
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for name in SETTINGS:
+        assert "--" + name.replace("_", "-") in text, name
+    assert "--no-amsgrad" in text and "(default: 96)" in text

@@ -13,7 +13,7 @@ import pytest
 
 from lightning_ad import report
 from lightning_ad.cli import main
-from lightning_ad.config import SweepSpec
+from lightning_ad.sweep.spec import SweepSpec
 from tests.helpers import SWEEPS
 
 QUICK = SWEEPS / "quick.yaml"

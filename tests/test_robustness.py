@@ -10,9 +10,11 @@ import mlflow
 import optuna
 import pytest
 
-from lightning_ad import sweep
-from lightning_ad.config import SweepSpec, TrialConfig
+from lightning_ad.config import TrialConfig
 from lightning_ad.errors import LightningADError
+from lightning_ad.sweep.runner import run_sweep
+from lightning_ad.sweep.spec import SweepSpec, SweepTarget
+from lightning_ad.sweep.storage import load_study
 from lightning_ad.train import run_trial
 from tests.helpers import SWEEPS, invoke, run_cli, trial_runs
 
@@ -90,15 +92,15 @@ def test_nan_loss_fails_the_trial_and_the_sweep_goes_on(
         },
         default_name="nan",
     )  # fmt: skip
-    target = sweep.SweepTarget(
+    target = SweepTarget(
         spec, "screw", storage=str(tmp_path / "optuna.journal"),
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", data_root=str(synthetic_root),
         reports_dir=str(tmp_path / "reports"),
     )  # fmt: skip
-    outcome = sweep.run_sweep(target, show_progress=False)
+    outcome = run_sweep(target, show_progress=False)
     [line] = outcome.status.failed.values()  # what `lightning-ad sweep` lists, then exits 1
     assert line.startswith("LightningADError: ") and "loss is nan" in line and "lower --lr" in line
-    study = sweep.load_study(target)
+    study = load_study(target)
     [failed] = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
     assert failed.params["head"] == "arcface" and "loss is nan" in failed.user_attrs["error"]
     [complete] = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))

@@ -98,10 +98,10 @@ def test_cli_prints_json_last(synthetic_root: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--backbone", "resnet81"], "unknown backbone 'resnet81'; valid: mobilenet_v2"),
-        (["--head", "arcfce"], "unknown head 'arcfce'; valid: softmax"),
+        (["--backbone", "resnet81"], "unknown backbone 'resnet81' (did you mean 'resnet18'?)"),
+        (["--head", "arcfce"], "unknown head 'arcfce' (did you mean 'arcface'?); valid: softmax"),
         (["--classes", "normal,lines"], "unknown twin 'lines'"),
-        (["--head", "adacos", "--classes", "2"], "head adacos with class2 is undefined"),
+        (["--head", "adacos", "--classes", "2"], "head adacos needs 3 or more classes, got 2"),
         (["--image-size", "16"], "image size 16 is too small"),
         (
             ["--tracking-uri", "http://127.0.0.1:9"],
@@ -147,3 +147,27 @@ def test_ctrl_c_during_fit_stays_an_interrupt(synthetic_root: Path, store: str) 
     new = [r for r in client.search_runs([experiment_id]) if r.info.run_id not in before]
     assert [r.info.status for r in new] == ["KILLED"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+class _StatusAtTestStart(pl.Callback):
+    """Reads the run's status in MLflow when the test begins, after fit has ended."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri, self.status = uri, None
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        run_id = trainer.logger.run_id
+        self.status = mlflow.MlflowClient(self.uri).get_run(run_id).info.status
+
+
+def test_a_run_is_finished_only_after_its_test(synthetic_root: Path, store: str) -> None:
+    """Lightning ends its MLflow run when fit ends; a crash between fit and test would then
+    leave a FINISHED run without test metrics. The run stays RUNNING until run_trial is done."""
+    probe = _StatusAtTestStart(store)
+    config = TrialConfig(**TINY, head="arcface", data_root=str(synthetic_root))
+    result = run_trial(
+        config, tracking_uri=store, experiment="tests", callbacks=[probe], progress_bar=False
+    )
+    assert probe.status == "RUNNING"
+    run = mlflow.MlflowClient(store).get_run(result.run_id)
+    assert run.info.status == "FINISHED" and "test/auc" in run.data.metrics

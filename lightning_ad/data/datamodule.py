@@ -21,41 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lightning_ad.data.mvtec import MVTecCategory, read_image, read_mask
-from lightning_ad.data.twins import NORMAL, TWINS, Twin, build_twin, object_masks
+from lightning_ad.data.twins import NORMAL, Twin, TwinClasses, build_twin, object_masks
 from lightning_ad.errors import LightningADError
-
-CLASS_PRESETS: dict[int, tuple[str, ...]] = {
-    2: (NORMAL, "line"),
-    3: (NORMAL, "line", "distortion"),
-}
-MIN_IMAGE_SIZE = 32
-
-
-def resolve_classes(classes: int | str | Sequence[str]) -> tuple[str, ...]:
-    """``2`` -> (normal, line); ``3`` -> (normal, line, distortion); a list is checked and kept.
-
-    ``normal`` is always class 0, so a list must start with it.
-    """
-    if isinstance(classes, str) and classes.removeprefix("class").isdigit():
-        classes = int(classes.removeprefix("class"))
-    if isinstance(classes, int):
-        if classes not in CLASS_PRESETS:
-            raise LightningADError(
-                f"classes={classes} has no preset; use 2, 3 or a list of twin names such as "
-                f"[normal, cutpaste, scar]"
-            )
-        return CLASS_PRESETS[classes]
-    names = tuple(classes)
-    if not names or names[0] != NORMAL:
-        raise LightningADError(f"classes {list(names)} must start with '{NORMAL}' (class 0)")
-    unknown = [n for n in names[1:] if n not in TWINS]
-    if unknown:
-        raise LightningADError(
-            f"unknown twin '{unknown[0]}' in classes; valid names: {', '.join([NORMAL, *TWINS])}"
-        )
-    if len(set(names)) != len(names) or len(names) < 2:
-        raise LightningADError(f"classes {list(names)} need at least two distinct names")
-    return names
 
 
 @functools.lru_cache(maxsize=16)
@@ -181,7 +148,8 @@ class AnomalyDataModule(pl.LightningDataModule):
 
     Args:
         category_dir: a category folder in MVTec AD layout (see :mod:`lightning_ad.data.resolve`).
-        classes: ``2``, ``3`` or a list of twin names starting with ``normal`` (class 0).
+        classes: the classes to learn, anything :meth:`TwinClasses.parse` takes: ``2``, ``3``
+            or twin names starting with ``normal`` (class 0).
         twin_params: per-twin parameter overrides, e.g. ``{"line": {"blob_aware": True}}``.
         image_size: side of the square images the model sees.
         batch_size: images per batch, all classes mixed.
@@ -196,7 +164,7 @@ class AnomalyDataModule(pl.LightningDataModule):
     def __init__(
         self,
         category_dir: str | Path,
-        classes: int | str | Sequence[str] = 3,
+        classes: int | str | Sequence[str] | TwinClasses = 3,
         twin_params: Mapping[str, Mapping[str, Any]] | None = None,
         image_size: int = 96,
         batch_size: int = 32,
@@ -206,18 +174,14 @@ class AnomalyDataModule(pl.LightningDataModule):
         num_workers: int | None = None,
     ) -> None:
         super().__init__()
-        if image_size < MIN_IMAGE_SIZE:
-            raise LightningADError(
-                f"image_size {image_size} is too small; use {MIN_IMAGE_SIZE} or more"
-            )
         if not 0 < val_fraction < 1:
             raise LightningADError(f"val_fraction {val_fraction} must lie strictly between 0 and 1")
         self.category_dir = Path(category_dir)
-        self.classes = resolve_classes(classes)
+        self.classes = TwinClasses.parse(classes)
         params = dict(twin_params or {})
         self.twins: list[Twin | None] = [
             None if name == NORMAL else build_twin(name, **params.get(name, {}))
-            for name in self.classes
+            for name in self.classes.names
         ]
         self.image_size, self.batch_size, self.val_fraction = image_size, batch_size, val_fraction
         self.mask_mode, self.seed = mask_mode, seed

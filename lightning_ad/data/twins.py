@@ -13,13 +13,14 @@ Parameters the source article leaves open say so in their docstring: they are ch
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Protocol
 
 import cv2
 import numpy as np
 
-from lightning_ad.errors import LightningADError
+from lightning_ad.errors import LightningADError, unknown
 
 MASK_MODES: tuple[str, ...] = ("auto", "mean", "background", "full")
 
@@ -337,16 +338,69 @@ NORMAL = "normal"
 def build_twin(name: str, **params: object) -> Twin:
     """The twin called ``name`` with ``params`` overriding its defaults; clear errors for typos."""
     if name not in TWINS:
-        valid = ", ".join([NORMAL, *TWINS])
-        raise LightningADError(f"unknown twin '{name}'; valid names: {valid}")
+        raise unknown("twin", name, [NORMAL, *TWINS])
     cls = TWINS[name]
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise LightningADError(
-            f"unknown parameter '{unknown[0]}' for twin '{name}'; valid: {', '.join(sorted(known))}"
-        )
+    known = sorted(f.name for f in fields(cls))
+    extra = sorted(set(params) - set(known))
+    if extra:
+        raise unknown("parameter", extra[0], known, of=f"twin '{name}'")
     return cls(**params)
+
+
+@dataclass(frozen=True)
+class TwinClasses:
+    """The classes a model learns: ``normal`` (class 0), then one class per twin.
+
+    :meth:`parse` takes every way a user writes them: ``2`` or ``3`` (the article's presets,
+    [normal, line] and [normal, line, distortion]), ``class2``, a label such as
+    ``normal+cutpaste+scar``, the CLI's ``normal,cutpaste``, or a list. :attr:`label` writes them
+    back the way the grid, the runs and the tables do, and ``parse(label)`` gives them again.
+    """
+
+    names: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, value: int | str | Sequence[str] | TwinClasses) -> TwinClasses:
+        if isinstance(value, TwinClasses):
+            return value
+        if isinstance(value, str) and value.removeprefix("class").isdigit():
+            value = int(value.removeprefix("class"))
+        if isinstance(value, int):
+            if value not in PRESETS:
+                raise LightningADError(
+                    f"classes={value} has no preset; use {' or '.join(map(str, PRESETS))}, "
+                    f"or twin names such as {NORMAL},cutpaste,scar"
+                )
+            return cls(PRESETS[value])
+        names = tuple(value.replace(",", "+").split("+")) if isinstance(value, str) else value
+        names = tuple(names)
+        if not names or names[0] != NORMAL:
+            raise LightningADError(f"classes {list(names)} must start with '{NORMAL}' (class 0)")
+        for name in names[1:]:
+            if name not in TWINS:
+                raise unknown("twin", name, [NORMAL, *TWINS])
+        if len(set(names)) != len(names) or len(names) < 2:
+            raise LightningADError(f"classes {list(names)} need at least two distinct names")
+        return cls(names)
+
+    @property
+    def label(self) -> str:
+        """``class2`` / ``class3`` for the article's presets, else the names joined by ``+``."""
+        for count, names in PRESETS.items():
+            if names == self.names:
+                return f"class{count}"
+        return "+".join(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+PRESETS: dict[int, tuple[str, ...]] = {
+    2: (NORMAL, "line"),
+    3: (NORMAL, "line", "distortion"),
+}
+CLASS2, CLASS3 = TwinClasses(PRESETS[2]).label, TwinClasses(PRESETS[3]).label
+"""The two class sets the comparison table sets side by side (class3 - class2)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -416,14 +470,18 @@ def choose_mask_mode(images: np.ndarray, mean: np.ndarray, sample: int = 32) -> 
     return "background" if by_background > by_mean + 0.05 else "mean"
 
 
+def check_mask_mode(mode: str) -> None:
+    if mode not in MASK_MODES:
+        raise unknown("mask mode", mode, MASK_MODES)
+
+
 def object_masks(images: np.ndarray, mode: str = "auto") -> tuple[np.ndarray, str]:
     """Object masks (N, H, W) bool for a category's images, and the mode actually used.
 
     Modes: ``mean`` (the article: |image - category mean|), ``background`` (|image - its own
     median colour|), ``full`` (everything: for textures), ``auto`` (see :func:`choose_mask_mode`).
     """
-    if mode not in MASK_MODES:
-        raise LightningADError(f"unknown mask mode '{mode}'; valid: {', '.join(MASK_MODES)}")
+    check_mask_mode(mode)
     mean = mean_image(images)
     if mode == "auto":
         mode = choose_mask_mode(images, mean)

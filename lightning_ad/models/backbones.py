@@ -23,7 +23,7 @@ import torch
 import torchvision
 from torch import nn
 
-from lightning_ad.errors import LightningADError
+from lightning_ad.errors import LightningADError, unknown
 
 MIN_IMAGE_SIZE = 32  # five stride-2 stages: smaller inputs vanish before the last block
 # Adding a torchvision classifier is one name here (any with ``.features`` or ResNet-like).
@@ -56,7 +56,7 @@ class Backbone(nn.Module):
 def build_backbone(name: str, pretrained: str | bool | Path = "auto") -> Backbone:
     """The backbone called ``name`` with weights chosen by ``pretrained`` (see module docstring)."""
     if name not in BACKBONES:
-        raise LightningADError(f"unknown backbone '{name}'; valid: {', '.join(BACKBONES)}")
+        raise unknown("backbone", name, BACKBONES)
     mode = _pretrained_mode(pretrained)
     if name == LITE:
         return _efficientnet_lite0(mode)
@@ -65,8 +65,10 @@ def build_backbone(name: str, pretrained: str | bool | Path = "auto") -> Backbon
     return Backbone(name, trunk, target, used)
 
 
-def check_image_size(name: str, image_size: int) -> None:
-    """Raise a clear error when ``image_size`` is too small for the backbone ``name``."""
+def check_backbone(name: str, image_size: int) -> None:
+    """Every rule about a backbone: its name, and the smallest image it can take."""
+    if name not in BACKBONES:
+        raise unknown("backbone", name, BACKBONES)
     if image_size < MIN_IMAGE_SIZE:
         raise LightningADError(
             f"image size {image_size} is too small for {name}: it halves the image five times; "

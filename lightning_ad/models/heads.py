@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_ad.errors import LightningADError
+from lightning_ad.config import NO_HEAD
+from lightning_ad.errors import LightningADError, unknown
 
 # acos has an infinite slope at +-1; clamping just inside keeps gradients finite there.
 COS_EPS = 1e-6
@@ -25,6 +27,9 @@ COS_EPS = 1e-6
 
 class SoftmaxHead(nn.Module):
     """A plain linear classifier (daisukelab's "conventional" softmax head)."""
+
+    min_classes = 2
+    """The fewest classes the head is defined for (``normal`` included)."""
 
     def __init__(self, in_features: int, n_classes: int) -> None:
         super().__init__()
@@ -50,6 +55,8 @@ class L2SoftmaxHead(SoftmaxHead):
 class CosineHead(nn.Module):
     """Base of the cosine-margin heads: logits = s * cos(theta), where the target class's cosine
     is changed by :meth:`margin_cosine` when labels are given. A new head is that one method."""
+
+    min_classes = 2
 
     def __init__(self, in_features: int, n_classes: int, s: float) -> None:
         super().__init__()
@@ -111,12 +118,9 @@ class AdaCosHead(CosineHead):
     AdaCos does: s = ln(B_avg) / cos(min(pi/4, median target angle)).
     """
 
+    min_classes = 3  # s = sqrt(2) ln(C - 1) is 0 at C = 2: no gradient, nothing learnt
+
     def __init__(self, in_features: int, n_classes: int, dynamic: bool = False) -> None:
-        if n_classes < 3:
-            raise LightningADError(
-                f"adacos needs 3 or more classes (s = sqrt(2) ln(C-1) is 0 at C={n_classes}); "
-                "use classes=3 or another head"
-            )
         super().__init__(in_features, n_classes, math.sqrt(2) * math.log(n_classes - 1))
         self.dynamic = dynamic
 
@@ -143,22 +147,37 @@ HEADS: dict[str, type[nn.Module]] = {
     "cosface": CosFaceHead,
     "adacos": AdaCosHead,
 }
-NO_HEAD = "none"  # the frozen baseline: no head, nothing trained
+
+
+def check_head(name: str, n_classes: int, params: Mapping[str, object] | None = None) -> None:
+    """Every rule about a head, in one place: its name, its class count, its parameters."""
+    if name == NO_HEAD:
+        return
+    if name not in HEADS:
+        raise unknown("head", name, [*HEADS, NO_HEAD])
+    if n_classes < HEADS[name].min_classes:
+        raise LightningADError(head_class_count_problem(name, n_classes))
+    allowed = head_parameters(name)
+    extra = sorted(set(params or {}) - set(allowed))
+    if extra:
+        raise unknown("parameter", extra[0], allowed, of=f"head '{name}'")
+
+
+def head_class_count_problem(name: str, n_classes: int) -> str | None:
+    """Why head ``name`` cannot learn ``n_classes`` classes, or None when it can (or when the
+    name is unknown: :func:`check_head` says so)."""
+    if name not in HEADS or n_classes >= HEADS[name].min_classes:
+        return None
+    return (
+        f"head {name} needs {HEADS[name].min_classes} or more classes, got {n_classes}; "
+        "use more classes or another head"
+    )
 
 
 def build_head(name: str, in_features: int, n_classes: int, **params: float | bool) -> nn.Module:
     """The head called ``name``; ``params`` are its paper's parameters (alpha, s, m, dynamic)."""
-    if name not in HEADS:
-        raise LightningADError(f"unknown head '{name}'; valid: {', '.join([*HEADS, NO_HEAD])}")
-    cls = HEADS[name]
-    allowed = head_parameters(name)
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        valid = ", ".join(allowed) or "none"
-        raise LightningADError(
-            f"unknown parameter '{unknown[0]}' for head '{name}'; valid: {valid}"
-        )
-    return cls(in_features, n_classes, **params)
+    check_head(name, n_classes, params)
+    return HEADS[name](in_features, n_classes, **params)
 
 
 def head_parameters(name: str) -> dict[str, object]:

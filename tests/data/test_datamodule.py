@@ -4,12 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_ad.data.datamodule import (
-    AnomalyDataModule,
-    LabelledBatch,
-    resolve_classes,
-)
-from lightning_ad.errors import LightningADError
+from lightning_ad.data.datamodule import AnomalyDataModule, LabelledBatch
 
 
 def _datamodule(root: Path, **kwargs) -> AnomalyDataModule:
@@ -95,30 +90,6 @@ def test_any_list_of_twins(synthetic_root: Path) -> None:
     _, targets = _epoch(dm, 0)
     assert set(targets.tolist()) == {0, 1, 2}
     assert dm.twins[2].rotation == 10.0
-
-
-@pytest.mark.parametrize(
-    ("classes", "message"),
-    [
-        (4, "classes=4 has no preset"),
-        (["line", "normal"], "must start with 'normal'"),
-        (["normal", "lines"], "unknown twin 'lines'"),
-        (["normal", "line", "line"], "two distinct names"),
-    ],
-)
-def test_bad_classes(classes, message: str) -> None:
-    with pytest.raises(LightningADError, match=message):
-        resolve_classes(classes)
-
-
-def test_class_presets() -> None:
-    assert resolve_classes(2) == ("normal", "line")
-    assert resolve_classes("class3") == ("normal", "line", "distortion")
-
-
-def test_bad_image_size(synthetic_root: Path) -> None:
-    with pytest.raises(LightningADError, match="image_size 8 is too small"):
-        AnomalyDataModule(synthetic_root / "screw", image_size=8)
 
 
 def test_corrupt_training_image_fails_setup_naming_it(screw_copy: Path) -> None:

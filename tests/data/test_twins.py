@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -6,6 +8,7 @@ from lightning_ad.data.twins import (
     DistortionTwin,
     LineTwin,
     ScarTwin,
+    TwinClasses,
     build_twin,
     compactness,
     keras_affine_rows,
@@ -144,7 +147,10 @@ def test_scar_is_a_thin_strip() -> None:
 def test_build_twin_rejects_typos() -> None:
     with pytest.raises(
         LightningADError,
-        match="unknown twin 'lines'; valid names: normal, line, distortion, cutpaste, scar",
+        match=re.escape(
+            "unknown twin 'lines' (did you mean 'line'?); valid: normal, line, distortion, "
+            "cutpaste, scar"
+        ),
     ):
         build_twin("lines")
     with pytest.raises(LightningADError, match="unknown parameter 'blobaware' for twin 'line'"):
@@ -201,3 +207,34 @@ def test_auto_picks_a_compact_mode_and_full_for_textures() -> None:
 def test_unknown_mask_mode() -> None:
     with pytest.raises(LightningADError, match="unknown mask mode 'median'"):
         object_masks(_posed_objects(2, moving=False), "median")
+
+
+@pytest.mark.parametrize(
+    ("value", "names", "label"),
+    [
+        (2, ("normal", "line"), "class2"),
+        ("class3", ("normal", "line", "distortion"), "class3"),
+        ("3", ("normal", "line", "distortion"), "class3"),
+        (["normal", "cutpaste", "scar"], ("normal", "cutpaste", "scar"), "normal+cutpaste+scar"),
+        ("normal,cutpaste", ("normal", "cutpaste"), "normal+cutpaste"),
+        ("normal+line+distortion", ("normal", "line", "distortion"), "class3"),
+    ],
+)
+def test_twin_classes_parse_every_way_and_round_trip(value, names, label) -> None:
+    classes = TwinClasses.parse(value)
+    assert classes.names == names and classes.label == label and len(classes) == len(names)
+    assert TwinClasses.parse(classes.label) == classes == TwinClasses.parse(classes)
+
+
+@pytest.mark.parametrize(
+    ("classes", "message"),
+    [
+        (4, "classes=4 has no preset"),
+        (["line", "normal"], "must start with 'normal'"),
+        (["normal", "lines"], "unknown twin 'lines' (did you mean 'line'?)"),
+        (["normal", "line", "line"], "two distinct names"),
+    ],
+)
+def test_bad_twin_classes(classes, message: str) -> None:
+    with pytest.raises(LightningADError, match=re.escape(message)):
+        TwinClasses.parse(classes)

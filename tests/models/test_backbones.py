@@ -1,3 +1,4 @@
+import re
 import urllib.error
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from lightning_ad.models.backbones import (
     BACKBONES,
     TORCHVISION_BACKBONES,
     build_backbone,
-    check_image_size,
+    check_backbone,
 )
 
 
@@ -96,9 +97,11 @@ def test_bad_weight_files(name: str, tmp_path: Path) -> None:
 def test_unknown_backbone_and_small_images() -> None:
     with pytest.raises(
         LightningADError,
-        match="unknown backbone 'resnet81'; valid: mobilenet_v2, efficientnet_b0, resnet18, "
-        "efficientnet_lite0",
+        match=re.escape(
+            "unknown backbone 'resnet81' (did you mean 'resnet18'?); valid: mobilenet_v2, "
+            "efficientnet_b0, resnet18, efficientnet_lite0"
+        ),
     ):
         build_backbone("resnet81")
     with pytest.raises(LightningADError, match="image size 16 is too small for resnet18"):
-        check_image_size("resnet18", 16)
+        check_backbone("resnet18", 16)

@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 import torch
@@ -108,7 +109,10 @@ def test_gradients_finite_at_cos_plus_minus_one(name: str) -> None:
 def test_unknown_head_and_parameter() -> None:
     with pytest.raises(
         LightningADError,
-        match="unknown head 'arcfce'; valid: softmax, l2softmax, arcface, cosface, adacos, none",
+        match=re.escape(
+            "unknown head 'arcfce' (did you mean 'arcface'?); "
+            "valid: softmax, l2softmax, arcface, cosface, adacos, none"
+        ),
     ):
         build_head("arcfce", D, C)
     with pytest.raises(

@@ -1,6 +1,6 @@
 """Tuning inside a grid cell: an inner Optuna study on ``val/loss``, with pruning.
 
-A sweep file's ``search`` block names settings to tune (see ``config.SearchSpec``).
+A sweep file's ``search`` block names settings to tune (see ``sweep.spec.SearchSpec``).
 Each grid cell then gets its own study, ``<sweep>-<category>/<cell>``, in the sweep's storage:
 TPE proposes settings, each proposal is one trial (one MLflow run), a median pruner stops poor
 ones after an epoch, and the cell's result is the test AUC of the trial with the lowest
@@ -15,8 +15,9 @@ from typing import Any
 import optuna
 import pytorch_lightning as pl
 
-from lightning_ad.config import SearchSpec, TrialConfig
+from lightning_ad.config import SETTINGS
 from lightning_ad.errors import LightningADError, describe
+from lightning_ad.sweep.spec import SearchSpec
 from lightning_ad.train import TrialResult
 
 
@@ -42,14 +43,12 @@ class OptunaPruning(pl.Callback):
 
 def suggest(trial: optuna.Trial, params: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Draw each tuned setting from its range or choices, typed like the TrialConfig field."""
-    defaults = TrialConfig()
     values = {}
     for name, dist in params.items():
+        default = SETTINGS[name].default
         if "choices" in dist:
             values[name] = trial.suggest_categorical(name, dist["choices"])
-        elif isinstance(getattr(defaults, name), int) and not isinstance(
-            getattr(defaults, name), bool
-        ):
+        elif isinstance(default, int) and not isinstance(default, bool):
             values[name] = trial.suggest_int(
                 name,
                 dist["low"],

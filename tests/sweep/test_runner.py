@@ -1,4 +1,5 @@
-"""sweeps/quick.yaml end to end on tiny data, into a temporary MLflow store and Optuna journal."""
+"""Whole sweeps on tiny data, into a temporary MLflow store and Optuna journal: results,
+resume, failures, the parent run, the in-cell search, Ctrl-C."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import optuna
 import pytest
 import yaml
 
-from lightning_ad import cli, report, sweep
-from lightning_ad.config import SweepSpec
-from lightning_ad.errors import LightningADError
+from lightning_ad import cli, report, tracking
+from lightning_ad.sweep import objective
+from lightning_ad.sweep.runner import run_sweep
+from lightning_ad.sweep.spec import SweepSpec, SweepTarget
+from lightning_ad.sweep.storage import load_study, open_storage
 from tests.helpers import (
     SWEEPS,
     assert_grid_filled_once,
@@ -21,27 +24,11 @@ from tests.helpers import (
     trial_runs,
     wait_for,
 )
+from tests.sweep.conftest import temporary_target
 
 
-def _temporary_target(spec: SweepSpec, data_root: Path, tmp_path: Path) -> sweep.SweepTarget:
-    """The screw sweep of ``spec`` with its study, runs and reports under ``tmp_path``."""
-    return sweep.SweepTarget(
-        spec.with_category("screw"),
-        "screw",
-        storage=str(tmp_path / "optuna.journal"),
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        data_root=str(data_root),
-        reports_dir=str(tmp_path / "reports"),
-    )
-
-
-@pytest.fixture
-def target(synthetic_root: Path, tmp_path: Path) -> sweep.SweepTarget:
-    return _temporary_target(SweepSpec.load(SWEEPS / "quick.yaml"), synthetic_root, tmp_path)
-
-
-def test_quick_sweep_runs_resumes_and_tables_match(target: sweep.SweepTarget) -> None:
-    outcome = sweep.run_sweep(target, show_progress=False)
+def test_quick_sweep_runs_resumes_and_tables_match(target: SweepTarget) -> None:
+    outcome = run_sweep(target, show_progress=False)
     assert outcome.status.complete == outcome.status.cells == 8 and not outcome.status.failed
     files = outcome.files
     children = trial_runs(target)
@@ -57,15 +44,13 @@ def test_quick_sweep_runs_resumes_and_tables_match(target: sweep.SweepTarget) ->
         assert "test/auc" in run.data.metrics
 
     # Rerunning the same command trains nothing again.
-    study = optuna.load_study(study_name="quick-screw", storage=sweep.open_storage(target.storage))
+    study = optuna.load_study(study_name="quick-screw", storage=open_storage(target.storage))
     trials_before = len(study.trials)
-    sweep.run_sweep(target, show_progress=False)
+    run_sweep(target, show_progress=False)
     assert len(trial_runs(target)) == 8
     assert (
         len(
-            optuna.load_study(
-                study_name="quick-screw", storage=sweep.open_storage(target.storage)
-            ).trials
+            optuna.load_study(study_name="quick-screw", storage=open_storage(target.storage)).trials
         )
         == trials_before
     )
@@ -89,7 +74,7 @@ def test_quick_sweep_runs_resumes_and_tables_match(target: sweep.SweepTarget) ->
     client = mlflow.MlflowClient(target.tracking_uri)
     parent = client.get_run(parent_ids.pop())
     assert parent.info.status == "FINISHED"
-    assert parent.data.tags[sweep.FAILED_CELLS_TAG] == "0"
+    assert parent.data.tags[tracking.FAILED_CELLS_TAG] == "0"
     note = parent.data.tags["mlflow.note.content"]  # the run's Overview in the UI
     assert "### Median test AUC" in note and "### class3 - class2" in note
     assert "| mobilenet_v2 | screw |" in note
@@ -118,24 +103,24 @@ def test_quick_sweep_runs_resumes_and_tables_match(target: sweep.SweepTarget) ->
 
 
 def test_a_failing_trial_is_recorded_and_retried_on_rerun(
-    target: sweep.SweepTarget, monkeypatch: pytest.MonkeyPatch
+    target: SweepTarget, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_run_trial = sweep.run_trial
+    real_run_trial = objective.run_trial
 
     def flaky(config, *args, **kwargs):
-        if config.head == "arcface" and config.seed == 1 and config.classes_label == "class3":
+        if config.head == "arcface" and config.seed == 1 and config.classes.label == "class3":
             raise RuntimeError("simulated bad data")
         return real_run_trial(config, *args, **kwargs)
 
-    monkeypatch.setattr(sweep, "run_trial", flaky)
-    sweep.run_sweep(target, show_progress=False)  # the sweep goes on past the failure
-    study = optuna.load_study(study_name="quick-screw", storage=sweep.open_storage(target.storage))
+    monkeypatch.setattr(objective, "run_trial", flaky)
+    run_sweep(target, show_progress=False)  # the sweep goes on past the failure
+    study = optuna.load_study(study_name="quick-screw", storage=open_storage(target.storage))
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     assert len(failed) == 1 and "simulated bad data" in failed[0].user_attrs["error"]
     assert len(trial_runs(target)) == 7
 
-    monkeypatch.setattr(sweep, "run_trial", real_run_trial)
-    sweep.run_sweep(target, show_progress=False)
+    monkeypatch.setattr(objective, "run_trial", real_run_trial)
+    run_sweep(target, show_progress=False)
     children = trial_runs(target)
     assert len(children) == 8  # only the failed cell was trained again
     keys = [
@@ -144,88 +129,15 @@ def test_a_failing_trial_is_recorded_and_retried_on_rerun(
     assert len(set(keys)) == 8
 
 
-def test_dead_local_worker_is_failed_and_its_cell_requeued(target: sweep.SweepTarget) -> None:
-    study = sweep.load_study(target)
-    trial = study.ask()  # a trial left RUNNING by a worker that no longer exists
-    cell = {
-        k: trial.suggest_categorical(k, list(target.spec.grid[k]))
-        for k in ("category", "backbone", "head", "classes", "seed")
-    }
-    trial.set_user_attr("worker", f"{sweep.HOST}:999999999")
-    queued = sweep.recover(study, target)
-    state = study._storage.get_trial(trial._trial_id).state
-    assert state == optuna.trial.TrialState.FAIL and queued == 1
-    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
-    assert waiting[0].system_attrs["fixed_params"] == cell
-
-
-def _write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "bad.yaml"
-    path.write_text(text)
-    return path
-
-
-GRID = (
-    "grid: {category: [screw], backbone: [mobilenet_v2], head: [arcface], "
-    "classes: [2], seed: [0]}\n"
-)
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        (GRID + "fixed: {epochz: 3}\n", "fixed: unknown key 'epochz' (did you mean 'epochs'?)"),
-        (GRID + "fixed: {epochs: three}\n", "fixed.epochs must be int, got 'three'"),
-        (GRID.replace("seed: [0]", "seed: []"), "grid.seed must be a non-empty list"),
-        (GRID.replace("head: [arcface]", "head: [arcfce]"), "unknown head 'arcfce'"),
-        (GRID + "sweep_name: x\n", "unknown key 'sweep_name'"),
-        ("grid: [1, 2]\n", "'grid' must be a mapping"),
-        ("grid: {category: [screw]\n", "not valid YAML"),
-        (GRID + "name: ../outside\n", "sweep name '../outside' is not allowed"),
-        (GRID.replace("[screw]", '["scr\'ew"]'), 'category "scr\'ew" is not allowed'),
-        (GRID.replace("[screw]", "[a/b]"), "category 'a/b' is not allowed"),
-    ],
-)
-def test_bad_sweep_files_name_the_file_and_key(text: str, message: str, tmp_path: Path) -> None:
-    path = _write(tmp_path, text)
-    with pytest.raises(LightningADError, match=str(path)) as info:
-        SweepSpec.load(path)
-    assert message in str(info.value)
-
-
-@pytest.mark.parametrize("name", ["quick", "default", "article", "beyond"])
-def test_shipped_sweeps_are_valid(name: str) -> None:
-    spec = SweepSpec.load(SWEEPS / f"{name}.yaml")
-    assert spec.name == name and spec.cells()
-
-
-def test_article_sweep_is_the_articles_grid() -> None:
-    spec = SweepSpec.load(SWEEPS / "article.yaml")
-    assert spec.grid["backbone"] == ("mobilenet_v2", "efficientnet_b0")
-    assert spec.grid["head"] == ("l2softmax", "arcface", "adacos")
-    assert spec.grid["classes"] == ("class2", "class3") and len(spec.grid["seed"]) == 5
-    assert (
-        spec.fixed["image_size"] == 96 and spec.fixed["lr"] == 1e-4 and spec.fixed["score"] == "lof"
-    )
-
-
-def test_unreachable_storage_is_one_clear_error() -> None:
-    with pytest.raises(
-        LightningADError,
-        match=r"cannot open the Optuna storage postgresql\+psycopg://me:\*\*\*@127.0.0.1:9/x",
-    ):
-        sweep.open_storage("postgresql+psycopg://me:secret@127.0.0.1:9/x")
-
-
 @pytest.mark.e2e
-def test_two_local_workers_fill_the_grid_once(target: sweep.SweepTarget) -> None:
-    sweep.run_sweep(target, workers=2, show_progress=False)
+def test_two_local_workers_fill_the_grid_once(target: SweepTarget) -> None:
+    run_sweep(target, workers=2, show_progress=False)
     children = trial_runs(target)
     keys = [
         (r.data.params["head"], r.data.params["classes"], r.data.params["seed"]) for r in children
     ]
     assert len(keys) == 8 and len(set(keys)) == 8
-    workers = {t.user_attrs.get("worker") for t in sweep.load_study(target).trials}
+    workers = {t.user_attrs.get("worker") for t in load_study(target).trials}
     assert len(workers - {None}) == 2  # both processes took cells
 
 
@@ -245,18 +157,18 @@ SEARCH_SWEEP = {
 def test_search_tunes_trained_cells_and_runs_the_frozen_one_once(
     synthetic_root: Path, tmp_path: Path
 ) -> None:
-    target = _temporary_target(
+    target = temporary_target(
         SweepSpec.from_dict(SEARCH_SWEEP, default_name="tuned"), synthetic_root, tmp_path
     )
-    outcome = sweep.run_sweep(target, show_progress=False)
+    outcome = run_sweep(target, show_progress=False)
     assert outcome.status.complete == 2 and not outcome.status.failed
     runs = trial_runs(target)
     [frozen] = [r for r in runs if r.data.params["head"] == "none"]  # once: lr cannot change it
-    assert frozen.data.tags[report.SELECTED_TAG] == "true" and "test/auc" in frozen.data.metrics
+    assert frozen.data.tags[tracking.SELECTED_TAG] == "true" and "test/auc" in frozen.data.metrics
     tuned = [r for r in runs if r.data.params["head"] == "arcface"]
     assert len(tuned) == 3 and len({r.data.params["lr"] for r in tuned}) == 3
-    [selected] = [r for r in tuned if r.data.tags[report.SELECTED_TAG] == "true"]
-    storage = sweep.open_storage(target.storage)
+    [selected] = [r for r in tuned if r.data.tags[tracking.SELECTED_TAG] == "true"]
+    storage = open_storage(target.storage)
     inner = optuna.load_study(
         study_name="tuned-screw/mobilenet_v2-arcface-class3-0", storage=storage
     )
@@ -269,7 +181,7 @@ def test_search_tunes_trained_cells_and_runs_the_frozen_one_once(
     [parent_id] = {r.data.tags["mlflow.parentRunId"] for r in runs}
     assert client.get_run(parent_id).info.status == "FINISHED"
 
-    sweep.run_sweep(target, show_progress=False)  # resumes: the budget is spent, nothing new
+    run_sweep(target, show_progress=False)  # resumes: the budget is spent, nothing new
     assert len(trial_runs(target)) == 4
     assert client.get_run(parent_id).info.status == "FINISHED"
 
@@ -277,14 +189,14 @@ def test_search_tunes_trained_cells_and_runs_the_frozen_one_once(
 def test_a_cell_whose_proposals_all_fail_is_a_failed_cell_and_exit_1(
     synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    real_run_trial = sweep.run_trial
+    real_run_trial = objective.run_trial
 
     def arcface_fails(config, *args, **kwargs):
         if config.head == "arcface":
             raise RuntimeError("simulated divergence")
         return real_run_trial(config, *args, **kwargs)
 
-    monkeypatch.setattr(sweep, "run_trial", arcface_fails)
+    monkeypatch.setattr(objective, "run_trial", arcface_fails)
     monkeypatch.chdir(tmp_path)
     spec_file = tmp_path / "tuned.yaml"
     spec_file.write_text(yaml.safe_dump(SEARCH_SWEEP))
@@ -296,33 +208,15 @@ def test_a_cell_whose_proposals_all_fail_is_a_failed_cell_and_exit_1(
     assert "failed: screw mobilenet_v2 arcface class3 0: LightningADError: inner study" in err
     assert "none of its 3 proposals finished" in err and "simulated divergence" in err
     assert "1 cell failed" in err
-    target = sweep.SweepTarget(SweepSpec.load(spec_file), "screw", storage="mlruns/optuna.journal")
+    target = SweepTarget(SweepSpec.load(spec_file), "screw", storage="mlruns/optuna.journal")
     client = mlflow.MlflowClient(target.tracking_uri)
     [parent] = client.search_runs(
         [client.get_experiment_by_name(target.experiment).experiment_id],
         "tags.`lightning_ad.role` = 'sweep'",
     )
-    assert parent.info.status == "FAILED" and parent.data.tags[sweep.FAILED_CELLS_TAG] == "1"
+    assert parent.info.status == "FAILED" and parent.data.tags[tracking.FAILED_CELLS_TAG] == "1"
     frozen = report.fetch_trials(target.tracking_uri, target.experiment, "tuned", "screw")
     assert list(frozen["head"]) == ["none"]  # the floor is in the table all the same
-
-
-def test_bad_search_blocks(tmp_path: Path) -> None:
-    for search, message in [
-        ({"trials_per_cell": 0, "params": {"lr": {"low": 1e-4, "high": 1e-2}}}, "positive integer"),
-        (
-            {"trials_per_cell": 2, "params": {"learning_rate": {"low": 1, "high": 2}}},
-            "unknown key 'learning_rate'",
-        ),
-        (
-            {"trials_per_cell": 2, "params": {"lr": {"low": 1e-2, "high": 1e-4}}},
-            "low must be below high",
-        ),
-        ({"trials_per_cell": 2, "params": {"epochs": {"choices": [1, "two"]}}}, "must be int"),
-    ]:
-        path = _write(tmp_path, GRID + f"search: {search}\n")
-        with pytest.raises(LightningADError, match=message):
-            SweepSpec.load(path)
 
 
 @pytest.mark.e2e
@@ -338,7 +232,7 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(synthetic_root: Path, tmp_p
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130, output
-    target = sweep.SweepTarget(
+    target = SweepTarget(
         SweepSpec.load(SWEEPS / "quick.yaml").with_category("screw"),
         "screw",
         storage=str(tmp_path / "mlruns" / "optuna.journal"),
@@ -348,9 +242,9 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(synthetic_root: Path, tmp_p
     assert runs.pop(held.read_text()) == "KILLED"  # the interrupted trial's run
     [parent_id] = {r.data.tags["mlflow.parentRunId"] for r in trial_runs(target)}
     parent = mlflow.MlflowClient(target.tracking_uri).get_run(parent_id)
-    assert parent.info.status == "KILLED" and parent.data.tags[sweep.FAILED_CELLS_TAG] == "0"
+    assert parent.info.status == "KILLED" and parent.data.tags[tracking.FAILED_CELLS_TAG] == "0"
     assert "RUNNING" not in runs.values() and list(runs.values()).count("FINISHED") >= 2
-    assert all(t.state != optuna.trial.TrialState.RUNNING for t in sweep.load_study(target).trials)
+    assert all(t.state != optuna.trial.TrialState.RUNNING for t in load_study(target).trials)
 
     rerun = start_sweep(sweep_command(synthetic_root), tmp_path)
     output, _ = rerun.communicate(timeout=600)

@@ -11,8 +11,7 @@ import mlflow
 import optuna
 import pytest
 
-from lightning_ad import sweep
-from lightning_ad.config import SweepSpec
+from lightning_ad.sweep.spec import SweepSpec, SweepTarget
 from tests.helpers import (
     SWEEPS,
     assert_grid_filled_once,
@@ -24,10 +23,10 @@ from tests.helpers import (
 pytestmark = pytest.mark.e2e
 
 
-def _default_target(cwd: Path, sweep_file: Path = SWEEPS / "quick.yaml") -> sweep.SweepTarget:
+def _default_target(cwd: Path, sweep_file: Path = SWEEPS / "quick.yaml") -> SweepTarget:
     """The screw sweep of ``sweep_file`` in the stores a plain ``lightning-ad sweep`` uses under
     ``cwd``."""
-    return sweep.SweepTarget(
+    return SweepTarget(
         SweepSpec.load(sweep_file).with_category("screw"),
         "screw",
         storage=str(cwd / "mlruns" / "optuna.journal"),

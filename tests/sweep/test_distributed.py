@@ -22,10 +22,10 @@ import mlflow
 import optuna
 import pytest
 
-from lightning_ad import report, sweep
-from lightning_ad.config import SweepSpec
+from lightning_ad import report
 from lightning_ad.errors import LightningADError
 from lightning_ad.services import PG_USER, Services, free_port, local_services
+from lightning_ad.sweep.spec import SweepSpec, SweepTarget
 from tests.helpers import (
     assert_grid_filled_once,
     quick_sweep_file,
@@ -54,8 +54,8 @@ def services() -> Iterator[Services]:
     context.__exit__(None, None, None)
 
 
-def _target(services: Services, sweep_file: Path) -> sweep.SweepTarget:
-    return sweep.SweepTarget(
+def _target(services: Services, sweep_file: Path) -> SweepTarget:
+    return SweepTarget(
         SweepSpec.load(sweep_file).with_category("screw"),
         "screw",
         storage=services.storage,
@@ -63,7 +63,7 @@ def _target(services: Services, sweep_file: Path) -> sweep.SweepTarget:
     )
 
 
-def _command(target: sweep.SweepTarget, data_root: Path, sweep_file: Path, *extra: str, hold=None):
+def _command(target: SweepTarget, data_root: Path, sweep_file: Path, *extra: str, hold=None):
     where = ["--storage", target.storage, "--tracking-uri", target.tracking_uri]
     return sweep_command(data_root, *where, *extra, sweep_file=sweep_file, hold=hold)
 

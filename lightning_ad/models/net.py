@@ -1,0 +1,86 @@
+"""``AnomalyNet``: the network as plain torch, with no Lightning in it.
+
+uint8 images -> ImageNet normalisation -> backbone -> pooled embeddings; the metric head turns
+embeddings into logits (with its margin only when labels are given). ``AnomalyModule`` trains
+it, ``explain.py`` asks it for Grad-CAM and the benchmarks time it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lightning_ad.config import NO_HEAD
+from lightning_ad.errors import LightningADError
+from lightning_ad.models.backbones import Backbone, build_backbone
+from lightning_ad.models.heads import build_head
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Classifier(nn.Module):
+    """Normalised float images -> logits without margin: the view Grad-CAM needs."""
+
+    def __init__(self, backbone: Backbone, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images))
+
+
+class AnomalyNet(nn.Module):
+    """Backbone + metric-learning head.
+
+    Args:
+        backbone: a name from :data:`lightning_ad.models.backbones.BACKBONES`.
+        head: a name from :data:`lightning_ad.models.heads.HEADS`, or ``none`` for the frozen
+            baseline (no head: the backbone's embeddings are used as they are).
+        n_classes: number of twin classes (``normal`` included).
+        head_params: the head's paper parameters (alpha, s, m, dynamic).
+        pretrained: ``auto`` | ``true`` | ``false`` | a state-dict path.
+        channels_last: keep weights and images in NHWC. oneDNN's CPU convolutions and cuDNN's
+            tensor-core ones are faster that way (``make bench`` B8 measures it).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet_lite0",
+        head: str = "arcface",
+        n_classes: int = 3,
+        head_params: dict | None = None,
+        pretrained: str | Path = "auto",
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.backbone = build_backbone(backbone, pretrained).to(memory_format=self.memory_format)
+        self.head = (
+            None
+            if head == NO_HEAD
+            else build_head(head, self.backbone.out_features, n_classes, **(head_params or {}))
+        )
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
+
+    @property
+    def trains(self) -> bool:
+        """False for the frozen baseline: there is nothing to train."""
+        return self.head is not None
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) -> float, ImageNet-normalised, in the network's memory format."""
+        pixels = (images.float() - self.pixel_mean) / self.pixel_std
+        return pixels.contiguous(memory_format=self.memory_format)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> pooled embeddings (B, D)."""
+        return self.backbone(self.normalise(images))
+
+    def classifier(self) -> Classifier:
+        if self.head is None:
+            raise LightningADError("the frozen baseline (head none) has no classifier")
+        return Classifier(self.backbone, self.head)

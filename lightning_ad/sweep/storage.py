@@ -1,0 +1,77 @@
+"""Where a sweep's study lives: Optuna's journal file by default, any Optuna storage URL
+(PostgreSQL for many machines) when the caller names one; and the study over the grid."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+
+from lightning_ad import tracking
+from lightning_ad.config import GRID_KEYS
+from lightning_ad.errors import LightningADError
+from lightning_ad.sweep.recovery import RequeueStaleTrial
+from lightning_ad.sweep.spec import SweepTarget
+
+DEFAULT_STORAGE = "mlruns/optuna.journal"
+
+
+def open_storage(
+    url: str | None,
+    heartbeat: int = 60,
+    on_stale: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+) -> optuna.storages.BaseStorage:
+    """``None`` -> the journal file under ./mlruns; a path ending in .journal/.log -> a journal
+    file there; anything else -> Optuna's RDB storage (sqlite:///..., postgresql+psycopg://...)
+    whose trials beat every ``heartbeat`` seconds; ``on_stale`` is called once per trial found
+    silent for three beats (the storage's row lock makes it exactly once across machines)."""
+    if url is None or url.endswith((".journal", ".log")):
+        path = Path(url or DEFAULT_STORAGE)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = optuna.storages.journal.JournalFileBackend(
+            str(path), lock_obj=optuna.storages.journal.JournalFileOpenLock(str(path))
+        )
+        return optuna.storages.JournalStorage(backend)
+    try:
+        return _rdb_storage(url, heartbeat, on_stale)
+    except Exception as err:  # SQLAlchemy raises many kinds; all mean "cannot use this URL"
+        raise LightningADError(
+            f"cannot open the Optuna storage {tracking.mask_password(url)}: {err}"
+        ) from err
+
+
+def _rdb_storage(url: str, heartbeat: int, on_stale) -> optuna.storages.RDBStorage:
+    """Workers started together on a new database race to create Optuna's tables; the losers
+    see "already exists" (IntegrityError / ProgrammingError) and simply try again."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    def connect() -> optuna.storages.RDBStorage:
+        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=heartbeat,
+                grace_period=3 * heartbeat,
+                heartbeat_stale_trial_callback=on_stale,
+            )
+
+    for attempt in range(4):
+        try:
+            return connect()
+        except (IntegrityError, ProgrammingError):
+            time.sleep(1 + attempt)
+    return connect()
+
+
+def load_study(target: SweepTarget) -> optuna.Study:
+    grid = {key: list(target.spec.grid[key]) for key in GRID_KEYS}
+    return optuna.create_study(
+        study_name=target.study_name,
+        storage=open_storage(target.storage, target.heartbeat, RequeueStaleTrial(target)),
+        sampler=optuna.samplers.GridSampler(grid, seed=0),
+        direction="maximize",
+        load_if_exists=True,
+    )

@@ -1,0 +1,37 @@
+"""AnomalyNet, the network in plain torch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightning_ad.errors import LightningADError
+from lightning_ad.models.net import AnomalyNet
+
+
+def test_normalises_uint8_like_imagenet() -> None:
+    net = AnomalyNet(backbone="resnet18", head="arcface", pretrained="false")
+    grey = torch.full((1, 3, 4, 4), 124, dtype=torch.uint8)
+    pixels = net.normalise(grey)
+    assert pixels.dtype == torch.float32
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    expected = [(124 / 255 - m) / s for m, s in zip(mean, std, strict=True)]
+    assert torch.allclose(pixels[0, :, 0, 0], torch.tensor(expected), atol=1e-4)
+
+
+def test_embeddings_and_logits_have_the_expected_shapes() -> None:
+    net = AnomalyNet(backbone="mobilenet_v2", head="arcface", n_classes=3, pretrained="false")
+    images = torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8)
+    net.eval()
+    with torch.no_grad():
+        embeddings = net(images)
+        logits = net.classifier()(net.normalise(images))
+    assert embeddings.shape == (2, net.backbone.out_features) and logits.shape == (2, 3)
+    assert net.trains
+
+
+def test_the_frozen_baseline_has_no_head_and_no_classifier() -> None:
+    net = AnomalyNet(backbone="mobilenet_v2", head="none", pretrained="false")
+    assert not net.trains and net.head is None
+    with pytest.raises(LightningADError, match="has no classifier"):
+        net.classifier()
