@@ -39,8 +39,8 @@ $(STAMP):
 test: $(STAMP) ## the inner loop: unit and in-process tests (not e2e, slow or integration)
 	$(BIN)/python -m pytest
 
-test-e2e: $(STAMP) ## whole sweeps and make targets in subprocesses, the README walked on a clone
-	$(BIN)/python -m pytest -m e2e
+test-e2e: $(STAMP) ## whole sweeps and make targets in subprocesses, the README walked on a clone, slow rows
+	$(BIN)/python -m pytest -m "e2e or slow"
 
 test-integration: $(STAMP) ## the tests against a real PostgreSQL and mlflow server (started by the tests)
 	$(BIN)/python -m pytest -m integration

@@ -24,6 +24,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from lightning_ad.config import FROZEN_LABEL, NO_HEAD
+
 POLL_SECONDS = 2.0
 
 
@@ -82,9 +84,8 @@ class SweepProgress:
             table.add_row("[cyan]running", _describe(trial.params))
         best: dict[str, float] = defaultdict(lambda: float("-inf"))
         for trial in status["complete"]:
-            label = (
-                "frozen" if trial.params.get("head") == "none" else trial.params.get("classes", "?")
-            )
+            head = trial.params.get("head")
+            label = FROZEN_LABEL if head == NO_HEAD else trial.params.get("classes", "?")
             best[label] = max(best[label], trial.value)
         if best:
             table.add_row(

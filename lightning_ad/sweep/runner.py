@@ -44,6 +44,7 @@ def run_sweep(target: SweepTarget, workers: int = 1, show_progress: bool = True)
     """Run (or resume) the sweep of one category: the report files, and where the grid stands
     (failed cells are reported, not raised: the others still ran)."""
     quiet_libraries()
+    _check_data(target)
     tracking.ensure_reachable(target.tracking_uri)
     study = load_study(target)
     parent = SweepParent.find_or_create(target)
@@ -59,6 +60,17 @@ def run_sweep(target: SweepTarget, workers: int = 1, show_progress: bool = True)
     status = grid_status(study, target.spec)
     parent.close(status, interrupted=False)
     return SweepOutcome(files, status)
+
+
+def _check_data(target: SweepTarget) -> None:
+    """The category resolved and read once, before any study, run or worker: a typo or an
+    unreadable folder is one clear error now, not a failure in every cell (and the built-in data
+    is rendered here, not inside the first trial)."""
+    from lightning_ad.data.mvtec import MVTecCategory
+    from lightning_ad.data.resolve import resolve_category
+
+    resolved = resolve_category(target.category, target.data_root, target.data_dir)
+    MVTecCategory.load(resolved.root)
 
 
 def work(parent: SweepParent, threads: int | None = None) -> None:

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_ad.data.datamodule import AnomalyDataModule, LabelledBatch
+from lightning_ad.data.datamodule import AnomalyDataModule, LabelledBatch, load_images
+from lightning_ad.data.mvtec import MVTecCategory
 
 
 def _datamodule(root: Path, **kwargs) -> AnomalyDataModule:
@@ -76,9 +77,13 @@ def test_test_split_has_labels_defects_and_masks(synthetic_root: Path) -> None:
 
 
 def test_train_good_loader_is_every_training_image_untouched(synthetic_root: Path) -> None:
+    """Every train/good image once, in file order, exactly as decoded: no twin, no change."""
     dm = _datamodule(synthetic_root)
     images = torch.cat([x for x, _ in dm.train_good_dataloader()])
-    assert len(images) == 10
+    category = MVTecCategory.load(synthetic_root / "screw")
+    decoded = load_images(tuple(s.path for s in category.train), 32)
+    assert len(images) == len(decoded) == 10
+    assert torch.equal(images, torch.from_numpy(decoded.transpose(0, 3, 1, 2).copy()))
 
 
 def test_any_list_of_twins(synthetic_root: Path) -> None:

@@ -1,3 +1,4 @@
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -58,9 +59,13 @@ def test_every_defect_has_a_mask_covering_what_changed(synthetic_root: Path, nam
 def test_mask_is_where_the_defect_differs_from_the_clean_scene() -> None:
     spec = SPECS["grid"]
     image, mask = render_sample(spec, 0, "test/glue", 0, 128)
-    clean = spec.render(np.random.default_rng([0, 0, 0]), 128, None)  # unrelated scene
-    assert image.shape == clean.shape
-    assert mask.any() and not mask.all()
+    # The same scene without the defect: the same random stream as render_sample draws from.
+    key = [0, zlib.crc32(b"test/glue"), 0]
+    clean = spec.render(np.random.default_rng(key), 128, None)
+    changed = np.abs(image.astype(np.int16) - clean).max(axis=2) > 12
+    assert changed.any() and mask.any() and not mask.all()
+    assert mask[changed].all()  # every changed pixel is inside the mask
+    assert not changed[~mask].any()  # and nothing outside it changed
 
 
 def test_deterministic_per_seed() -> None:

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from lightning_ad import cli, report, tracking
+from lightning_ad.errors import LightningADError
 from lightning_ad.sweep import objective
 from lightning_ad.sweep.runner import run_sweep
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget
@@ -250,3 +251,18 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(synthetic_root: Path, tmp_p
     output, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, output
     assert_grid_filled_once(target)  # nothing finished was trained twice
+
+
+def test_a_category_typo_fails_before_anything_is_written(tmp_path: Path) -> None:
+    spec = SweepSpec.load(SWEEPS / "quick.yaml").with_category("scerw")
+    target = SweepTarget(
+        spec,
+        "scerw",
+        storage=str(tmp_path / "optuna.journal"),
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        data_dir=str(tmp_path / "data"),
+        reports_dir=str(tmp_path / "reports"),
+    )
+    with pytest.raises(LightningADError, match="unknown category 'scerw'"):
+        run_sweep(target, show_progress=False)
+    assert not any(tmp_path.iterdir())  # no study, no run, no report
