@@ -146,7 +146,8 @@ def train_step(
     """One optimisation step of the twin task in plain torch: what ``AnomalyModule`` does in a
     training step (its margin-free accuracy included), without Lightning. ``backbone`` replaces
     ``net.backbone`` (a compiled one, for B9)."""
-    embeddings = (backbone or net.backbone)(net.normalise(images))
+    body = net.backbone if backbone is None else backbone  # (a compiled module has no truth value)
+    embeddings = body(net.normalise(images))
     loss = F.cross_entropy(net.head(embeddings, targets), targets)
     net.head(embeddings).argmax(dim=1)  # the module's train/acc
     optimizer.zero_grad()
