@@ -10,7 +10,7 @@ the fields (their types, defaults and ``help``) to build the ``train`` flags.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from lightning_ad.data.twins import TwinClasses
@@ -135,7 +135,9 @@ SETTINGS = {f.name: f for f in fields(TrialConfig)}
 def check_setting_type(key: str, value: Any, where: str) -> None:
     """A value for setting ``key`` must have its field's type (an int is a fine float; None
     where the default is None)."""
-    default = getattr(TrialConfig(), key)
+    setting = SETTINGS[key]
+    # The field's own default: building a whole TrialConfig here would validate it every call.
+    default = setting.default if setting.default is not MISSING else setting.default_factory()
     expected: tuple[type, ...] = (
         (int, float) if isinstance(default, float) or default is None else (type(default),)
     )
