@@ -424,7 +424,7 @@ def _targets(args: argparse.Namespace) -> list:
 TABLE_FORMATS = ("md", "html", "latex", "csv", "parquet")
 """``report.FORMATS``, spelled out here so that ``--help`` need not import pandas (a test keeps
 the two the same)."""
-TABLE_NAMES = ("median", "delta", "defects")
+TABLE_NAMES = ("median", "pixel", "aupro", "delta", "defects")
 """``report.TABLES``, likewise."""
 
 
@@ -480,7 +480,7 @@ def _table(args: argparse.Namespace) -> None:
             _print_tables(report, trials, target.spec, args)
             continue
         folder = (out / target.category if len(targets) > 1 else out) if to_folder else None
-        names = args.table or (report.TABLES if to_folder else ("median",))
+        names = args.table or (report.tables_in(args.format) if to_folder else ("median",))
         for name in names:
             path = out
             if folder is not None:

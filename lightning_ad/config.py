@@ -51,15 +51,26 @@ class TrialConfig:
         "2, 3, or twin names starting with normal: normal,cutpaste,scar",
     )
     seed: int = _setting(0, "seeds the split, the twins, the weights and the shuffling")
-    image_size: int = _setting(96, "image side in pixels")
+    image_size: int = _setting(96, "image side in pixels for training")
+    score_image_size: int | None = _setting(
+        None, "image side for scoring (memory bank and test); default: image_size"
+    )
     epochs: int = _setting(8, "the most training epochs (early stopping on val/loss)")
     batch_size: int = _setting(32, "images per batch, all classes mixed")
     lr: float = _setting(1e-4, "Adam's learning rate")
+    backbone_lr: float | None = _setting(
+        None, "the backbone's learning rate, to keep its pretrained features; default: lr"
+    )
     amsgrad: bool = _setting(True, "Adam's AMSGrad variant (the article's)")
     cosine_schedule: bool = _setting(False, "anneal the learning rate to 0 (cosine)")
     swa: bool = _setting(False, "average the weights of the last epochs (Lightning's SWA)")
     pretrained: str = _setting("auto", "auto | true | false | PATH to a state dict")
-    score: str = _setting("knn", "the scorer reported as test/auc: lof, knn, prob or fused")
+    score: str = _setting(
+        "knn", "the scorer reported as test/auc: lof, knn, prob, fused or patch (PatchCore)"
+    )
+    coreset_fraction: float = _setting(
+        0.01, "share of train/good patches in PatchCore's memory bank (greedy k-center)"
+    )
     mask_mode: str = _setting("auto", "where twins go: auto, mean, background or full")
     val_fraction: float = _setting(0.2, "share of train/good held out for val/loss")
     head_params: dict[str, Any] = _setting(dict, "the head's paper parameters, e.g. {m: 0.1}")
@@ -83,6 +94,11 @@ class TrialConfig:
         return self.head != NO_HEAD
 
     @property
+    def scoring_size(self) -> int:
+        """The image side the test images and the memory bank are read at."""
+        return self.score_image_size or self.image_size
+
+    @property
     def score_used(self) -> str:
         """The scorer behind ``test/auc``: ``score``, unless it needs a trained head and this
         is the frozen baseline; then kNN, and the run's ``score_used`` parameter says so."""
@@ -95,22 +111,27 @@ class TrialConfig:
         from lightning_ad.data.twins import build_twin, check_mask_mode
         from lightning_ad.models.backbones import check_backbone
         from lightning_ad.models.heads import check_head
+        from lightning_ad.patchcore import check_coreset_fraction
         from lightning_ad.scoring import check_scorer
 
         check_name("category", self.category)
         check_backbone(self.backbone, self.image_size)
+        check_backbone(self.backbone, self.scoring_size)
         check_head(self.head, len(self.classes), self.head_params)
         for twin, params in self.twin_params.items():
             build_twin(twin, **params)
         check_scorer(self.score)
+        check_coreset_fraction(self.coreset_fraction)
         check_mask_mode(self.mask_mode)
         if self.artifacts not in ARTIFACT_LEVELS:
             raise unknown("artifacts level", self.artifacts, ARTIFACT_LEVELS)
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise LightningADError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise LightningADError(f"lr must be positive, got {self.lr}")
+        for name in ("lr", "backbone_lr"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise LightningADError(f"{name} must be positive, got {value}")
 
     def params(self) -> dict[str, Any]:
         """The flat parameter set logged to MLflow (data and versions are added by ``train``)."""

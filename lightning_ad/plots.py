@@ -1,9 +1,11 @@
-"""Per-trial figures: one ROC curve per scorer, and score histograms per defect type."""
+"""Per-trial figures: one ROC curve per scorer, score histograms per defect type, and a sheet of
+anomaly maps (PatchCore's, Grad-CAM's) over a few test images of each defect type."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 from sklearn.metrics import roc_curve
 
@@ -54,5 +56,50 @@ def score_histograms(
     fig.suptitle(f"{scorer} score by defect type", fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+EXAMPLES_PER_DEFECT = 3
+
+
+def map_sheet(
+    images: np.ndarray,
+    masks: np.ndarray,
+    defects: np.ndarray,
+    defect_names: tuple[str, ...],
+    maps: dict[str, np.ndarray],
+    out: Path,
+) -> Path:
+    """Rows: a few test images (N, H, W, 3) of each defect type; columns: the image with its mask
+    outlined, then each of ``maps`` (title -> (N, H, W) in [0, 1]) overlaid on it."""
+    plt = pyplot()
+    rows = [
+        i
+        for d in range(1, len(defect_names))
+        for i in np.flatnonzero(defects == d)[:EXAMPLES_PER_DEFECT]
+    ]
+    columns = 1 + len(maps)
+    fig, axes = plt.subplots(
+        len(rows), columns, figsize=(1.9 * columns, 1.9 * len(rows)), squeeze=False
+    )
+    for r, i in enumerate(rows):
+        image = images[i].copy()
+        contours, _ = cv2.findContours(
+            masks[i].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+        )
+        panels = [cv2.drawContours(image.copy(), contours, -1, (255, 40, 40), 1)]
+        for values in maps.values():
+            heat = cv2.applyColorMap((values[i] * 255).astype(np.uint8), cv2.COLORMAP_JET)
+            panels.append((0.5 * image + 0.5 * heat[..., ::-1]).astype(np.uint8))
+        for ax, panel in zip(axes[r], panels, strict=True):
+            ax.imshow(panel)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r][0].set_ylabel(defect_names[defects[i]], fontsize=7)
+    for ax, title in zip(axes[0], ["image + mask", *maps], strict=True):
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
     plt.close(fig)
     return out

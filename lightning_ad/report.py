@@ -1,7 +1,9 @@
-"""Comparison tables from MLflow: median AUC per cell, class3 - class2 deltas, per-defect deltas.
+"""Comparison tables from MLflow: median AUC per cell (image, pixel, AUPRO), class3 - class2
+deltas overall and per defect type, each with two paired tests.
 
-Everything is read back with ``mlflow.search_runs``, never from local state, so a table can be
-made from any tracking server that holds the sweep's runs. Each table exists twice: *tidy* (one
+Everything is read back from the tracking server (runs, and each trial's per-image test scores
+artifact), never from local state, so a table can be made from any server that holds the sweep's
+runs. Each table exists twice: *tidy* (one
 row per cell, pair or defect, numeric columns at full precision; CSV and Parquet, for programs)
 and *display* (the article's wide layout, rounded; Markdown, HTML, LaTeX, for people).
 """
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from lightning_ad import tracking
+from lightning_ad import metrics, tracking
 from lightning_ad.config import GRID_KEYS, NO_HEAD, cell_label
 from lightning_ad.data.twins import CLASS2, CLASS3, TwinClasses
 
@@ -27,22 +29,28 @@ if TYPE_CHECKING:
 DISPLAY_FORMATS = ("md", "html", "latex")
 DATA_FORMATS = ("csv", "parquet")
 FORMATS = (*DISPLAY_FORMATS, *DATA_FORMATS)
-TABLES = ("median", "delta", "defects")
-"""``median``: median test AUC per cell; ``delta``: class3 - class2 per (backbone, head);
-``defects``: class3 - class2 per defect type."""
+TABLES = ("median", "pixel", "aupro", "delta", "defects")
+"""``median``: median test AUC per cell; ``pixel``, ``aupro``: the median pixel AUROC and AUPRO
+of its anomaly maps; ``delta``: class3 - class2 per (backbone, head); ``defects``: class3 -
+class2 per defect type."""
 FILE_NAMES = {
     "median": "median_auc",
+    "pixel": "median_pixel_auc",
+    "aupro": "median_aupro",
     "delta": "class3_vs_class2",
     "defects": "class3_vs_class2_by_defect",
 }
 DELTA_COLUMNS = [
-    "category", "backbone", "head", "median_delta", "pairs", "wins", "losses", "p_wilcoxon"
+    "category", "backbone", "head", "median_delta", "pairs", "wins", "losses", "p_wilcoxon",
+    "p_delong",
 ]  # fmt: skip
 DEFECT_COLUMNS = [*DELTA_COLUMNS[:3], "defect", *DELTA_COLUMNS[3:]]
-RUN_FACTS = ("dataset", "data_root", "git_commit")
+RUN_FACTS = ("dataset", "data_root", "git_commit", "score_used")
 """Run parameters that say where a cell's numbers came from; the tidy table carries them."""
 MAIN_METRIC = "test/auc"
-DEFECT_METRIC = "test/auc_lof"
+MAP_METRICS = {"pixel": "test/pixel_auc", "aupro": "test/aupro"}
+SCORES = "scores"
+"""The trials-table column holding each run's per-image test scores (see :func:`fetch_trials`)."""
 CELL_KEYS = tuple(key for key in GRID_KEYS if key != "seed")
 """A table cell: the grid values but the seed, which the medians are taken over."""
 
@@ -50,15 +58,18 @@ CELL_KEYS = tuple(key for key in GRID_KEYS if key != "seed")
 def fetch_trials(
     tracking_uri: str, experiment: str, sweep: str, category: str | None = None
 ) -> pd.DataFrame:
-    """The finished trial runs of a sweep, one row per run (see :func:`trials_frame`)."""
-    return trials_frame(tracking.finished_trial_runs(tracking_uri, experiment, sweep, category))
+    """The finished trial runs of a sweep, one row per run (see :func:`trials_frame`), each with
+    its per-image test scores in column ``scores`` (None where the run has none)."""
+    trials = trials_frame(tracking.finished_trial_runs(tracking_uri, experiment, sweep, category))
+    trials[SCORES] = [tracking.test_scores(tracking_uri, run_id) for run_id in trials["run_id"]]
+    return trials
 
 
 def trials_frame(runs: list) -> pd.DataFrame:
     """Trial runs as a table: the grid keys (``seed`` as int), where each came from, every
     ``test/*`` metric and the run id; the latest run wins for a repeated cell."""
     if not runs:
-        return pd.DataFrame(columns=[*GRID_KEYS, MAIN_METRIC])
+        return pd.DataFrame(columns=[*GRID_KEYS, MAIN_METRIC, "run_id"])
     rows = []
     for run in runs:
         row = {key: run.data.params.get(key) for key in (*GRID_KEYS, *RUN_FACTS)}
@@ -168,22 +179,26 @@ def _joined(values: pd.Series | None) -> str:
 
 
 def paired_deltas(
-    trials: pd.DataFrame, metric: str, a: str = CLASS2, b: str = CLASS3
+    trials: pd.DataFrame, metric: str, defect: str | None = None, a: str = CLASS2, b: str = CLASS3
 ) -> pd.DataFrame:
-    """Per (category, backbone, head): ``b - a`` of ``metric`` paired by seed, with a Wilcoxon
-    signed-rank test (two-sided) over the seeds; p is NaN with fewer than 2 pairs."""
+    """Per (category, backbone, head): ``b - a`` of ``metric`` paired by seed, with two tests.
+
+    - Wilcoxon's signed-rank test over the seeds (two-sided; NaN with fewer than 2 pairs): do
+      the seeds agree? With 3 seeds its smallest p is 0.25.
+    - DeLong's test on the same test images, per seed, combined across seeds (Stouffer):
+      is the AUROC difference larger than the test set's noise? Needs the runs' per-image scores
+      (column ``scores``); restricted to good images and ``defect`` when given.
+    """
     from scipy.stats import wilcoxon
 
     rows = []
     if trials.empty or metric not in trials:
         return pd.DataFrame(rows, columns=DELTA_COLUMNS)
     for (category, backbone, head), group in trials.groupby(["category", "backbone", "head"]):
-        by_seed = group.pivot_table(index="seed", columns="classes", values=metric, aggfunc="last")
-        if a not in by_seed or b not in by_seed:
+        pairs = _pairs(group, metric, a, b)
+        if pairs.empty:
             continue
-        delta = (by_seed[b] - by_seed[a]).dropna().to_numpy(float)
-        if not len(delta):
-            continue
+        delta = (pairs[f"{metric}_b"] - pairs[f"{metric}_a"]).to_numpy(float)
         p = float("nan")
         if len(delta) >= 2 and np.any(delta != 0):
             p = float(wilcoxon(delta).pvalue)
@@ -197,32 +212,71 @@ def paired_deltas(
                 "wins": int((delta > 0).sum()),
                 "losses": int((delta < 0).sum()),
                 "p_wilcoxon": p,
+                "p_delong": _delong_across_seeds(pairs, defect),
             }
         )
     return pd.DataFrame(rows, columns=DELTA_COLUMNS)
 
 
+def _pairs(group: pd.DataFrame, metric: str, a: str, b: str) -> pd.DataFrame:
+    """One row per seed run with both class counts: ``<column>_a`` and ``<column>_b``."""
+    keep = [c for c in ("seed", metric, SCORES, "score_used") if c in group]
+    runs = group.dropna(subset=[metric])[["classes", *keep]]
+    return pd.merge(
+        runs[runs["classes"] == a].drop(columns="classes"),
+        runs[runs["classes"] == b].drop(columns="classes"),
+        on="seed",
+        suffixes=("_a", "_b"),
+    )
+
+
+def _delong_across_seeds(pairs: pd.DataFrame, defect: str | None) -> float:
+    """Stouffer's combination of each seed's DeLong z for AUROC(b) - AUROC(a)."""
+    if f"{SCORES}_a" not in pairs:
+        return float("nan")
+    z_values = []
+    for pair in pairs.itertuples(index=False):
+        a, b = getattr(pair, f"{SCORES}_a"), getattr(pair, f"{SCORES}_b")
+        scorer = getattr(pair, "score_used_a", None)
+        if a is None or b is None or scorer not in a or scorer not in b:
+            continue
+        both = pd.merge(a, b, on=["image", "defect", "label"], suffixes=("_a", "_b"))
+        if defect is not None:
+            both = both[both["defect"].isin(["good", defect])]
+        if both["label"].nunique() < 2:
+            continue
+        labels = both["label"].to_numpy(int)
+        test = metrics.delong(
+            labels, both[f"{scorer}_a"].to_numpy(), both[f"{scorer}_b"].to_numpy()
+        )
+        z_values.append(test.z)
+    return metrics.stouffer(z_values)
+
+
 def defect_deltas(trials: pd.DataFrame) -> pd.DataFrame:
-    """class3 - class2 per defect type, from ``test/auc_lof/<defect>``: which defects the third
-    class helps and which it hurts."""
+    """class3 - class2 per defect type, from ``test/auc/<defect>`` (the reported scorer's):
+    which defects the third class helps and which it hurts."""
     frames = []
-    for column in sorted(c for c in trials.columns if c.startswith(f"{DEFECT_METRIC}/")):
-        deltas = paired_deltas(trials, column)
+    for column in sorted(c for c in trials.columns if c.startswith(f"{MAIN_METRIC}/")):
+        defect = column.rsplit("/", 1)[1]
+        deltas = paired_deltas(trials, column, defect=defect)
         if not deltas.empty:
-            frames.append(deltas.assign(defect=column.rsplit("/", 1)[1]))
+            frames.append(deltas.assign(defect=defect))
     if not frames:
         return pd.DataFrame(columns=DEFECT_COLUMNS)
     return pd.concat(frames)[DEFECT_COLUMNS]
 
 
-def main_table(trials: pd.DataFrame, spec: SweepSpec, long: bool = False) -> pd.DataFrame:
+def main_table(
+    trials: pd.DataFrame, spec: SweepSpec, long: bool = False, metric: str = MAIN_METRIC
+) -> pd.DataFrame:
     """The article's layout: a block per backbone, rows = categories, columns = head x classes.
 
-    Cells hold the median over seeds with the seed count (and min-max when ``long``); cells that
-    cannot exist say n/a, cells not run yet say "missing"."""
+    Cells hold the median of ``metric`` over seeds with the seed count (and min-max when
+    ``long``); cells that cannot exist say n/a, cells not run yet say "missing"."""
     stats = {
         (category, backbone, cell_label(head, classes)): cell
-        for (category, backbone, head, classes), cell in cell_stats(trials).items()
+        for (category, backbone, head, classes), cell in cell_stats(trials, metric).items()
     }
     rows = []
     for backbone in spec.grid["backbone"]:
@@ -306,8 +360,9 @@ def _fmt(column: str, value) -> str:
 
 
 def tidy_table(trials: pd.DataFrame, spec: SweepSpec, name: str) -> pd.DataFrame:
-    """One table (see ``TABLES``) in tidy form, the sweep's name in its first column."""
-    if name == "median":
+    """One table (see ``TABLES``) in tidy form, the sweep's name in its first column; ``pixel``
+    and ``aupro`` are columns of the tidy ``median`` table."""
+    if name in ("median", *MAP_METRICS):
         return tidy_medians(trials, spec)
     table = paired_deltas(trials, MAIN_METRIC) if name == "delta" else defect_deltas(trials)
     table.insert(0, "sweep", spec.name)
@@ -320,6 +375,8 @@ def display_table(
     """The table a person reads, and whether its best cells are bolded."""
     if name == "median":
         return main_table(trials, spec, long=fmt == "html"), True  # html has room for min-max
+    if name in MAP_METRICS:
+        return main_table(trials, spec, long=fmt == "html", metric=MAP_METRICS[name]), True
     if name == "delta":
         return paired_deltas(trials, MAIN_METRIC), False
     return defect_deltas(trials), False
@@ -339,6 +396,12 @@ def write_table(trials: pd.DataFrame, spec: SweepSpec, name: str, fmt: str, path
     return path
 
 
+def tables_in(fmt: str) -> tuple[str, ...]:
+    """The tables a folder of ``fmt`` files holds: all of them for people; for programs, the
+    tidy median table already holds every cell's median pixel AUROC and AUPRO."""
+    return TABLES if fmt in DISPLAY_FORMATS else tuple(t for t in TABLES if t not in MAP_METRICS)
+
+
 def suffix(fmt: str) -> str:
     return ".tex" if fmt == "latex" else f".{fmt}"
 
@@ -349,7 +412,7 @@ def write_report(trials: pd.DataFrame, spec: SweepSpec, out_dir: Path) -> list[P
     written = [
         write_table(trials, spec, name, fmt, out_dir / f"{FILE_NAMES[name]}{suffix(fmt)}")
         for fmt in FORMATS
-        for name in TABLES
+        for name in tables_in(fmt)
     ]
     written += _plots(trials, out_dir)
     return written
@@ -361,8 +424,11 @@ def summary_text(
     """What ``lightning-ad table`` prints: the display tables, each under its title."""
     titles = {
         "median": "Median test AUC over seeds (n seeds)",
-        "delta": "class3 - class2, paired by seed (Wilcoxon signed-rank, two-sided)",
-        "defects": "class3 - class2 per defect type (LOF AUROC)",
+        "pixel": "Median pixel AUROC of the anomaly maps (n seeds)",
+        "aupro": "Median AUPRO of the anomaly maps, up to FPR 0.3 (n seeds)",
+        "delta": "class3 - class2, paired by seed (Wilcoxon over seeds; DeLong on the same "
+        "test images, combined over seeds)",
+        "defects": "class3 - class2 per defect type (the reported scorer's AUROC)",
     }
     parts = []
     for name in tables:

@@ -1,4 +1,4 @@
-"""Anomaly scores from embeddings, and image AUROC overall and per defect type.
+"""Anomaly scores of test images from the features of a network (see :class:`Features`).
 
 Every scorer is fitted on the embeddings of the normal training images only; no test label is
 used for anything but the AUROC itself.
@@ -6,11 +6,10 @@ used for anything but the AUROC itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import LocalOutlierFactor
 from sklearn.preprocessing import MinMaxScaler
 
@@ -54,12 +53,14 @@ def fused_scores(
 @dataclass(frozen=True)
 class Features:
     """What the scorers are fitted on and applied to: (train/good, test) embeddings of the
-    network, and for a trained network those of its frozen pretrained backbone and the
-    classifier's p(normal) of each test image."""
+    network; for a trained network those of its frozen pretrained backbone and the
+    classifier's p(normal) of each test image; and each test patch's distance to the
+    PatchCore memory bank of the network's train/good patches (N, h, w)."""
 
     model: tuple[np.ndarray, np.ndarray]
     frozen: tuple[np.ndarray, np.ndarray] | None = None
     p_normal: np.ndarray | None = None
+    patch_distances: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,11 @@ SCORERS: dict[str, Scorer] = {
     "knn": Scorer(lambda f: knn_scores(*f.model), needs_training=False),
     "prob": Scorer(lambda f: 1.0 - f.p_normal, needs_training=True),
     "fused": Scorer(lambda f: fused_scores(f.model, f.frozen), needs_training=True),
+    # PatchCore's image score: the largest patch distance (lightning_ad.patchcore).
+    "patch": Scorer(
+        lambda f: f.patch_distances.reshape(len(f.patch_distances), -1).max(axis=1),
+        needs_training=False,
+    ),
 }
 UNTRAINED_FALLBACK = "knn"
 """What the frozen baseline is scored with when the chosen scorer needs a trained head (a
@@ -99,24 +105,3 @@ def score_all(features: Features, trained: bool) -> dict[str, np.ndarray]:
         for name, scorer in SCORERS.items()
         if trained or not scorer.needs_training
     }
-
-
-def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Image AUROC with good = 0 and every defect = 1; NaN when only one class is present."""
-    if len(np.unique(labels)) < 2:
-        return float("nan")
-    return float(roc_auc_score(labels, scores))
-
-
-def auroc_per_defect(
-    defects: np.ndarray, scores: np.ndarray, names: Sequence[str]
-) -> dict[str, float]:
-    """AUROC of good (index 0 in ``names``) against each defect type alone."""
-    good = defects == 0
-    result = {}
-    for index, name in enumerate(names):
-        if index == 0 or not (defects == index).any():
-            continue
-        keep = good | (defects == index)
-        result[name] = auroc((defects[keep] == index).astype(int), scores[keep])
-    return result

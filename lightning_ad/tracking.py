@@ -13,6 +13,7 @@ import contextlib
 import importlib.util
 import os
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -205,6 +206,27 @@ def finished_trial_runs(
         query += f" and params.{key} = {_quoted(value)}"
     runs = search_all(uri, experiment, query, order_by=["attributes.end_time ASC"])
     return [run for run in runs if run.data.tags.get(SELECTED_TAG) != "false"]
+
+
+SCORES_ARTIFACT = "scores/test_scores.csv"
+"""Every trial's per-image test scores (image, defect, label, one column per scorer): what a
+paired test of two trials on the same images reads."""
+
+
+def test_scores(uri: str, run_id: str):
+    """A run's per-image test scores as a DataFrame, or None when it has none (older runs)."""
+    import pandas as pd
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+    from mlflow.exceptions import MlflowException
+
+    # A table reads dozens of these small files: one progress bar each would drown its output.
+    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.set(False)
+    try:
+        with tempfile.TemporaryDirectory(prefix="lightning_ad-scores-") as tmp:
+            path = client(uri).download_artifacts(run_id, SCORES_ARTIFACT, tmp)
+            return pd.read_csv(path)
+    except (MlflowException, OSError):
+        return None
 
 
 def fail_orphan_runs(uri: str, experiment: str, study: str, trial_number: int) -> None:

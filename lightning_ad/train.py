@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, StochasticWeightAveraging
 from pytorch_lightning.loggers import MLFlowLogger
 
-from lightning_ad import explain, plots, tracking
+from lightning_ad import explain, metrics, plots, tracking
 from lightning_ad.config import TrialConfig
 from lightning_ad.data.datamodule import AnomalyDataModule
 from lightning_ad.data.resolve import ResolvedCategory, resolve_category
@@ -67,6 +68,7 @@ def run_trial(
         classes=config.classes,
         twin_params=config.twin_params,
         image_size=config.image_size,
+        score_image_size=config.scoring_size,
         batch_size=config.batch_size,
         val_fraction=config.val_fraction,
         mask_mode=config.mask_mode,
@@ -79,9 +81,12 @@ def run_trial(
         head_params=config.head_params,
         pretrained=config.pretrained,
         lr=config.lr,
+        backbone_lr=config.backbone_lr,
         amsgrad=config.amsgrad,
         cosine_schedule=config.cosine_schedule,
         main_score=config.score_used,
+        coreset_fraction=config.coreset_fraction,
+        seed=config.seed,
     )
     tracking.ensure_experiment(experiment, uri)
     logger = TrialLogger(
@@ -99,6 +104,7 @@ def run_trial(
             )
             seconds = time.perf_counter() - started
             logger.experiment.log_metric(logger.run_id, "trial_seconds", seconds)
+            _log_test_scores(logger, datamodule, scores)
             if config.artifacts == "full":
                 _log_artifacts(logger, module, datamodule, scores, config)
     except OSError as err:
@@ -227,10 +233,33 @@ def _git_commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
+def _log_test_scores(logger: TrialLogger, datamodule: AnomalyDataModule, scores) -> None:
+    """One row per test image: its path, defect type, label and the score of every scorer."""
+    import pandas as pd
+
+    table = pd.DataFrame(
+        {
+            "image": datamodule.test_paths,
+            "defect": [scores.defect_names[d] for d in scores.defects],
+            "label": scores.labels,
+            **scores.scores,
+        }
+    )
+    with tempfile.TemporaryDirectory(prefix="lightning_ad-scores-") as tmp:
+        artifact = Path(tracking.SCORES_ARTIFACT)
+        table.to_csv(Path(tmp) / artifact.name, index=False)
+        logger.experiment.log_artifact(
+            logger.run_id, str(Path(tmp) / artifact.name), artifact_path=str(artifact.parent)
+        )
+
+
 def _log_artifacts(
     logger: TrialLogger, module: AnomalyModule, datamodule: AnomalyDataModule, scores, config
 ) -> None:
     client, run_id = logger.experiment, logger.run_id
+    test = datamodule.test_set
+    images, masks = np.asarray(test.images), np.asarray(test.masks)
+    sheet = partial(plots.map_sheet, images, masks, scores.defects, scores.defect_names)
     with tempfile.TemporaryDirectory(prefix="lightning_ad-art-") as tmp:
         folder = Path(tmp)
         paths = [plots.roc_curves(scores.labels, scores.scores, scores.metrics, folder / "roc.png")]
@@ -240,24 +269,18 @@ def _log_artifacts(
                     values, scores.defects, scores.defect_names, name, folder / f"hist_{name}.png"
                 )
             )
+        # One colour scale for the whole test split: a good image's map should look calm.
+        low, high = scores.maps.min(), scores.maps.max()
+        patch_maps = (scores.maps - low) / max(high - low, 1e-12)
+        paths.append(sheet({"PatchCore map": patch_maps}, folder / "anomaly_maps.png"))
         if module.net.trains:
-            test = datamodule.test_set
             maps = explain.gradcam_maps(
                 module.net, datamodule.test_dataloader(), range(1, len(config.classes))
             )
-            pixel_auc = explain.pixel_auroc(maps, np.asarray(test.masks))
+            pixel_auc = metrics.pixel_auroc(explain.strongest(maps), masks)
             client.log_metric(run_id, "test/pixel_auc_gradcam", pixel_auc)
             scores.metrics["test/pixel_auc_gradcam"] = pixel_auc
-            paths.append(
-                explain.gradcam_sheet(
-                    np.asarray(test.images),
-                    np.asarray(test.masks),
-                    scores.defects,
-                    scores.defect_names,
-                    maps,
-                    config.classes.names,
-                    folder / "gradcam.png",
-                )
-            )
+            titles = {f"Grad-CAM({config.classes.names[c]})": maps[c] for c in maps}
+            paths.append(sheet(titles, folder / "gradcam.png"))
         for path in paths:
             client.log_artifact(run_id, str(path), artifact_path="plots")

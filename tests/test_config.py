@@ -27,6 +27,9 @@ from lightning_ad.errors import LightningADError
         ({"image_size": 16}, "image size 16 is too small"),
         ({"category": "a/b"}, "category 'a/b' is not allowed"),
         ({"epochs": 0}, "epochs must be at least 1, got 0"),
+        ({"score_image_size": 24}, "image size 24 is too small"),
+        ({"coreset_fraction": 1.5}, "coreset_fraction 1.5 must lie in (0, 1]"),
+        ({"backbone_lr": 0.0}, "backbone_lr must be positive, got 0.0"),
     ],
 )
 def test_every_rule_is_one_clear_error(settings: dict, message: str) -> None:

@@ -34,22 +34,65 @@ def logged(tmp_path: Path) -> tuple[str, list[dict]]:
         if spec.skip_reason(cell):
             continue
         metrics = {"test/auc": rng.uniform(0.4, 1.0), "test/auc_lof": rng.uniform(0.4, 1.0)}
-        metrics |= {f"test/auc_lof/{d}": rng.uniform(0.4, 1.0) for d in DEFECTS}
+        metrics |= {f"test/auc/{d}": rng.uniform(0.4, 1.0) for d in DEFECTS}
         params = {**{k: str(v) for k, v in cell.items()}, "dataset": "synthetic"}
         params |= {"data_root": "data/synthetic/screw", "git_commit": "abc1234"}
+        params["score_used"] = "knn"
         tags = {"lightning_ad.role": "trial", "lightning_ad.sweep": "quick"}
         run = client.create_run(experiment, tags=tags)
         for key, value in params.items():
             client.log_param(run.info.run_id, key, value)
         for key, value in metrics.items():
             client.log_metric(run.info.run_id, key, value)
+        _log_scores(client, run.info.run_id, str(cell["classes"]).endswith("3"), rng, tmp_path)
         client.set_terminated(run.info.run_id, "FINISHED")
         logged.append({**cell, **metrics})
     return uri, logged
 
 
+def _log_scores(client, run_id: str, separates: bool, rng, tmp_path: Path) -> None:
+    """The per-image test scores artifact: 30 good images and 15 of each defect type, which
+    the kNN scorer separates well when ``separates`` and hardly otherwise."""
+    defects = ["good"] * 30 + [d for d in DEFECTS for _ in range(15)]
+    labels = np.array([d != "good" for d in defects], int)
+    scores = pd.DataFrame(
+        {
+            "image": [f"test/{d}/{i:03d}.png" for i, d in enumerate(defects)],
+            "defect": defects,
+            "label": labels,
+            "knn": rng.random(len(labels)) + (1.0 if separates else 0.05) * labels,
+        }
+    )
+    path = tmp_path / run_id / "test_scores.csv"
+    path.parent.mkdir()
+    scores.to_csv(path, index=False)
+    client.log_artifact(run_id, str(path), artifact_path="scores")
+
+
 def _trials(uri: str) -> pd.DataFrame:
     return report.fetch_trials(uri, "lightning_ad-quick", "quick", "screw")
+
+
+def test_delong_on_the_same_images_sees_what_two_seeds_cannot(
+    logged: tuple[str, list[dict]],
+) -> None:
+    """class3's scores separate the test images, class2's hardly: DeLong on the same images is
+    significant for every head and defect type, Wilcoxon over two seeds cannot be."""
+    trials = _trials(logged[0])
+    deltas = report.paired_deltas(trials, report.MAIN_METRIC)
+    assert len(deltas) == 1 and (deltas["pairs"] == 2).all()  # arcface: adacos needs class3
+    assert (deltas["p_delong"] < 1e-6).all()
+    assert (deltas["p_wilcoxon"] >= 0.5).all()
+    by_defect = report.defect_deltas(trials)
+    assert set(by_defect["defect"]) == set(DEFECTS) and (by_defect["p_delong"] < 1e-3).all()
+
+
+def test_a_run_without_per_image_scores_leaves_delong_empty(
+    logged: tuple[str, list[dict]],
+) -> None:
+    trials = _trials(logged[0])
+    trials[report.SCORES] = None
+    assert report.paired_deltas(trials, report.MAIN_METRIC)["p_delong"].isna().all()
 
 
 def test_tidy_files_read_back_as_numbers_equal_to_the_logged_medians(

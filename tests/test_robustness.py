@@ -72,7 +72,9 @@ def test_disk_full_while_writing_an_artifact(
         category="screw", data_root=str(synthetic_root), backbone="mobilenet_v2", head="none",
         image_size=32, pretrained="false", artifacts="full",
     )  # fmt: skip
-    with pytest.raises(LightningADError, match=r"disk full while writing .*roc\.png for run"):
+    with pytest.raises(
+        LightningADError, match=r"disk full while writing .*test_scores\.csv for run"
+    ):
         run_trial(config, tracking_uri=store, experiment="full-disk", progress_bar=False)
     client = mlflow.MlflowClient(store)
     [run] = client.search_runs([client.get_experiment_by_name("full-disk").experiment_id])

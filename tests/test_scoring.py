@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lightning_ad import scoring
+from lightning_ad import metrics, scoring
 from lightning_ad.errors import LightningADError
 
 
@@ -16,25 +16,34 @@ def features() -> scoring.Features:
     train = rng.normal(size=(40, 8)) + normal
     test = np.concatenate([rng.normal(size=(10, 8)) + normal, rng.normal(size=(10, 8)) + anomalous])
     frozen = (rng.normal(size=(40, 4)), rng.normal(size=(20, 4)))
-    return scoring.Features((train, test), frozen, p_normal=np.linspace(1, 0, 20))
+    patch_distances = rng.random((20, 3, 3))
+    patch_distances[10:, 1, 2] += 1.0  # one far patch in each anomalous image
+    return scoring.Features((train, test), frozen, np.linspace(1, 0, 20), patch_distances)
 
 
 def test_untrained_networks_get_only_the_scorers_that_need_no_training(features) -> None:
-    assert set(scoring.score_all(features, trained=False)) == {"lof", "knn"}
+    assert set(scoring.score_all(features, trained=False)) == {"lof", "knn", "patch"}
     assert set(scoring.score_all(features, trained=True)) == set(scoring.SCORERS)
 
 
 def test_far_test_points_score_higher(features) -> None:
     labels = np.r_[np.zeros(10), np.ones(10)]
-    for name in ("lof", "knn"):
+    for name in ("lof", "knn", "patch"):
         scores = scoring.score_all(features, trained=False)[name]
-        assert scoring.auroc(labels, scores) > 0.9, name
+        assert metrics.auroc(labels, scores) > 0.9, name
 
 
 def test_knn_is_the_smallest_cosine_distance() -> None:
     train = np.array([[1.0, 0.0], [0.0, 1.0]])
     test = np.array([[1.0, 0.0], [1.0, 1.0], [-1.0, 0.0]])
     np.testing.assert_allclose(scoring.knn_scores(train, test), [0.0, 1 - np.sqrt(0.5), 1.0])
+
+
+def test_patch_is_the_largest_patch_distance(features) -> None:
+    np.testing.assert_allclose(
+        scoring.score_all(features, trained=False)["patch"],
+        features.patch_distances.max(axis=(1, 2)),
+    )
 
 
 def test_prob_is_one_minus_p_normal(features) -> None:
@@ -49,10 +58,3 @@ def test_scorer_choice_for_an_untrained_network() -> None:
     assert scoring.scorer_for("prob", trained=True) == "prob"
     with pytest.raises(LightningADError, match="unknown score 'fusd'"):
         scoring.check_scorer("fusd")
-
-
-def test_auroc_per_defect_compares_good_with_each_defect_alone() -> None:
-    defects = np.array([0, 0, 1, 1, 2, 2])
-    scores = np.array([0.1, 0.2, 0.9, 0.8, 0.15, 0.05])
-    result = scoring.auroc_per_defect(defects, scores, ("good", "crack", "stain"))
-    assert result == {"crack": 1.0, "stain": 0.25}

@@ -53,6 +53,10 @@ def test_logs_params_metrics_and_artifacts(synthetic_root: Path, store: str) -> 
         "test/auc_prob",
         "test/auc_fused",
         "test/auc_lof/scratch_head",
+        "test/auc/scratch_head",
+        "test/auc_patch",
+        "test/pixel_auc",
+        "test/aupro",
         "test/pixel_auc_gradcam",
     ):
         assert key in metrics, key
@@ -60,7 +64,25 @@ def test_logs_params_metrics_and_artifacts(synthetic_root: Path, store: str) -> 
         result.metrics["test/auc"], rel=1e-6
     )  # logged as float32
     artifacts = {a.path for a in mlflow.MlflowClient(store).list_artifacts(result.run_id, "plots")}
-    assert {"plots/roc.png", "plots/gradcam.png", "plots/hist_lof.png"} <= artifacts
+    assert {
+        "plots/roc.png",
+        "plots/gradcam.png",
+        "plots/hist_lof.png",
+        "plots/anomaly_maps.png",
+    } <= artifacts
+    scores = tracking.test_scores(store, result.run_id)
+    assert list(scores.columns) == [
+        "image",
+        "defect",
+        "label",
+        "lof",
+        "knn",
+        "prob",
+        "fused",
+        "patch",
+    ]
+    assert len(scores) == 60 and scores["image"].str.startswith("test/").all()
+    assert set(scores.loc[scores["label"] == 0, "defect"]) == {"good"}
 
 
 def test_same_seed_same_auc(synthetic_root: Path, store: str) -> None:

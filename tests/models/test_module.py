@@ -38,13 +38,18 @@ def _fit_and_test(
 def test_trains_and_scores_every_way(synthetic_root: Path) -> None:
     module = _fit_and_test(synthetic_root, "arcface")
     metrics = module.test_scores.metrics
-    for scorer in ("lof", "knn", "prob", "fused"):
+    for scorer in ("lof", "knn", "prob", "fused", "patch"):
         assert 0.0 <= metrics[f"test/auc_{scorer}"] <= 1.0
     defects = ["manipulated_front", "scratch_head", "scratch_neck", "thread_side", "thread_top"]
-    assert all(f"test/auc_lof/{d}" in metrics for d in defects)
+    for d in defects:
+        assert metrics[f"test/auc/{d}"] == metrics[f"test/auc_knn/{d}"]  # the main scorer's
+        assert 0.0 <= metrics[f"test/pixel_auc/{d}"] <= 1.0 and f"test/aupro/{d}" in metrics
+        assert f"test/auc_lof/{d}" in metrics
     assert metrics["test/auc"] == metrics["test/auc_knn"]
+    assert 0.0 <= metrics["test/pixel_auc"] <= 1.0 and 0.0 <= metrics["test/aupro"] <= 1.0
     scores = module.test_scores
     assert len(scores.labels) == len(scores.scores["lof"]) == 10 + 5 * 10
+    assert scores.maps.shape == (len(scores.labels), 32, 32)
 
 
 def test_the_frozen_baseline_is_only_scored_and_its_weights_stay_as_built(
@@ -55,7 +60,7 @@ def test_the_frozen_baseline_is_only_scored_and_its_weights_stay_as_built(
     built = {k: v.clone() for k, v in module.state_dict().items()}
     scored = _fit_and_test(synthetic_root, "none", module=module)
     assert not scored.net.trains and scored.net.head is None
-    assert {"test/auc_lof", "test/auc_knn"} <= set(scored.test_scores.metrics)
+    assert {"test/auc_lof", "test/auc_knn", "test/auc_patch"} <= set(scored.test_scores.metrics)
     assert "test/auc_prob" not in scored.test_scores.metrics  # no classifier to ask
     after = scored.state_dict()
     assert after.keys() == built.keys()
@@ -67,5 +72,16 @@ def test_test_scores_do_not_depend_on_the_batch_size(synthetic_root: Path) -> No
     statistics, an image's score would change with the images batched beside it."""
     module = _fit_and_test(synthetic_root, "arcface")
     by_eight = module.test_scores.scores["knn"].copy()
+    patch_by_eight = module.test_scores.scores["patch"].copy()
     module = _fit_and_test(synthetic_root, "arcface", module=module, test_batch_size=3)
     np.testing.assert_allclose(module.test_scores.scores["knn"], by_eight, atol=1e-5)
+    np.testing.assert_allclose(module.test_scores.scores["patch"], patch_by_eight, atol=1e-4)
+
+
+def test_the_backbone_learns_at_its_own_rate() -> None:
+    module = AnomalyModule(
+        backbone="mobilenet_v2", head="arcface", pretrained="false", lr=1e-3, backbone_lr=1e-5
+    )
+    backbone, head = module.configure_optimizers().param_groups
+    assert backbone["lr"] == 1e-5 and head["lr"] == 1e-3
+    assert {id(p) for p in backbone["params"]} == {id(p) for p in module.net.backbone.parameters()}
