@@ -17,6 +17,14 @@ ALLOWED_HOSTS ?=
 STORAGE      ?=
 TRACKING_URI ?=
 BIN      := $(VENV)/bin
+# Service URLs (they may hold a password) reach the CLI through the environment, never on a
+# command line that make echoes: the CLI reads LIGHTNING_AD_STORAGE and MLFLOW_TRACKING_URI.
+ifneq ($(STORAGE),)
+export LIGHTNING_AD_STORAGE := $(STORAGE)
+endif
+ifneq ($(TRACKING_URI),)
+export MLFLOW_TRACKING_URI := $(TRACKING_URI)
+endif
 # The stamp's name carries a hash of the install inputs and of this checkout's path: a changed
 # dependency, or a venv shared with another clone (CI's VENV=...), reinstalls; nothing else does.
 STAMP    := $(VENV)/.installed-$(shell { cat setup.cfg pyproject.toml; echo '$(CURDIR)'; } | sha256sum | cut -c1-16)
@@ -62,18 +70,17 @@ preview: $(STAMP) ## draw data, twins and defects of CATEGORY into reports/previ
 	$(BIN)/lightning-ad data preview --category $(CATEGORY) --out reports/preview-$(CATEGORY).png
 
 sweep: $(STAMP) ## run or resume a sweep: make sweep CATEGORY=screw [SWEEP=default] [WORKERS=1] [STORAGE=url] [TRACKING_URI=uri]
-	$(BIN)/lightning-ad sweep --sweep $(SWEEP) --category $(CATEGORY) --workers $(WORKERS) \
-		$(if $(STORAGE),--storage '$(STORAGE)') $(if $(TRACKING_URI),--tracking-uri '$(TRACKING_URI)')
+	$(BIN)/lightning-ad sweep --sweep $(SWEEP) --category $(CATEGORY) --workers $(WORKERS)
 
 table: $(STAMP) ## print and write the comparison tables: make table CATEGORY=screw [SWEEP=default] [FORMAT=md] [OUT=file|folder]
 	$(BIN)/lightning-ad table --sweep $(SWEEP) --category $(CATEGORY) --format $(FORMAT) \
-		$(if $(OUT),--out '$(OUT)') $(if $(TRACKING_URI),--tracking-uri '$(TRACKING_URI)')
+		$(if $(OUT),--out '$(OUT)')
 
 services: $(STAMP) ## a local PostgreSQL (Optuna) + MLflow server for the distributed mode, until Ctrl-C
 	$(BIN)/lightning-ad services --host $(HOST) --port $(PORT) $(if $(ALLOWED_HOSTS),--allowed-hosts '$(ALLOWED_HOSTS)')
 
 ui: $(STAMP) ## the MLflow UI over mlruns/ on http://$(HOST):$(PORT)
-	$(BIN)/lightning-ad ui --host $(HOST) --port $(PORT) $(if $(TRACKING_URI),--tracking-uri '$(TRACKING_URI)')
+	$(BIN)/lightning-ad ui --host $(HOST) --port $(PORT)
 
 bench: $(STAMP) ## where a trial's time goes, measured side by side (under 15 minutes); JSON in reports/bench
 	$(BIN)/python benchmarks/run.py

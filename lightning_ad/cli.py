@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from lightning_ad.errors import LightningADError
+from lightning_ad import interrupts
+from lightning_ad.errors import LightningADError, redact
 
 EXIT_USAGE = 2
 EXIT_FAILED_CELLS = 1
@@ -26,13 +28,15 @@ Commands = argparse._SubParsersAction
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args) or 0
+        with interrupts.sigterm_as_interrupt():
+            return args.handler(args) or 0
     except LightningADError as err:
-        print(f"lightning-ad: error: {err}", file=sys.stderr)
+        print(f"lightning-ad: error: {redact(str(err))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("lightning-ad: interrupted", file=sys.stderr)
-        return 130
+        what = "terminated (SIGTERM)" if interrupts.received_sigterm() else "interrupted"
+        print(f"lightning-ad: {what}", file=sys.stderr)
+        return interrupts.exit_status()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -349,7 +353,10 @@ def _add_sweep(group: Commands) -> None:
     sweep.add_argument("--category", help="run only this category of the grid")
     sweep.add_argument("--workers", type=int, default=1, help="local worker processes (default: 1)")
     sweep.add_argument(
-        "--storage", help="Optuna storage URL or journal file (default: mlruns/optuna.journal)"
+        "--storage",
+        default=os.environ.get("LIGHTNING_AD_STORAGE") or None,
+        help="Optuna storage URL or journal file (default: $LIGHTNING_AD_STORAGE, else "
+        "mlruns/optuna.journal); a URL with a password is best given through that variable",
     )
     sweep.add_argument(
         "--heartbeat",
@@ -537,20 +544,13 @@ def _add_ui(group: Commands) -> None:
 
 
 def _ui(args: argparse.Namespace) -> None:
-    import os
-
-    from lightning_ad.tracking import (
-        mask_password,
-        mlflow_command,
-        mlflow_server_env,
-        resolve_tracking_uri,
-    )
+    from lightning_ad.tracking import mlflow_command, mlflow_server_env, resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
     command = mlflow_command(
         "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)
     )
-    print(" ".join(mask_password(part) for part in command), file=sys.stderr)
+    print(redact(" ".join(command)), file=sys.stderr)
     os.execve(command[0], command, mlflow_server_env())
 
 
@@ -592,7 +592,9 @@ def _services(args: argparse.Namespace) -> None:
         print(
             f"Optuna storage (PostgreSQL): {services.storage}\n"
             f"MLflow server:               {services.tracking_uri}\n"
+            f"PostgreSQL's password:       {services.password_file} (for PGPASSFILE)\n"
             f"data in {args.dir}/; Ctrl-C stops both. Workers, on this machine or another:\n"
+            f"  export PGPASSFILE={services.password_file}\n"
             f"  make sweep CATEGORY=screw WORKERS=2 STORAGE={services.storage} "
             f"TRACKING_URI={services.tracking_uri}",
             flush=True,

@@ -8,7 +8,14 @@ with status 2; every other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import difflib
+import logging
+import re
 from collections.abc import Iterable
+
+# ``scheme://user:secret@host`` and ``password=secret`` (a URL's query, libpq's key=value
+# strings): the two ways a password travels in the URLs and error texts this tool handles.
+_URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^:/@\s]*:)[^@\s]+(@)")
+_KEY_PASSWORD = re.compile(r"(\bpassword\s*=\s*['\"]?)[^&\s'\"]+", re.IGNORECASE)
 
 
 class LightningADError(Exception):
@@ -31,6 +38,26 @@ def unknown(kind: str, value: object, valid: Iterable[str], of: str = "") -> Lig
     )
 
 
+def redact(text: str) -> str:
+    """``text`` with every password in it replaced by ``***``: what any URL or error text
+    goes through before it is printed, logged, or stored in MLflow or Optuna."""
+    return _KEY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***\2", text))
+
+
+class RedactSecrets(logging.Filter):
+    """A handler filter: each record's message and traceback redacted before it is written
+    (Optuna logs a failed trial's exception, whose text can hold a storage URL)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
 def describe(err: BaseException) -> str:
-    """``Type: message``, at most 1,000 characters: how a trial records the error it died of."""
-    return f"{type(err).__name__}: {err}"[:1000]
+    """``Type: message``, redacted, at most 1,000 characters: how a trial records the error it
+    died of."""
+    return redact(f"{type(err).__name__}: {err}")[:1000]

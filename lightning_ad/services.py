@@ -4,8 +4,11 @@
 ``--tracking-uri`` to give every worker, and stops both on Ctrl-C. The integration tests start
 the same pair in a temporary folder. Nothing here is needed for the default, single-machine mode.
 
-PostgreSQL listens on 127.0.0.1 only and trusts local connections: it is for trying the mode,
-not a shared server (the README's two-machine recipe sets one up with a password).
+PostgreSQL listens on 127.0.0.1 only. Over TCP every connection needs a password
+(scram-sha-256): the role ``lightning_ad`` (no superuser, it owns the two databases) gets a
+generated one, kept in a 0600 file in libpq's pgpass format (``<dir>/pgpass``). Clients read it
+through ``PGPASSFILE``, so no URL, command line or log ever holds it. The superuser ``postgres``
+is reached only through the Unix socket inside the cluster's own folder (mode 0700).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import contextlib
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -27,6 +31,7 @@ from lightning_ad import tracking
 from lightning_ad.errors import LightningADError
 
 PG_USER = "lightning_ad"
+PG_ADMIN = "postgres"
 DATABASES = ("optuna", "mlflow")
 LOOPBACK = "127.0.0.1"
 # PostgreSQL refuses to run as root: as root, its tools run as the ``postgres`` user (Debian's
@@ -61,24 +66,36 @@ def free_port() -> int:
 
 @dataclass(frozen=True)
 class Postgres:
-    """A PostgreSQL cluster in ``data_dir``, listening on 127.0.0.1:``port``."""
+    """A PostgreSQL cluster in ``data_dir``, listening on 127.0.0.1:``port``; the application
+    role's password in ``password_file`` (pgpass format)."""
 
     data_dir: Path
     port: int
+    password_file: Path
 
     def url(self, database: str) -> str:
+        """No password in it: libpq reads it from ``PGPASSFILE``."""
         return f"postgresql+psycopg://{PG_USER}@{LOOPBACK}:{self.port}/{database}"
 
     def start(self) -> None:
-        """Create the cluster on first use, start the server and create the databases."""
+        """Create the cluster on first use, start the server, and make sure the application
+        role (with the password of ``password_file``) and its databases exist."""
+        for folder in (self.data_dir.parent, self.data_dir):
+            if folder.is_symlink():  # root chowns it below: never through a planted link
+                raise LightningADError(
+                    f"{folder} is a symbolic link; give services a real folder (--dir)"
+                )
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if (self.data_dir / "PG_VERSION").exists():
+            self._refuse_a_trusting_cluster()
         if _POSTGRES_USER:  # initdb fills the folder as that user; only the folder is ours
             owner = pwd.getpwnam(_POSTGRES_USER)
-            os.chown(self.data_dir, owner.pw_uid, owner.pw_gid)
+            os.chown(self.data_dir, owner.pw_uid, owner.pw_gid, follow_symlinks=False)
         if not (self.data_dir / "PG_VERSION").exists():
             self._run(
-                "initdb", "-D", str(self.data_dir), "-U", PG_USER, "--auth=trust", "-E", "UTF8"
-            )
+                "initdb", "-D", str(self.data_dir), "-U", PG_ADMIN, "-E", "UTF8",
+                "--auth-local=trust", "--auth-host=scram-sha-256",
+            )  # fmt: skip
         options = (
             f"-p {self.port} -c listen_addresses={LOOPBACK} "
             f"-c unix_socket_directories='{self.data_dir}'"
@@ -91,15 +108,39 @@ class Postgres:
         with contextlib.suppress(LightningADError):
             self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
 
+    def _refuse_a_trusting_cluster(self) -> None:
+        """Clusters made before passwords trusted every TCP connection, with ``lightning_ad``
+        as their superuser: such a cluster is not reused."""
+        rules = (self.data_dir / "pg_hba.conf").read_text().splitlines()
+        if any(line.split()[:1] == ["host"] and line.split()[-1] == "trust" for line in rules):
+            raise LightningADError(
+                f"{self.data_dir} was created without passwords by an earlier lightning-ad; "
+                "stop what uses it and delete that folder: services creates a new one"
+            )
+
     def _create_databases(self) -> None:
         import psycopg
+        from psycopg import sql
 
-        admin = f"host={LOOPBACK} port={self.port} user={PG_USER} dbname=postgres"
+        password = app_password(self.password_file)
+        # The superuser only through the Unix socket in the cluster's own folder (mode 0700).
+        admin = f"host={self.data_dir} port={self.port} user={PG_ADMIN} dbname=postgres"
         with psycopg.connect(admin, autocommit=True) as connection:
+            roles = {row[0] for row in connection.execute("SELECT rolname FROM pg_roles")}
+            verb = "ALTER" if PG_USER in roles else "CREATE"
+            connection.execute(
+                sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
+                    sql.SQL(verb), sql.Identifier(PG_USER), sql.Literal(password)
+                )
+            )
             existing = {row[0] for row in connection.execute("SELECT datname FROM pg_database")}
             for name in DATABASES:
                 if name not in existing:
-                    connection.execute(f'CREATE DATABASE "{name}"')
+                    connection.execute(
+                        sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                            sql.Identifier(name), sql.Identifier(PG_USER)
+                        )
+                    )
 
     def _run(self, tool: str, *args: str) -> None:
         command = [str(postgres_bin_dir() / tool), *args]
@@ -116,6 +157,17 @@ class Postgres:
                 f"{tool} failed ({done.returncode}) for {self.data_dir}: "
                 f"{(done.stderr or done.stdout).strip()[-500:]}"
             )
+
+
+def app_password(password_file: Path) -> str:
+    """The application role's password: made once, kept in ``password_file`` (mode 0600, the
+    pgpass line ``127.0.0.1:*:*:lightning_ad:<password>``)."""
+    if not password_file.exists():
+        line = f"{LOOPBACK}:*:*:{PG_USER}:{secrets.token_urlsafe(24)}\n"
+        descriptor = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(line)
+    return password_file.read_text().strip().rsplit(":", 1)[1]
 
 
 def start_mlflow_server(
@@ -187,9 +239,11 @@ def stop_process(process: subprocess.Popen) -> None:
 @dataclass(frozen=True)
 class Services:
     storage: str
-    """The Optuna storage URL (``--storage``)."""
+    """The Optuna storage URL (``--storage``), without its password."""
     tracking_uri: str
     """The MLflow server (``--tracking-uri``)."""
+    password_file: Path
+    """PostgreSQL's password, for ``PGPASSFILE``."""
 
 
 @contextlib.contextmanager
@@ -200,10 +254,13 @@ def local_services(
     host: str = LOOPBACK,
     allowed_hosts: str | None = None,
 ) -> Iterator[Services]:
-    """PostgreSQL + MLflow server with everything under ``root``; both stopped on exit."""
+    """PostgreSQL + MLflow server with everything under ``root``; both stopped on exit.
+    While open, ``PGPASSFILE`` points this process and its children at the password."""
     tracking.mlflow_command()  # a missing mlflow fails now, before PostgreSQL starts
     root.mkdir(parents=True, exist_ok=True)
-    postgres = Postgres(root / "postgres", pg_port)
+    postgres = Postgres(root / "postgres", pg_port, (root / "pgpass").resolve())
+    previous = os.environ.get("PGPASSFILE")
+    os.environ["PGPASSFILE"] = str(postgres.password_file)
     postgres.start()
     try:
         server = start_mlflow_server(
@@ -215,8 +272,16 @@ def local_services(
             log_file=root / "mlflow-server.log",
         )
         try:
-            yield Services(postgres.url("optuna"), f"http://{_local_address(host)}:{mlflow_port}")
+            yield Services(
+                postgres.url("optuna"),
+                f"http://{_local_address(host)}:{mlflow_port}",
+                postgres.password_file,
+            )
         finally:
             stop_process(server)
     finally:
         postgres.stop()
+        if previous is None:
+            os.environ.pop("PGPASSFILE", None)
+        else:
+            os.environ["PGPASSFILE"] = previous

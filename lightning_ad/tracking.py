@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from lightning_ad.errors import LightningADError
+from lightning_ad.errors import LightningADError, redact
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_EXPERIMENT = "lightning_ad"
@@ -74,22 +74,6 @@ def mlflow_server_env() -> dict[str, str]:
     return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
 
 
-def mask_password(url: str) -> str:
-    """A URL safe to print and log: ``scheme://user:secret@host`` -> ``scheme://user:***@host``,
-    and a ``password=`` query value (libpq's other way to pass one) -> ``password=***``."""
-    parts = urllib.parse.urlsplit(url)
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    in_query = any(key.lower() == "password" for key, _ in query)
-    if parts.password is None and not in_query:
-        return url  # untouched: urlunsplit would drop the empty host of sqlite:////abs/path
-    if parts.password is not None:
-        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1))
-    if in_query:
-        masked = [(k, "***" if k.lower() == "password" else v) for k, v in query]
-        parts = parts._replace(query=urllib.parse.urlencode(masked, safe="*"))
-    return urllib.parse.urlunsplit(parts)
-
-
 def _sqlite_path(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):
         return None
@@ -110,16 +94,14 @@ def ensure_reachable(uri: str, timeout_s: float = 5.0) -> None:
             db.parent.mkdir(parents=True, exist_ok=True)
             _create_sqlite_store_once(uri, db)
         except OSError as err:
-            raise LightningADError(
-                f"cannot create the MLflow store {mask_password(uri)}: {err}"
-            ) from err
+            raise LightningADError(f"cannot create the MLflow store {redact(uri)}: {err}") from err
         return
     if uri.startswith(("http://", "https://")):
         try:
             urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s).close()
         except (urllib.error.URLError, OSError) as err:
             raise LightningADError(
-                f"cannot reach the MLflow tracking server at {mask_password(uri)} ({err}); "
+                f"cannot reach the MLflow tracking server at {redact(uri)} ({err}); "
                 "start it (make ui / mlflow server) or pass another --tracking-uri"
             ) from err
 

@@ -10,24 +10,6 @@ import pytest
 from lightning_ad import tracking
 
 
-@pytest.mark.parametrize(
-    ("url", "shown"),
-    [
-        ("postgresql+psycopg://me:s3cret@db/optuna", "postgresql+psycopg://me:***@db/optuna"),
-        (
-            "postgresql+psycopg://me@db/optuna?sslmode=require&password=s3cret",
-            "postgresql+psycopg://me@db/optuna?sslmode=require&password=***",
-        ),
-        ("http://me:s3cret@mlflow:5000", "http://me:***@mlflow:5000"),
-        ("sqlite:////abs/mlruns/mlflow.db", "sqlite:////abs/mlruns/mlflow.db"),  # untouched
-        ("mlruns/optuna.journal", "mlruns/optuna.journal"),
-    ],
-)
-def test_mask_password_hides_every_form_of_password(url: str, shown: str) -> None:
-    assert tracking.mask_password(url) == shown
-    assert "s3cret" not in tracking.mask_password(url)
-
-
 def test_the_default_store_is_absolute_under_the_current_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lightning_ad import report, tracking
 from lightning_ad.config import GRID_KEYS
+from lightning_ad.errors import redact
 from lightning_ad.sweep.recovery import GridStatus
 from lightning_ad.sweep.spec import SweepTarget
 from lightning_ad.sweep.storage import DEFAULT_STORAGE
@@ -40,7 +41,7 @@ class SweepParent:
             params={
                 "sweep": spec.name,
                 "category": target.category,
-                "optuna_storage": tracking.mask_password(target.storage or DEFAULT_STORAGE),
+                "optuna_storage": redact(target.storage or DEFAULT_STORAGE),
             },
             spec={
                 "name": spec.name,

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import optuna
 
-from lightning_ad import tracking
+from lightning_ad import interrupts, tracking
+from lightning_ad.errors import RedactSecrets
 from lightning_ad.progress import SweepProgress
 from lightning_ad.sweep.objective import CellObjective
 from lightning_ad.sweep.parent import SweepParent
@@ -93,16 +94,21 @@ def work(parent: SweepParent, threads: int | None = None) -> None:
 
 
 def quiet_libraries() -> None:
-    """Inside a sweep the progress view speaks; Lightning's and Optuna's chatter would bury it."""
+    """Inside a sweep the progress view speaks; Lightning's and Optuna's chatter would bury it.
+    What Optuna still says (a failed trial and its traceback) is redacted of passwords."""
     for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "mlflow"):
         logging.getLogger(name).setLevel(logging.ERROR)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for handler in logging.getLogger("optuna").handlers:
+        if not any(isinstance(f, RedactSecrets) for f in handler.filters):
+            handler.addFilter(RedactSecrets())
     warnings.filterwarnings("ignore", module="pytorch_lightning")
 
 
 def _worker_process(parent: SweepParent, threads: int) -> None:
     quiet_libraries()
-    with contextlib.suppress(KeyboardInterrupt):  # the parent reports the interruption
+    # The parent reports the interruption; SIGTERM ends a trial here as Ctrl-C does.
+    with contextlib.suppress(KeyboardInterrupt), interrupts.sigterm_as_interrupt():
         work(parent, threads)
 
 
@@ -124,6 +130,10 @@ def _run_workers(parent: SweepParent, workers: int, show_progress: bool) -> None
             for process in processes:
                 process.join()
         except KeyboardInterrupt:
+            # Ctrl-C reaches the whole terminal's process group; SIGTERM only this process.
+            if interrupts.received_sigterm():
+                for process in processes:
+                    process.terminate()
             for process in processes:
                 process.join(timeout=60)
             raise

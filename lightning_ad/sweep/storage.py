@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -10,9 +12,8 @@ from pathlib import Path
 
 import optuna
 
-from lightning_ad import tracking
 from lightning_ad.config import GRID_KEYS
-from lightning_ad.errors import LightningADError
+from lightning_ad.errors import LightningADError, redact
 from lightning_ad.sweep.recovery import RequeueStaleTrial
 from lightning_ad.sweep.spec import SweepTarget
 
@@ -31,16 +32,44 @@ def open_storage(
     if url is None or url.endswith((".journal", ".log")):
         path = Path(url or DEFAULT_STORAGE)
         path.parent.mkdir(parents=True, exist_ok=True)
-        backend = optuna.storages.journal.JournalFileBackend(
-            str(path), lock_obj=optuna.storages.journal.JournalFileOpenLock(str(path))
-        )
+        lock = optuna.storages.journal.JournalFileOpenLock(str(path))
+        repair_journal(path, lock)
+        backend = optuna.storages.journal.JournalFileBackend(str(path), lock_obj=lock)
         return optuna.storages.JournalStorage(backend)
     try:
         return _rdb_storage(url, heartbeat, on_stale)
     except Exception as err:  # SQLAlchemy raises many kinds; all mean "cannot use this URL"
-        raise LightningADError(
-            f"cannot open the Optuna storage {tracking.mask_password(url)}: {err}"
-        ) from err
+        raise LightningADError(f"cannot open the Optuna storage {redact(url)}: {err}") from err
+
+
+def repair_journal(path: Path, lock: optuna.storages.journal.BaseJournalFileLock) -> None:
+    """Cut off a last line that a full disk or a power loss left half-written.
+
+    Optuna writes every log line whole, ending in a newline. Its reader skips a torn last line,
+    but only until the next append glues a new line onto it: from then on the journal cannot be
+    read at all. So, under the journal's own lock, a last line without its newline is cut off,
+    with a warning and a copy of the file as it was.
+    """
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    lock.acquire()
+    try:
+        with path.open("rb+") as journal:
+            journal.seek(-1, os.SEEK_END)
+            if journal.read(1) == b"\n":
+                return
+            journal.seek(0)
+            whole = journal.read().rfind(b"\n") + 1
+            copy = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}")
+            shutil.copy2(path, copy)
+            journal.truncate(whole)
+    finally:
+        lock.release()
+    warnings.warn(
+        f"{path}: its last line was cut short (a write interrupted by a full disk or a power "
+        f"loss) and has been removed: at worst the trial it recorded runs again. Copy: {copy}",
+        stacklevel=2,
+    )
 
 
 def _rdb_storage(url: str, heartbeat: int, on_stale) -> optuna.storages.RDBStorage:

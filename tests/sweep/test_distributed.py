@@ -24,7 +24,7 @@ import pytest
 
 from lightning_ad import report
 from lightning_ad.errors import LightningADError
-from lightning_ad.services import PG_USER, Services, free_port, local_services
+from lightning_ad.services import PG_USER, Services, app_password, free_port, local_services
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget
 from tests.helpers import (
     assert_grid_filled_once,
@@ -35,7 +35,6 @@ from tests.helpers import (
 )
 
 pytestmark = pytest.mark.integration
-PASSWORD = "not-for-logs-4d1f"
 
 
 @pytest.fixture(scope="module")
@@ -79,25 +78,27 @@ def _sweep_file(tmp_path: Path, name: str, **fixed: object) -> Path:
 def test_two_workers_on_postgres_and_mlflow_server(
     services: Services, synthetic_root: Path, tmp_path: Path
 ) -> None:
-    """Also: a password in the storage URL (the test server trusts loopback, so any password
-    connects) appears in no output, parameter or tag."""
+    """Also: the real password, given in the storage URL instead of through PGPASSFILE,
+    appears in no output, parameter, tag or Optuna attribute."""
     sweep_file = _sweep_file(tmp_path, "pg-two")
+    password = app_password(services.password_file)
     target = dataclasses.replace(
         _target(services, sweep_file),
-        storage=services.storage.replace(f"{PG_USER}@", f"{PG_USER}:{PASSWORD}@"),
+        storage=services.storage.replace(f"{PG_USER}@", f"{PG_USER}:{password}@"),
     )
     command = _command(target, synthetic_root, sweep_file)
     workers = [start_sweep(command, tmp_path / f"machine{i}") for i in range(2)]
     for worker in workers:
         output, _ = worker.communicate(timeout=900)
         assert worker.returncode == 0, output
-        assert PASSWORD not in output
+        assert password not in output
     study = assert_grid_filled_once(target)
+    assert password not in repr([(t.user_attrs, t.system_attrs) for t in study.trials])
     assert len({t.user_attrs["worker"] for t in study.trials}) == 2  # both took cells
     client = mlflow.MlflowClient(target.tracking_uri)
     experiment = client.get_experiment_by_name(target.experiment)
     for run in client.search_runs([experiment.experiment_id]):
-        assert PASSWORD not in repr(run.data.params) + repr(run.data.tags)
+        assert password not in repr(run.data.params) + repr(run.data.tags)
 
     # The table is the medians of what the trials logged.
     trials = report.fetch_trials(target.tracking_uri, target.experiment, "pg-two", "screw")
@@ -153,7 +154,9 @@ def test_killed_worker_trial_goes_stale_and_the_other_worker_runs_it(
     )
 
 
-def test_make_services_starts_both_prints_the_urls_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+def test_make_services_starts_both_prints_the_urls_and_stops_on_ctrl_c(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``lightning-ad services`` as ``make services`` runs it: both servers answer at the URLs
     it prints, and Ctrl-C stops both (exit 0, PostgreSQL's pid file gone)."""
     root = Path(tempfile.mkdtemp(prefix="lightning-ad-make-services-"))
@@ -173,11 +176,39 @@ def test_make_services_starts_both_prints_the_urls_and_stops_on_ctrl_c(tmp_path:
         pytest.skip(message)
     storage = first.split()[-1]
     tracking_uri = process.stdout.readline().split()[-1]
+    password_file = Path(process.stdout.readline().split()[-3])
     assert storage == f"postgresql+psycopg://{PG_USER}@127.0.0.1:{pg_port}/optuna"
     assert tracking_uri == f"http://127.0.0.1:{mlflow_port}"
+    assert password_file == (root / "pgpass").resolve()
+    assert password_file.stat().st_mode & 0o777 == 0o600
+    _assert_the_password_is_needed(storage, password_file)
+    monkeypatch.setenv("PGPASSFILE", str(password_file))
     optuna.create_study(study_name="smoke", storage=storage)
     with urllib.request.urlopen(f"{tracking_uri}/health", timeout=5) as response:
         assert response.status == 200
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=120) == 0
     assert not (root / "postgres" / "postmaster.pid").exists()
+
+
+def _assert_the_password_is_needed(storage: str, password_file: Path) -> None:
+    """Over TCP: refused without the password and with a wrong one; in with PGPASSFILE. The
+    superuser cannot log in over TCP at all."""
+    import psycopg
+
+    port = storage.rsplit(":", 1)[1].split("/")[0]
+    empty = password_file.with_name("empty-pgpass")
+    empty.write_text("")
+    empty.chmod(0o600)
+    for user, password in ((PG_USER, None), (PG_USER, "wrong"), ("postgres", None)):
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(
+                host="127.0.0.1", port=port, user=user, dbname="optuna", password=password,
+                passfile=str(empty), connect_timeout=5,
+            )  # fmt: skip
+    with psycopg.connect(
+        host="127.0.0.1", port=port, user=PG_USER, dbname="optuna", passfile=str(password_file)
+    ) as connection:
+        assert connection.execute(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+        ).fetchone() == (False,)

@@ -3,6 +3,7 @@ resume, failures, the parent run, the in-cell search, Ctrl-C."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import mlflow
@@ -221,18 +222,22 @@ def test_a_cell_whose_proposals_all_fail_is_a_failed_cell_and_exit_1(
 
 
 @pytest.mark.e2e
-def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(synthetic_root: Path, tmp_path: Path) -> None:
-    """SIGINT during a trial: exit 130, finished trials kept, the interrupted one not left
-    RUNNING anywhere, and the same command then completes the grid."""
-    import signal
-
+@pytest.mark.parametrize(
+    ("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"]
+)
+def test_an_interrupt_stops_cleanly_and_the_rerun_finishes(
+    synthetic_root: Path, tmp_path: Path, signum: int, status: int
+) -> None:
+    """Ctrl-C or SIGTERM (docker stop) during a trial: exit 130 / 143, finished trials kept,
+    the interrupted one not left RUNNING anywhere, and the same command then completes the
+    grid."""
     held = tmp_path / "held"
     process = start_sweep(sweep_command(synthetic_root, hold=held, hold_nth=3), tmp_path)
     # The third training trial holds until the signal: two have finished, one is running.
     wait_for(held.exists, 300, "the third training trial to start")
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     output, _ = process.communicate(timeout=120)
-    assert process.returncode == 130, output
+    assert process.returncode == status, output
     target = SweepTarget(
         SweepSpec.load(SWEEPS / "quick.yaml").with_category("screw"),
         "screw",

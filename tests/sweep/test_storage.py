@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+
+import optuna
 import pytest
 
 from lightning_ad.errors import LightningADError
@@ -14,3 +17,35 @@ def test_unreachable_storage_is_one_clear_error() -> None:
         match=r"cannot open the Optuna storage postgresql\+psycopg://me:\*\*\*@127.0.0.1:9/x",
     ):
         open_storage("postgresql+psycopg://me:secret@127.0.0.1:9/x")
+
+
+def test_a_torn_last_journal_line_is_cut_off_and_the_study_stays_readable(tmp_path) -> None:
+    """A write cut short by a full disk or a power loss: without the repair, the next append
+    glues onto the torn line and the journal can no longer be read."""
+    path = tmp_path / "optuna.journal"
+    study = optuna.create_study(study_name="s", storage=open_storage(str(path)))
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"op_code":4,"worker_id":"w","trial_id":')  # no newline
+
+    with pytest.warns(UserWarning, match="its last line was cut short"):
+        storage = open_storage(str(path))
+    assert path.read_bytes() == whole
+    [copy] = tmp_path.glob("optuna.journal.torn-*")
+    assert copy.read_bytes().endswith(b'"trial_id":')
+    study = optuna.load_study(study_name="s", storage=storage)
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+    reread = optuna.load_study(study_name="s", storage=open_storage(str(path)))
+    assert [t.state.name for t in reread.trials] == ["COMPLETE"] * 3
+
+
+def test_an_intact_journal_is_left_as_it_is(tmp_path) -> None:
+    path = tmp_path / "optuna.journal"
+    optuna.create_study(study_name="s", storage=open_storage(str(path))).optimize(
+        lambda trial: trial.suggest_float("x", 0, 1), n_trials=1
+    )
+    before = path.read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        open_storage(str(path))
+    assert path.read_bytes() == before and len(list(tmp_path.iterdir())) == 1
