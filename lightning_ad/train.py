@@ -215,22 +215,28 @@ def _params(
         "pretrained_used": module.net.backbone.pretrained_used,
         "torch_version": torch.__version__,
         "lightning_version": pl.__version__,
-        "git_commit": _git_commit(),
+        "git_commit": GIT_COMMIT,
     }
 
 
 def _git_commit() -> str:
+    """The commit of the code this process imported, ``-dirty`` when tracked files differed."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
+            ["git", "describe", "--always", "--dirty", "--abbrev=7"],
             capture_output=True,
             text=True,
             timeout=5,
             cwd=Path(__file__).parent,
         )
-    except OSError:
+    except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.stdout.strip() or "unknown"
+
+
+GIT_COMMIT = _git_commit()
+"""Read once, at import: a commit made while a long sweep runs must not relabel the code it
+already runs."""
 
 
 def _log_test_scores(logger: TrialLogger, datamodule: AnomalyDataModule, scores) -> None:

@@ -140,7 +140,7 @@ class AnomalyModule(pl.LightningModule):
             frozen = build_backbone(self.hparams.backbone, self.hparams.pretrained)
             frozen = frozen.to(self.device, memory_format=self.net.memory_format).eval()
             self._frozen["backbone"] = frozen
-            self._reference["frozen"] = _embed(frozen, self.net.normalise, good)[0]
+            self._reference["frozen"] = _embed(frozen, self.net.normalise, good, patches=False)[0]
         self._test_batches = []
 
     def test_step(self, batch: LabelledBatch, batch_idx: int) -> None:
@@ -205,17 +205,21 @@ def pixel_metrics(
 
 
 @torch.no_grad()
-def _embed(backbone: Backbone, normalise, loader: DataLoader) -> tuple[np.ndarray, torch.Tensor]:
-    """Pooled embeddings (N, D) and patch features (N, C, h, w) of every image of ``loader``
-    (eval mode, on the backbone's device; the patches stay there for the memory bank)."""
+def _embed(
+    backbone: Backbone, normalise, loader: DataLoader, patches: bool = True
+) -> tuple[np.ndarray, torch.Tensor | None]:
+    """Pooled embeddings (N, D) and, when ``patches``, patch features (N, C, h, w) of every
+    image of ``loader`` (eval mode, on the backbone's device; the patches stay there for the
+    memory bank: at 256 px they are about 200 MB for 320 images)."""
     device = next(backbone.parameters()).device
     was_training = backbone.training
     backbone.eval()
-    embeddings, patches = [], []
+    embeddings, features = [], []
     for images, _ in loader:
         pixels = normalise(images.to(device))
-        with backbone.capture(backbone.patch_stages) as stages:
+        with backbone.capture(backbone.patch_stages if patches else ()) as stages:
             embeddings.append(backbone(pixels).float().cpu())
-        patches.append(patchcore.patch_features(backbone, pixels, stages))
+        if patches:
+            features.append(patchcore.patch_features(backbone, pixels, stages))
     backbone.train(was_training)
-    return torch.cat(embeddings).numpy(), torch.cat(patches)
+    return torch.cat(embeddings).numpy(), torch.cat(features) if patches else None
