@@ -15,7 +15,7 @@ from collections.abc import Iterable
 # ``scheme://user:secret@host`` and ``password=secret`` (a URL's query, libpq's key=value
 # strings): the two ways a password travels in the URLs and error texts this tool handles.
 _URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^:/@\s]*:)[^@\s]+(@)")
-_KEY_PASSWORD = re.compile(r"(\bpassword\s*=\s*['\"]?)[^&\s'\"]+", re.IGNORECASE)
+_KEY_PASSWORD = re.compile(r"(\w*password['\"]?\s*[=:]\s*['\"]?)[^&\s'\",}]+", re.IGNORECASE)
 
 
 class LightningADError(Exception):

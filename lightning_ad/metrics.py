@@ -128,6 +128,8 @@ def delong(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> De
     """
     positive, negative = labels == 1, labels == 0
     m, n = int(positive.sum()), int(negative.sum())
+    if m < 2 or n < 2:  # no variance to estimate: no test
+        return DeLong(float("nan"), float("nan"), float("nan"), float("nan"))
     v10, v01 = [], []
     for scores in (scores_a, scores_b):
         pos, neg = scores[positive][:, None], scores[negative][None, :]
@@ -139,14 +141,15 @@ def delong(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> De
     variance = contrast @ s10 @ contrast / m + contrast @ s01 @ contrast / n
     delta = float(v10[1].mean() - v10[0].mean())
     se = float(np.sqrt(max(variance, 0.0)))
-    # A zero standard error: every image ranks the same way under both scorers.
-    z = delta / se if se > 0 else (0.0 if delta == 0 else float(np.copysign(np.inf, delta)))
+    # se = 0: identical rankings (nothing to test), or a difference with no variance to weigh
+    # it against (a constant scorer), which is no evidence either way: NaN, not p = 0.
+    z = delta / se if se > 0 else (0.0 if delta == 0 else float("nan"))
     return DeLong(delta, se, z, float(2 * norm.sf(abs(z))))
 
 
 def stouffer(z_values: Sequence[float]) -> float:
     """Two-sided p of independent z scores combined (Stouffer): one p across seeds."""
-    known = [z for z in z_values if not np.isnan(z)]
+    known = [z for z in z_values if np.isfinite(z)]
     if not known:
         return float("nan")
     z = sum(known) / np.sqrt(len(known))

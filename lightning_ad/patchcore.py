@@ -81,6 +81,7 @@ def greedy_coreset(features: torch.Tensor, size: int, seed: int = 0) -> torch.Te
         last = chosen[i - 1]
         torch.addmv(squares, points, points[last], alpha=-2, out=gap).add_(squares[last])
         torch.minimum(nearest, gap, out=nearest)
+        nearest[last] = 0.0  # exactly: the expansion above leaves rounding noise
         if i < size:
             chosen[i] = int(nearest.argmax())
     return chosen

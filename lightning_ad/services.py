@@ -102,7 +102,11 @@ class Postgres:
         )
         log = self.data_dir / "server.log"
         self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(log), "-o", options, "-w", "start")
-        self._create_databases()
+        try:
+            self._create_databases()
+        except BaseException:
+            self.stop()  # a server we started must not outlive a failed start
+            raise
 
     def stop(self) -> None:
         with contextlib.suppress(LightningADError):
@@ -124,8 +128,10 @@ class Postgres:
 
         password = app_password(self.password_file)
         # The superuser only through the Unix socket in the cluster's own folder (mode 0700).
-        admin = f"host={self.data_dir} port={self.port} user={PG_ADMIN} dbname=postgres"
-        with psycopg.connect(admin, autocommit=True) as connection:
+        with psycopg.connect(
+            host=str(self.data_dir), port=self.port, user=PG_ADMIN, dbname="postgres",
+            autocommit=True,
+        ) as connection:  # fmt: skip
             roles = {row[0] for row in connection.execute("SELECT rolname FROM pg_roles")}
             verb = "ALTER" if PG_USER in roles else "CREATE"
             connection.execute(
@@ -261,7 +267,11 @@ def local_services(
     postgres = Postgres(root / "postgres", pg_port, (root / "pgpass").resolve())
     previous = os.environ.get("PGPASSFILE")
     os.environ["PGPASSFILE"] = str(postgres.password_file)
-    postgres.start()
+    try:
+        postgres.start()
+    except BaseException:
+        _restore_environment("PGPASSFILE", previous)
+        raise
     try:
         server = start_mlflow_server(
             postgres.url("mlflow"),
@@ -281,7 +291,11 @@ def local_services(
             stop_process(server)
     finally:
         postgres.stop()
-        if previous is None:
-            os.environ.pop("PGPASSFILE", None)
-        else:
-            os.environ["PGPASSFILE"] = previous
+        _restore_environment("PGPASSFILE", previous)
+
+
+def _restore_environment(name: str, previous: str | None) -> None:
+    if previous is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = previous

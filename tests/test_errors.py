@@ -24,6 +24,8 @@ from lightning_ad.errors import describe, redact
             "connection failed: host=db user=lad password=s3cret dbname=optuna",
             "connection failed: host=db user=lad password=*** dbname=optuna",
         ),
+        ("PGPASSWORD=s3cret psql", "PGPASSWORD=*** psql"),
+        ('{"user": "lad", "password": "s3cret"}', '{"user": "lad", "password": "***"}'),
         (
             "API request to http://me:s3cret@mlflow:5000/api/2.0 failed; also PASSWORD='s3cret'",
             "API request to http://me:***@mlflow:5000/api/2.0 failed; also PASSWORD='***'",

@@ -87,3 +87,13 @@ def test_delong_sees_a_real_difference_that_three_seeds_cannot() -> None:
     assert metrics.delong(labels, weak, strong).p < 1e-3
     assert metrics.stouffer([3.0, 3.0, 3.0]) == pytest.approx(2 * norm.sf(3 * np.sqrt(3)))
     assert np.isnan(metrics.stouffer([]))
+
+
+def test_delong_without_a_variance_to_weigh_is_no_evidence() -> None:
+    """One positive image, or a constant scorer: NaN, never p = 0; Stouffer skips it."""
+    one_positive = metrics.delong(np.array([1, 0, 0]), np.array([0.9, 0.1, 0.2]), np.zeros(3))
+    assert np.isnan(one_positive.p)
+    labels = np.array([1, 1, 0, 0])
+    constant = metrics.delong(labels, np.array([0.9, 0.8, 0.2, 0.1]), np.full(4, 0.5))
+    assert constant.delta == -0.5 and np.isnan(constant.p)
+    assert metrics.stouffer([constant.z, 2.0]) == pytest.approx(2 * norm.sf(2.0))

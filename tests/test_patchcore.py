@@ -46,7 +46,7 @@ def test_the_memory_bank_holds_the_fraction_and_measures_to_its_nearest_row() ->
     rows = patches.permute(0, 2, 3, 1).reshape(-1, 3)
     expected = torch.cdist(rows, bank.bank).amin(dim=1).view(4, 5, 5)
     torch.testing.assert_close(distances, expected)
-    assert (distances.flatten() == 0).sum() >= 10  # the bank's own rows are at distance 0
+    assert (distances.flatten() < 1e-3).sum() >= 10  # the bank's own rows are at distance ~0
     with pytest.raises(LightningADError, match="coreset_fraction 0 must lie in"):
         patchcore.MemoryBank(coreset_fraction=0)
 
