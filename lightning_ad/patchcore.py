@@ -30,21 +30,20 @@ CHUNK = 4096
 """Rows per block of a distance matrix: bounds memory at ``CHUNK x len(bank)`` floats."""
 
 
-def patch_features(
-    backbone: Backbone, pixels: torch.Tensor, outputs: dict[str, torch.Tensor] | None = None
-) -> torch.Tensor:
-    """(B, C, H/8, W/8) patch features of normalised ``pixels``.
-
-    ``outputs``: the patch stages' outputs of a forward pass already made under
-    ``backbone.capture(backbone.patch_stages)``; without it the trunk runs here.
-    """
-    if outputs is None:
-        with backbone.capture(backbone.patch_stages) as outputs:
-            backbone.trunk(pixels)
+def embed(backbone: Backbone, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass over normalised ``pixels``: the pooled embeddings (B, D) and the patch
+    features (B, C, H/8, W/8), read from the patch stages on the way."""
+    with backbone.capture(backbone.patch_stages) as outputs:
+        embeddings = backbone(pixels)
     maps = [F.avg_pool2d(outputs[s], 3, stride=1, padding=1) for s in backbone.patch_stages]
     grid = maps[0].shape[-2:]
     maps = [m if m.shape[-2:] == grid else F.interpolate(m, grid, mode="bilinear") for m in maps]
-    return torch.cat(maps, dim=1).float()
+    return embeddings, torch.cat(maps, dim=1).float()
+
+
+def patch_features(backbone: Backbone, pixels: torch.Tensor) -> torch.Tensor:
+    """(B, C, H/8, W/8) patch features of normalised ``pixels`` (see :func:`embed`)."""
+    return embed(backbone, pixels)[1]
 
 
 def check_coreset_fraction(fraction: float) -> None:
@@ -122,11 +121,6 @@ class MemoryBank:
 def _rows(patches: torch.Tensor) -> torch.Tensor:
     """(N, C, h, w) -> (N * h * w, C), one row per patch."""
     return patches.permute(0, 2, 3, 1).reshape(-1, patches.shape[1]).contiguous()
-
-
-def image_scores(distances: torch.Tensor) -> torch.Tensor:
-    """An image's score: its largest patch distance."""
-    return distances.flatten(1).amax(dim=1)
 
 
 def anomaly_maps(distances: torch.Tensor, image_size: int) -> torch.Tensor:

@@ -145,10 +145,7 @@ class AnomalyModule(pl.LightningModule):
 
     def test_step(self, batch: LabelledBatch, batch_idx: int) -> None:
         pixels = self.net.normalise(batch.image)
-        backbone = self.net.backbone
-        with backbone.capture(backbone.patch_stages) as stages:
-            embeddings = backbone(pixels)
-        patches = patchcore.patch_features(backbone, pixels, stages)
+        embeddings, patches = patchcore.embed(self.net.backbone, pixels)
         out = {
             "model": embeddings,
             "label": batch.label,
@@ -217,9 +214,11 @@ def _embed(
     embeddings, features = [], []
     for images, _ in loader:
         pixels = normalise(images.to(device))
-        with backbone.capture(backbone.patch_stages if patches else ()) as stages:
-            embeddings.append(backbone(pixels).float().cpu())
         if patches:
-            features.append(patchcore.patch_features(backbone, pixels, stages))
+            pooled, patch = patchcore.embed(backbone, pixels)
+            features.append(patch)
+        else:
+            pooled = backbone(pixels)
+        embeddings.append(pooled.float().cpu())
     backbone.train(was_training)
     return torch.cat(embeddings).numpy(), torch.cat(features) if patches else None
