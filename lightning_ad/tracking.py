@@ -10,6 +10,7 @@ MLflow itself is imported inside the functions that use it: the command line sta
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import sys
@@ -196,19 +197,27 @@ paired test of two trials on the same images reads."""
 
 
 def test_scores(uri: str, run_id: str):
-    """A run's per-image test scores as a DataFrame, or None when it has none (older runs)."""
+    """A run's per-image test scores as a DataFrame (shared: do not modify it), or None when it
+    has none (older runs) or it cannot be read now."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _read_test_scores(uri, run_id)
+    except (MlflowException, OSError):
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _read_test_scores(uri: str, run_id: str):
+    """Downloaded once per process: a finished run's artifact never changes, and the parent run
+    rebuilds its tables after every trial. A failure raises, so it is not cached."""
     import pandas as pd
     from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
-    from mlflow.exceptions import MlflowException
 
     # A table reads dozens of these small files: one progress bar each would drown its output.
     MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.set(False)
-    try:
-        with tempfile.TemporaryDirectory(prefix="lightning_ad-scores-") as tmp:
-            path = client(uri).download_artifacts(run_id, SCORES_ARTIFACT, tmp)
-            return pd.read_csv(path)
-    except (MlflowException, OSError):
-        return None
+    with tempfile.TemporaryDirectory(prefix="lightning_ad-scores-") as tmp:
+        return pd.read_csv(client(uri).download_artifacts(run_id, SCORES_ARTIFACT, tmp))
 
 
 def fail_orphan_runs(uri: str, experiment: str, study: str, trial_number: int) -> None:

@@ -29,3 +29,25 @@ def test_experiments_open_as_model_training_also_old_ones(tmp_path: Path) -> Non
     for experiment_id in (new, old):
         tags = client.get_experiment(experiment_id).tags
         assert tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+
+def test_a_runs_scores_are_downloaded_once_and_a_failed_read_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("scores")).info.run_id
+    downloads = []
+    real = mlflow.MlflowClient.download_artifacts
+
+    def counting(self, *args, **kwargs):
+        downloads.append(args)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "download_artifacts", counting)
+    assert tracking.test_scores(uri, run_id) is None  # not logged yet: a failure, not cached
+    (tmp_path / "test_scores.csv").write_text("image,defect,label,knn\na.png,good,0,0.1\n")
+    client.log_artifact(run_id, str(tmp_path / "test_scores.csv"), artifact_path="scores")
+    first = tracking.test_scores(uri, run_id)
+    assert list(first["knn"]) == [0.1] and tracking.test_scores(uri, run_id) is first
+    assert len(downloads) == 2  # the failed try, then one download for two reads
