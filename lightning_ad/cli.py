@@ -21,7 +21,7 @@ from lightning_ad import interrupts
 from lightning_ad.errors import LightningADError, redact
 
 EXIT_USAGE = 2
-EXIT_FAILED_CELLS = 1
+EXIT_INCOMPLETE = 1
 Commands = argparse._SubParsersAction
 
 
@@ -370,14 +370,17 @@ def _add_sweep(group: Commands) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    from lightning_ad.sweep.preflight import preflight
     from lightning_ad.sweep.runner import run_sweep
 
     if args.workers < 1:
         raise LightningADError(f"--workers must be at least 1, got {args.workers}")
     if args.heartbeat < 1:
         raise LightningADError(f"--heartbeat must be at least 1 second, got {args.heartbeat}")
-    failed = 0
-    for target in _targets(args):
+    targets = _targets(args)
+    preflight(targets)  # every category, before the first one starts
+    incomplete = 0
+    for target in targets:
         started = time.perf_counter()
         outcome = run_sweep(target, workers=args.workers, show_progress=not args.quiet)
         minutes = (time.perf_counter() - started) / 60
@@ -389,15 +392,15 @@ def _sweep(args: argparse.Namespace) -> int:
         )
         for cell, error in status.failed.items():
             print(f"  failed: {' '.join(map(str, cell))}: {error}", file=sys.stderr)
-        failed += len(status.failed)
-    if failed:
-        cells = "1 cell" if failed == 1 else f"{failed} cells"
+        incomplete += status.cells - status.complete
+    if incomplete:
+        cells = "1 cell is" if incomplete == 1 else f"{incomplete} cells are"
         print(
-            f"lightning-ad: {cells} failed (errors above); fix the cause and run the same "
-            "command again: only the failed cells are retried",
+            f"lightning-ad: {cells} not complete (errors above); fix the cause and run the same "
+            "command again: only those cells are run",
             file=sys.stderr,
         )
-        return EXIT_FAILED_CELLS
+        return EXIT_INCOMPLETE
     return 0
 
 
@@ -444,9 +447,14 @@ def _add_table(group: Commands) -> None:
         "  lightning-ad table --sweep default --category screw --format csv --out medians.csv\n"
         "  lightning-ad table --sweep article --category screw --format latex --out tables/\n",
         _table,
-        parents=[_options(_sweep_file, _tracking_uri)],
+        parents=[_options(_sweep_file, _data_location, _tracking_uri)],
     )
     table.add_argument("--category", help="only this category")
+    table.add_argument(
+        "--fingerprint",
+        help="the runs of an earlier settings fingerprint of the sweep (default: the one its "
+        "file and data have now; the table lists the others)",
+    )
     table.add_argument(
         "--format",
         default="md",
@@ -479,8 +487,9 @@ def _table(args: argparse.Namespace) -> None:
     )
     _check_table_destination(args, out, to_folder, len(targets))
     for target in targets:
+        fingerprint = _announce_fingerprint(target, args.fingerprint)
         trials = report.fetch_trials(
-            target.tracking_uri, target.experiment, target.spec.name, target.category
+            target.tracking_uri, target.experiment, target.spec, fingerprint
         )
         report.write_report(trials, target.spec, target.reports)
         if out is None:
@@ -495,6 +504,40 @@ def _table(args: argparse.Namespace) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             report.write_table(trials, target.spec, name, args.format, path)
             print(f"wrote {path}")
+
+
+def _announce_fingerprint(target, chosen: str | None) -> str:
+    """The fingerprint a table shows (``chosen``, or the sweep's current one), said on stderr
+    with its settings and the sweep's other fingerprints."""
+    from lightning_ad import tracking
+    from lightning_ad.sweep.fingerprint import Settings
+
+    parents = tracking.sweep_parents(
+        target.tracking_uri, target.experiment, target.spec.name, target.category
+    )
+    fingerprints = {run.data.tags.get(tracking.FINGERPRINT_TAG): run for run in parents}
+    if chosen is None:
+        fingerprint, settings = target.fingerprint, target.settings
+    elif chosen in fingerprints:
+        fingerprint = chosen
+        settings = Settings(
+            tracking.parent_settings(target.tracking_uri, fingerprints[chosen].info.run_id)
+        )
+    else:
+        known = ", ".join(f for f in fingerprints if f) or "none"
+        raise LightningADError(
+            f"--fingerprint {chosen}: not a fingerprint of sweep {target.spec.name}, category "
+            f"{target.category}; known: {known}"
+        )
+    name = f"{target.spec.name}-{target.category}"
+    print(f"{name}: settings {settings.describe()}", file=sys.stderr)
+    others = [f for f in fingerprints if f and f != fingerprint]
+    if others:
+        print(
+            f"  earlier settings of this sweep (--fingerprint): {', '.join(others)}",
+            file=sys.stderr,
+        )
+    return fingerprint
 
 
 def _check_table_destination(

@@ -25,6 +25,7 @@ from rich.progress import (
 from rich.table import Table
 
 from lightning_ad.config import FROZEN_LABEL, NO_HEAD
+from lightning_ad.sweep.recovery import SURPLUS_ATTR, trial_cell
 
 POLL_SECONDS = 2.0
 
@@ -81,11 +82,12 @@ class SweepProgress:
         )
         table = Table.grid(padding=(0, 2))
         for trial in status["running"]:
-            table.add_row("[cyan]running", _describe(trial.params))
+            table.add_row("[cyan]running", _describe(trial_cell(trial) or {}))
         best: dict[str, float] = defaultdict(lambda: float("-inf"))
         for trial in status["complete"]:
-            head = trial.params.get("head")
-            label = FROZEN_LABEL if head == NO_HEAD else trial.params.get("classes", "?")
+            cell = trial_cell(trial) or {}
+            head = cell.get("head")
+            label = FROZEN_LABEL if head == NO_HEAD else cell.get("classes", "?")
             best[label] = max(best[label], trial.value)
         if best:
             table.add_row(
@@ -97,11 +99,10 @@ class SweepProgress:
 
 
 def sweep_status(study: optuna.Study) -> dict[str, list[FrozenTrial]]:
-    """The study's trials by what they mean for the sweep."""
-    trials = study.get_trials(deepcopy=False)
+    """The study's trials by what they mean for the sweep (surplus ones mean nothing)."""
+    trials = [t for t in study.get_trials(deepcopy=False) if SURPLUS_ATTR not in t.user_attrs]
     return {
         "complete": [t for t in trials if t.state == TrialState.COMPLETE],
-        "skipped": [t for t in trials if t.state == TrialState.PRUNED],
         "failed": [t for t in trials if t.state == TrialState.FAIL],
         "running": [t for t in trials if t.state == TrialState.RUNNING],
     }
@@ -120,7 +121,7 @@ def poll_in_background(interval_s: float, callback: Callable[[], None]) -> threa
 
 
 def _cell(trial: FrozenTrial) -> tuple:
-    return tuple(sorted(trial.params.items()))
+    return tuple(sorted((trial_cell(trial) or {}).items()))
 
 
 def _describe(params: dict) -> str:

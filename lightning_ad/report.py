@@ -24,6 +24,7 @@ from lightning_ad.config import GRID_KEYS, NO_HEAD, cell_label
 from lightning_ad.data.twins import CLASS2, CLASS3, TwinClasses
 
 if TYPE_CHECKING:
+    from lightning_ad.sweep.fingerprint import Settings
     from lightning_ad.sweep.spec import SweepSpec
 
 DISPLAY_FORMATS = ("md", "html", "latex")
@@ -56,11 +57,17 @@ CELL_KEYS = tuple(key for key in GRID_KEYS if key != "seed")
 
 
 def fetch_trials(
-    tracking_uri: str, experiment: str, sweep: str, category: str | None = None
+    tracking_uri: str,
+    experiment: str,
+    spec: SweepSpec,
+    fingerprint: str,
+    category: str | None = None,
 ) -> pd.DataFrame:
-    """The finished trial runs of a sweep, one row per run (see :func:`trials_frame`), each with
-    its per-image test scores in column ``scores`` (None where the run has none)."""
-    trials = trials_frame(tracking.finished_trial_runs(tracking_uri, experiment, sweep, category))
+    """The complete trial runs of ``spec``'s grid under a settings ``fingerprint``, one row per
+    run (see :func:`trials_frame`), each with its per-image test scores in column ``scores``
+    (None where the run has none). Cells no longer in the grid are left out."""
+    runs = tracking.finished_trial_runs(tracking_uri, experiment, spec.name, fingerprint, category)
+    trials = in_grid(trials_frame(runs), spec)
     trials[SCORES] = [tracking.test_scores(tracking_uri, run_id) for run_id in trials["run_id"]]
     return trials
 
@@ -78,6 +85,13 @@ def trials_frame(runs: list) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     table["seed"] = table["seed"].astype(int)
     return table.drop_duplicates(subset=list(GRID_KEYS), keep="last").reset_index(drop=True)
+
+
+def in_grid(trials: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
+    """The rows whose cell is one of ``spec``'s runnable cells."""
+    cells = {tuple(str(c[k]) for k in GRID_KEYS) for c in spec.runnable_cells()}
+    keep = [tuple(str(v) for v in row) in cells for row in trials[list(GRID_KEYS)].to_numpy()]
+    return trials.loc[np.array(keep, dtype=bool)].reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -437,12 +451,13 @@ def summary_text(
     return "\n".join(parts)
 
 
-def parent_description(trials: pd.DataFrame, spec: SweepSpec) -> str:
-    """The parent run's description (markdown on its Overview in the UI): the median table and
-    class3 - class2, where a person comparing the class counts looks first."""
+def parent_description(trials: pd.DataFrame, spec: SweepSpec, settings: Settings) -> str:
+    """The parent run's description (markdown on its Overview in the UI): the settings, the
+    median table and class3 - class2, where a person comparing the class counts looks first."""
     text = (
         f"**{spec.name}**: {len(trials)} finished trials. "
         "Tables and plots: the `report/` artifacts (written when the sweep ends).\n\n"
+        f"Settings {settings.describe()} (all of them: `settings.json`).\n\n"
         + summary_text(trials, spec, "md", ("median", "delta"))
         .replace("Median test AUC", "### Median test AUC")
         .replace("class3 - class2, paired", "### class3 - class2, paired")

@@ -45,6 +45,26 @@ SELECTED_TAG = "lightning_ad.selected"
 """``true`` on the run that stands for its cell (with a ``search`` block, the proposal with the
 lowest val/loss; the others are ``false``)."""
 FAILED_CELLS_TAG = "lightning_ad.failed_cells"
+FINGERPRINT_TAG = "lightning_ad.fingerprint"
+"""The settings fingerprint (``sweep.fingerprint``) on a sweep's parent run and trial runs."""
+CELL_TAG = "lightning_ad.cell"
+"""A trial run's cell identity: its grid values under its fingerprint."""
+COMPLETE_TAG = "lightning_ad.complete"
+"""``true`` once a trial's test metrics and artifacts are all logged; tables read no run
+without it (a FINISHED status alone could come from a library ending the run early)."""
+RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+"""MLflow's client retries a failed request (connection refused, 5xx, 429) with backoff; these
+make it about a minute (1 + 2 + ... + 32 s) instead of its default of about four, so that a
+lasting outage stops a worker soon. A value the user exported wins."""
+OUTAGE_PATIENCE_S = 60.0
+"""How long a sweep worker waits for an unreachable tracking server before it stops."""
+
+
+def use_retries() -> None:
+    """Let MLflow's client ride out a short outage (``RETRIES``), in this process and the
+    worker processes it starts."""
+    for name, value in RETRIES.items():
+        os.environ.setdefault(name, value)
 
 
 def resolve_tracking_uri(explicit: str | None = None) -> str:
@@ -87,8 +107,9 @@ def artifact_location(uri: str) -> str | None:
     return (db.parent / "artifacts").resolve().as_uri() if db is not None else None
 
 
-def ensure_reachable(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast, with the URI in the message, when the tracking store cannot be used."""
+def ensure_reachable(uri: str, patience_s: float = 0.0, timeout_s: float = 5.0) -> None:
+    """Fail, with the URI in the message, when the tracking store cannot be used: at once, or
+    after retrying with backoff for ``patience_s`` seconds (a server restarting)."""
     db = _sqlite_path(uri)
     if db is not None:
         try:
@@ -98,13 +119,21 @@ def ensure_reachable(uri: str, timeout_s: float = 5.0) -> None:
             raise LightningADError(f"cannot create the MLflow store {redact(uri)}: {err}") from err
         return
     if uri.startswith(("http://", "https://")):
-        try:
-            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s).close()
-        except (urllib.error.URLError, OSError) as err:
-            raise LightningADError(
-                f"cannot reach the MLflow tracking server at {redact(uri)} ({err}); "
-                "start it (make ui / mlflow server) or pass another --tracking-uri"
-            ) from err
+        deadline, pause = time.monotonic() + patience_s, 1.0
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s).close()
+                return
+            except (urllib.error.URLError, OSError) as err:
+                if time.monotonic() + pause > deadline:
+                    waited = f" for {patience_s:.0f} s" if patience_s else ""
+                    raise LightningADError(
+                        f"cannot reach the MLflow tracking server at {redact(uri)}{waited} "
+                        f"({err}); start it (make ui / mlflow server) or pass another "
+                        "--tracking-uri"
+                    ) from err
+            time.sleep(pause)
+            pause = min(pause * 2, 10.0)
 
 
 def _create_sqlite_store_once(uri: str, db: Path) -> None:
@@ -175,13 +204,19 @@ def search_all(uri: str, experiment: str, query: str, order_by: list[str] | None
 
 
 def finished_trial_runs(
-    uri: str, experiment: str, sweep: str, category: str | None = None, cell: Mapping | None = None
+    uri: str,
+    experiment: str,
+    sweep: str,
+    fingerprint: str,
+    category: str | None = None,
+    cell: Mapping | None = None,
 ) -> list:
-    """The FINISHED trial runs of a sweep that stand for their cell, oldest first; only one
-    category's, or one cell's (``cell``: its grid values), when given."""
+    """The complete trial runs of a sweep's settings ``fingerprint`` that stand for their
+    cell, oldest first; only one category's, or one cell's (``cell``: its grid values)."""
     query = (
         f"tags.`{SWEEP_TAG}` = {_quoted(sweep)} and tags.`{ROLE_TAG}` = '{TRIAL_ROLE}' "
-        "and attributes.status = 'FINISHED'"
+        f"and tags.`{FINGERPRINT_TAG}` = {_quoted(fingerprint)} "
+        f"and tags.`{COMPLETE_TAG}` = 'true' and attributes.status = 'FINISHED'"
     )
     if category:
         query += f" and params.category = {_quoted(category)}"
@@ -191,6 +226,8 @@ def finished_trial_runs(
     return [run for run in runs if run.data.tags.get(SELECTED_TAG) != "false"]
 
 
+SETTINGS_ARTIFACT = "settings.json"
+"""A parent run's settings: what its fingerprint stands for."""
 SCORES_ARTIFACT = "scores/test_scores.csv"
 """Every trial's per-image test scores (image, defect, label, one column per scorer): what a
 paired test of two trials on the same images reads."""
@@ -238,9 +275,11 @@ def parent_run(
     tags: Mapping[str, str],
     params: Mapping[str, str],
     spec: Mapping,
+    settings: Mapping,
 ) -> str:
     """The sweep's parent run for ``study``: found by its tags, or created with ``tags``,
-    ``params`` and ``spec`` (its ``sweep.yaml`` artifact). Two sweeps started at the same moment
+    ``params``, ``spec`` (its ``sweep.yaml`` artifact) and ``settings`` (``settings.json``, what
+    its fingerprint stands for). Two sweeps started at the same moment
     may both create one; both then keep the older and the loser deletes its own."""
     experiment_id = ensure_experiment(experiment, uri)
     query = f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}' and tags.`{STUDY_TAG}` = {_quoted(study)}"
@@ -260,10 +299,29 @@ def parent_run(
     for key, value in params.items():
         mlflow_client.log_param(run.info.run_id, key, value)
     mlflow_client.log_dict(run.info.run_id, dict(spec), "sweep.yaml")
+    mlflow_client.log_dict(run.info.run_id, dict(settings), SETTINGS_ARTIFACT)
     winner = oldest()
     if winner != run.info.run_id:
         mlflow_client.delete_run(run.info.run_id)
     return winner
+
+
+def sweep_parents(uri: str, experiment: str, sweep: str, category: str) -> list:
+    """The parent runs of one sweep and category, one per settings fingerprint, newest first."""
+    query = (
+        f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}' and tags.`{SWEEP_TAG}` = {_quoted(sweep)} "
+        f"and tags.category = {_quoted(category)}"
+    )
+    return search_all(uri, experiment, query, order_by=["attributes.start_time DESC"])
+
+
+def parent_settings(uri: str, run_id: str) -> dict:
+    """What a parent run's fingerprint stands for (its ``settings.json``)."""
+    import json
+
+    with tempfile.TemporaryDirectory(prefix="lightning_ad-settings-") as tmp:
+        path = client(uri).download_artifacts(run_id, SETTINGS_ARTIFACT, tmp)
+        return json.loads(Path(path).read_text())
 
 
 def reopen(uri: str, run_id: str) -> None:
@@ -286,12 +344,13 @@ def log_metrics(uri: str, run_id: str, metrics: Mapping[str, tuple[float, int]])
 
 @contextlib.contextmanager
 def run_status(mlflow_client, run_id: str) -> Iterator[None]:
-    """The status a trial's run ends with: FINISHED when the block completes (so after its
-    metrics and artifacts), KILLED on Ctrl-C, FAILED on anything else."""
+    """The status a trial's run ends with: FINISHED and ``COMPLETE_TAG`` when the block
+    completes (so after its metrics and artifacts), KILLED on Ctrl-C, FAILED on anything else."""
     try:
         yield
     except BaseException as err:
         status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
         mlflow_client.set_terminated(run_id, status)
         raise
+    mlflow_client.set_tag(run_id, COMPLETE_TAG, "true")
     mlflow_client.set_terminated(run_id, "FINISHED")

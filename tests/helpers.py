@@ -17,7 +17,7 @@ import optuna
 import yaml
 
 from lightning_ad import cli
-from lightning_ad.sweep.recovery import cell_key
+from lightning_ad.sweep.recovery import cell_key, trial_cell
 from lightning_ad.sweep.spec import SweepTarget
 from lightning_ad.sweep.storage import load_study
 
@@ -129,7 +129,7 @@ def assert_grid_filled_once(target: SweepTarget) -> optuna.Study:
     MLflow, one MLflow run per completed trial under one parent, nothing left RUNNING."""
     study = load_study(target)
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    cells = [cell_key(t.params) for t in complete]
+    cells = [cell_key(trial_cell(t)) for t in complete]
     assert len(cells) == QUICK_FINISHED and len(set(cells)) == QUICK_FINISHED, cells
     assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
     finished = trial_runs(target, "FINISHED")

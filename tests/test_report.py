@@ -17,6 +17,13 @@ from lightning_ad.sweep.spec import SweepSpec
 from tests.helpers import SWEEPS
 
 QUICK = SWEEPS / "quick.yaml"
+FINGERPRINT = "f00d"
+SETTINGS = {
+    "trial": {"image_size": 32},
+    "search": None,
+    "data": {"dataset": "synthetic", "root": "/data/synthetic/screw", "files": "0123456789"},
+    "code_version": "0.1.0",
+}
 DEFECTS = ("scratch_head", "thread_top")
 
 
@@ -29,6 +36,16 @@ def logged(tmp_path: Path) -> tuple[str, list[dict]]:
     client = mlflow.MlflowClient(uri)
     experiment = client.create_experiment("lightning_ad-quick")
     rng = np.random.default_rng(0)
+    parent = client.create_run(
+        experiment,
+        tags={
+            "lightning_ad.role": "sweep",
+            "lightning_ad.sweep": "quick",
+            "category": "screw",
+            "lightning_ad.fingerprint": FINGERPRINT,
+        },
+    )
+    client.log_dict(parent.info.run_id, SETTINGS, "settings.json")
     logged = []
     for cell in spec.cells():
         if spec.skip_reason(cell):
@@ -38,7 +55,12 @@ def logged(tmp_path: Path) -> tuple[str, list[dict]]:
         params = {**{k: str(v) for k, v in cell.items()}, "dataset": "synthetic"}
         params |= {"data_root": "data/synthetic/screw", "git_commit": "abc1234"}
         params["score_used"] = "knn"
-        tags = {"lightning_ad.role": "trial", "lightning_ad.sweep": "quick"}
+        tags = {
+            "lightning_ad.role": "trial",
+            "lightning_ad.sweep": "quick",
+            "lightning_ad.fingerprint": FINGERPRINT,
+            "lightning_ad.complete": "true",
+        }
         run = client.create_run(experiment, tags=tags)
         for key, value in params.items():
             client.log_param(run.info.run_id, key, value)
@@ -70,7 +92,8 @@ def _log_scores(client, run_id: str, separates: bool, rng, tmp_path: Path) -> No
 
 
 def _trials(uri: str) -> pd.DataFrame:
-    return report.fetch_trials(uri, "lightning_ad-quick", "quick", "screw")
+    spec = SweepSpec.load(QUICK)
+    return report.fetch_trials(uri, "lightning_ad-quick", spec, FINGERPRINT, "screw")
 
 
 def test_delong_on_the_same_images_sees_what_two_seeds_cannot(
@@ -137,6 +160,7 @@ def test_out_file_as_csv_is_one_table_pandas_parses(
     uri, _ = logged
     monkeypatch.chdir(tmp_path)
     args = ["table", "--sweep", str(QUICK), "--category", "screw", "--tracking-uri", uri]
+    args += ["--fingerprint", FINGERPRINT]
     assert main([*args, "--format", "csv", "--out", "t.csv"]) == 0
     assert list(pd.read_csv("t.csv")["head"].unique()) == ["adacos", "arcface", "none"]
     assert main([*args, "--format", "csv", "--table", "delta", "--out", "d.csv"]) == 0
@@ -165,6 +189,7 @@ def test_one_destination_never_gets_several_tables(
     uri, _ = logged
     monkeypatch.chdir(tmp_path)
     args = ["table", "--sweep", str(QUICK), "--category", "screw", "--tracking-uri", uri]
+    args += ["--fingerprint", FINGERPRINT]
     assert main([*args, *extra]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "t.csv").exists()

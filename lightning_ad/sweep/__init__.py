@@ -1,9 +1,13 @@
-"""Sweeps: Optuna over a grid of trials, every trial an MLflow run.
+"""Sweeps: an Optuna study whose trials are the cells of a grid, every trial an MLflow run.
 
 - ``spec``: what a sweep is (``SweepSpec``, ``SearchSpec``) and where it runs (``SweepTarget``).
-- ``storage``: the Optuna storage and the study over the grid.
-- ``recovery``: failed, interrupted and orphaned cells queued again; where the grid stands.
-- ``objective``: one grid cell -> one trial (or an inner search) -> its test AUC.
+- ``fingerprint``: what a cell's result depends on beyond its grid values, hashed.
+- ``preflight``: the data, weights, tracking URI and storage checked before anything is written.
+- ``storage``: the Optuna storage and the study of one settings fingerprint.
+- ``liveness``: a local worker's file lock, which tells for sure whether its trial is alive.
+- ``recovery``: the queue of cells: missing, failed, interrupted and orphaned cells queued
+  (once); where the grid stands.
+- ``objective``: one queued cell -> one trial (or an inner search) -> its test AUC.
 - ``search``: the inner study of a ``search`` block, on ``val/loss``.
 - ``parent``: the sweep's parent run (medians, tables, status).
 - ``runner``: ``run_sweep``, the worker loop and the worker processes.

@@ -1,4 +1,4 @@
-"""The Optuna objective: one grid cell -> one ``run_trial`` (or, with a ``search`` block, an
+"""The Optuna objective: one queued grid cell -> one ``run_trial`` (or, with a ``search`` block, an
 inner study of several) -> the test AUC that Optuna records for the cell."""
 
 from __future__ import annotations
@@ -10,8 +10,16 @@ import optuna
 from lightning_ad import tracking
 from lightning_ad.config import GRID_KEYS
 from lightning_ad.errors import describe
+from lightning_ad.sweep.liveness import WorkerLock
 from lightning_ad.sweep.parent import SweepParent
-from lightning_ad.sweep.recovery import INTERRUPTED, worker_id
+from lightning_ad.sweep.recovery import (
+    CELL_ATTR,
+    INTERRUPTED,
+    SURPLUS_ATTR,
+    queued_cell,
+    surplus_reason,
+    worker_id,
+)
 from lightning_ad.sweep.search import tune_cell
 from lightning_ad.sweep.spec import SearchSpec
 from lightning_ad.sweep.storage import open_storage
@@ -19,26 +27,32 @@ from lightning_ad.train import TrialResult, run_trial
 
 
 class CellObjective:
-    """``study.optimize(CellObjective(parent))``: the cell Optuna's GridSampler picks, trained,
-    tested and logged as a child run of the sweep's parent run."""
+    """``study.optimize(CellObjective(parent, lock))``: the queued cell a trial takes, trained,
+    tested and logged as a child run of the sweep's parent run. ``lock`` is the worker's
+    (``liveness``), None on storages whose trials send heartbeats instead."""
 
-    def __init__(self, parent: SweepParent) -> None:
-        self.parent, self.target = parent, parent.target
+    def __init__(self, parent: SweepParent, lock: WorkerLock | None = None) -> None:
+        self.parent, self.target, self.lock = parent, parent.target, lock
 
     def __call__(self, trial: optuna.Trial) -> float:
-        spec = self.target.spec
-        cell = {key: trial.suggest_categorical(key, list(spec.grid[key])) for key in GRID_KEYS}
+        if self.lock is not None:  # first: from now on, this trial is alive while we are
+            self.lock.claim(trial)
         trial.set_user_attr("worker", worker_id())
-        reason = spec.skip_reason(cell)
+        spec, settings = self.target.spec, self.target.settings
+        cell = queued_cell(trial)
+        reason = surplus_reason(trial.study, trial, cell, spec)
         if reason:
-            trial.set_user_attr("skipped", reason)
+            trial.set_user_attr(SURPLUS_ATTR, reason)
             raise optuna.TrialPruned(reason)
+        trial.set_user_attr(CELL_ATTR, cell)
         tags = {
             tracking.PARENT_TAG: self.parent.run_id,
             tracking.ROLE_TAG: tracking.TRIAL_ROLE,
             tracking.SWEEP_TAG: spec.name,
             tracking.STUDY_TAG: self.target.study_name,
             tracking.TRIAL_TAG: str(trial.number),
+            tracking.FINGERPRINT_TAG: settings.fingerprint,
+            tracking.CELL_TAG: settings.cell_id(cell),
         }
         search = spec.search_for(cell)
         try:

@@ -37,10 +37,15 @@ class SweepParent:
             target.tracking_uri,
             target.experiment,
             target.study_name,
-            tags={tracking.SWEEP_TAG: spec.name, "category": target.category},
+            tags={
+                tracking.SWEEP_TAG: spec.name,
+                "category": target.category,
+                tracking.FINGERPRINT_TAG: target.fingerprint,
+            },
             params={
                 "sweep": spec.name,
                 "category": target.category,
+                "fingerprint": target.fingerprint,
                 "optuna_storage": redact(target.storage or DEFAULT_STORAGE),
             },
             spec={
@@ -48,6 +53,7 @@ class SweepParent:
                 "grid": {k: list(v) for k, v in spec.grid.items()},
                 "fixed": spec.fixed,
             },
+            settings=target.settings.values,
         )
         return cls(target, run_id)
 
@@ -56,7 +62,11 @@ class SweepParent:
         target = self.target
         same_cell = {key: cell[key] for key in GRID_KEYS if key != "seed"}
         runs = tracking.finished_trial_runs(
-            target.tracking_uri, target.experiment, target.spec.name, cell=same_cell
+            target.tracking_uri,
+            target.experiment,
+            target.spec.name,
+            target.fingerprint,
+            cell=same_cell,
         )
         self._log_medians(report.trials_frame(runs))
         if time.monotonic() - self._described_at >= DESCRIBE_EVERY_S:
@@ -67,13 +77,12 @@ class SweepParent:
         table into ``reports/<sweep>/<category>/``, logged as the run's ``report/`` artifacts)."""
         target = self.target
         trials = report.fetch_trials(
-            target.tracking_uri, target.experiment, target.spec.name, target.category
+            target.tracking_uri, target.experiment, target.spec, target.fingerprint
         )
         self._log_medians(trials)
         client = tracking.client(target.tracking_uri)
-        client.set_tag(
-            self.run_id, tracking.NOTE_TAG, report.parent_description(trials, target.spec)
-        )
+        description = report.parent_description(trials, target.spec, target.settings)
+        client.set_tag(self.run_id, tracking.NOTE_TAG, description)
         self._described_at = time.monotonic()
         if not write_reports:
             return []

@@ -1,13 +1,21 @@
-"""Recovery: nothing finished is lost, nothing unfinished is left behind; and where the grid
-stands. The one module that reads Optuna's internals (a trial's ``grid_id``, the sampler's grid,
-the storage's trial states), so that an Optuna upgrade touches one file.
+"""The queue of cells: every cell of the grid without a finished trial is queued once; nothing
+finished is lost, nothing unfinished is left behind; and where the grid stands. The one module
+that reads Optuna's internals (a trial's ``fixed_params``, the storage's trial states), so that
+an Optuna upgrade touches one file.
+
+Cells are queued with ``study.enqueue_trial`` and workers take queued trials only: a cell is
+identified by its grid values (in the study of one settings fingerprint), not by a position in a
+grid, so adding a seed queues the new cells alone and removing one queues nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import socket
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import optuna
@@ -15,100 +23,163 @@ from optuna.trial import TrialState
 
 from lightning_ad import tracking
 from lightning_ad.config import GRID_KEYS
+from lightning_ad.sweep import liveness
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget
+from lightning_ad.sweep.storage import worker_locks
 
-HOST = socket.gethostname()
 INTERRUPTED = "interrupted"
-"""A trial's user attribute: Ctrl-C stopped it; its cell is queued again, not reported failed."""
+"""A trial's user attribute: Ctrl-C or SIGTERM stopped it, or its worker died; its cell is
+queued again, not reported failed."""
+CELL_ATTR = "cell"
+"""A trial's user attribute: the grid values of its cell."""
+SURPLUS_ATTR = "surplus"
+"""A trial's user attribute: why it ran nothing (its cell was already taken, or no longer in the
+grid). Such trials are not a cell's result and are ignored."""
 
 
 def worker_id() -> str:
-    return f"{HOST}:{os.getpid()}"
+    """Who ran a trial, for people reading the study (liveness asks the lock, not this)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _is_dead_local_worker(worker: str | None) -> bool:
-    host, _, pid = (worker or "").rpartition(":")
-    if host != HOST or not pid.isdigit():
-        return False  # another machine's trial: its own heartbeat (RDB storage) handles it
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+def plan(study: optuna.Study, target: SweepTarget, retry_failed: bool) -> int:
+    """Fail the trials of dead workers, and queue every runnable cell that has no finished,
+    running or queued trial; cells whose last trial raised an error only when
+    ``retry_failed`` (once per command, at its start: a cell that fails is not retried in a
+    loop). Returns how many cells were queued.
+
+    On the local stores two commands started together plan one after the other (a file lock),
+    so a cell is queued once; on PostgreSQL a cell queued twice is run once all the same
+    (``surplus_reason``)."""
+    with _planning(target):
+        fail_dead_trials(study, target)
+        cells = CellStates.of(study)
+        queued = 0
+        skip = cells.finished | cells.pending | (set() if retry_failed else set(cells.errors))
+        for cell in target.spec.runnable_cells():
+            if cell_key(cell) not in skip:
+                study.enqueue_trial(cell)
+                queued += 1
+        return queued
 
 
-def recover(study: optuna.Study, target: SweepTarget) -> int:
-    """Fail the trials of dead local workers, and queue every cell that has no finished trial
-    again. Returns how many cells were queued."""
+@contextlib.contextmanager
+def _planning(target: SweepTarget) -> Iterator[None]:
+    folder = worker_locks(target.storage)
+    if folder is None:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "plan.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def fail_dead_trials(study: optuna.Study, target: SweepTarget) -> None:
+    """RUNNING trials whose worker is gone: FAIL, and their MLflow runs FAILED. Local stores ask
+    the workers' file locks; RDB storages their heartbeats (which queue the cell themselves)."""
+    folder = worker_locks(target.storage)
+    if folder is None:
+        optuna.storages.fail_stale_trials(study)
+        return
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if _is_dead_local_worker(trial.user_attrs.get("worker")):
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            tracking.fail_orphan_runs(
-                target.tracking_uri, target.experiment, target.study_name, trial.number
-            )
-    cells = CellStates.of(study)
-    for params in cells.retry.values():
-        study.enqueue_trial(params)
-    return len(cells.retry)
+        if liveness.is_dead(folder, trial):
+            _fail(study, trial)
+            _fail_runs(target, trial)
+
+
+def _fail(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """FAIL a dead worker's trial (its cell to be run again, not a failed cell), fine if
+    another process has just done it."""
+    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+        study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+
+
+def _fail_runs(target: SweepTarget, trial: optuna.trial.FrozenTrial) -> None:
+    """Best effort: a run left RUNNING is closed by the next recovery, the cell is queued now."""
+    try:
+        tracking.fail_orphan_runs(
+            target.tracking_uri, target.experiment, target.study_name, trial.number
+        )
+    except Exception as err:
+        warnings.warn(f"could not mark trial {trial.number}'s run FAILED: {err}", stacklevel=2)
 
 
 @dataclass(frozen=True)
 class CellStates:
-    """The study's trials, grouped by grid cell (a cell may have several trials: retries)."""
+    """The study's trials, grouped by cell (a cell may have several trials: retries)."""
 
     finished: set[tuple]
-    """Cells with a COMPLETE trial, or PRUNED (skipped as n/a)."""
+    """Cells with a COMPLETE trial."""
     pending: set[tuple]
     """Cells with a RUNNING or WAITING trial."""
-    retry: dict[tuple, dict]
-    """Cells neither finished nor pending whose last trial failed or was interrupted: their
-    grid values, to queue again."""
     errors: dict[tuple, str]
-    """Of those, the cells whose last trial failed (not interrupted): the error's first line."""
+    """Cells neither finished nor pending whose last trial failed (not interrupted): the
+    error's first line."""
 
     @classmethod
     def of(cls, study: optuna.Study) -> CellStates:
-        finished, pending, retry, errors = set(), set(), {}, {}
+        finished, pending, errors = set(), set(), {}
         for trial in study.get_trials(deepcopy=False):
-            params = cell_params(study, trial)
-            key = cell_key(params)
-            if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            key = cell_key(trial_cell(trial))
+            if key is None or SURPLUS_ATTR in trial.user_attrs:
+                continue
+            if trial.state == TrialState.COMPLETE:
                 finished.add(key)
             elif trial.state in (TrialState.RUNNING, TrialState.WAITING):
                 pending.add(key)
-            elif trial.state == TrialState.FAIL and key:
-                retry[key] = params
+            elif trial.state == TrialState.FAIL:
                 errors.pop(key, None)
                 if not trial.user_attrs.get(INTERRUPTED):
                     error = str(trial.user_attrs.get("error") or "failed (no error recorded)")
                     errors[key] = error.strip().splitlines()[0]
-        retry = {k: p for k, p in retry.items() if k not in finished | pending}
-        return cls(finished, pending, retry, {k: e for k, e in errors.items() if k in retry})
+        done = finished | pending
+        return cls(finished, pending, {k: e for k, e in errors.items() if k not in done})
 
 
-def cell_key(params: dict | None) -> tuple | None:
-    return tuple(params[k] for k in GRID_KEYS) if params else None
+def cell_key(cell: dict | None) -> tuple | None:
+    return tuple(cell[k] for k in GRID_KEYS) if cell else None
 
 
-def cell_params(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict | None:
-    """The grid cell of a trial, also when its worker died before suggesting every parameter."""
-    params = trial.system_attrs.get("fixed_params") or trial.params
-    if all(k in params for k in GRID_KEYS):
-        return {k: params[k] for k in GRID_KEYS}
-    if "grid_id" in trial.system_attrs and isinstance(study.sampler, optuna.samplers.GridSampler):
-        values = study.sampler._all_grids[trial.system_attrs["grid_id"]]
-        return dict(zip(study.sampler._param_names, values, strict=True))
+def trial_cell(trial: optuna.trial.FrozenTrial) -> dict | None:
+    """The grid values of a trial's cell: as queued, also when its worker died at once."""
+    cell = trial.user_attrs.get(CELL_ATTR) or trial.system_attrs.get("fixed_params") or {}
+    return {k: cell[k] for k in GRID_KEYS} if all(k in cell for k in GRID_KEYS) else None
+
+
+def queued_cell(trial: optuna.Trial) -> dict | None:
+    """The cell a running trial was queued for (None: it was not queued)."""
+    return trial_cell(trial.study._storage.get_trial(trial._trial_id))
+
+
+def surplus_reason(
+    study: optuna.Study, trial: optuna.Trial, cell: dict | None, spec: SweepSpec
+) -> str | None:
+    """Why ``trial`` must not run its cell, or None when it is the cell's one live trial.
+
+    Of several trials queued for one cell (two recoveries on PostgreSQL at once), the lowest
+    numbered live one runs it; the others stand down, whichever worker asks first."""
+    if cell is None:
+        return "no queued cell"
+    if cell not in spec.runnable_cells():
+        return "its cell is no longer in the sweep's grid"
+    for other in study.get_trials(deepcopy=False):
+        if other.number == trial.number or SURPLUS_ATTR in other.user_attrs:
+            continue
+        if trial_cell(other) != cell:
+            continue
+        if other.state == TrialState.COMPLETE:
+            return f"its cell was completed by trial {other.number}"
+        if other.state in (TrialState.RUNNING, TrialState.WAITING) and other.number < trial.number:
+            return f"its cell is taken by trial {other.number}"
     return None
 
 
 class RequeueStaleTrial:
     """The ``heartbeat_stale_trial_callback`` for a trial whose worker stopped beating (a killed
-    process, a dead machine): its MLflow run is marked FAILED and its cell queued again, so the
-    sweep is delayed, never left with a hole. Optuna's ``RetryHeartbeatStaleTrialCallback``
-    re-adds the trial with the sampler's ``grid_id``; this goes through ``enqueue_trial``, the
-    path ``recover`` uses too, and also closes the MLflow run."""
+    process, a dead machine): its cell is queued again and its MLflow run marked FAILED, so the
+    sweep is delayed, never left with a hole."""
 
     def __init__(self, target: SweepTarget) -> None:
         self.target = target
@@ -116,38 +187,19 @@ class RequeueStaleTrial:
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         # Queue first: Optuna calls this outside optimize's catch, so an MLflow error after it
         # must neither kill the surviving worker nor lose the cell.
-        params = cell_params(study, trial)
-        if params:
-            study.enqueue_trial(params)
-        target = self.target
-        try:
-            tracking.fail_orphan_runs(
-                target.tracking_uri, target.experiment, target.study_name, trial.number
-            )
-        except Exception as err:  # the run stays RUNNING; the next recovery closes it
-            warnings.warn(f"could not mark trial {trial.number}'s run FAILED: {err}", stacklevel=1)
+        cell = trial_cell(trial)
+        if cell is not None:
+            study.enqueue_trial(cell)
+        _fail_runs(self.target, trial)
 
 
-def next_step(study: optuna.Study, n_cells: int) -> str:
-    """``take`` a cell, ``wait`` for running trials that may still come back as stale (RDB
-    storages), or ``done``."""
-    visited, running = set(), False
-    for trial in study.get_trials(deepcopy=False):
-        if trial.state == TrialState.WAITING:
-            return "take"
-        running |= trial.state == TrialState.RUNNING
-        if "grid_id" in trial.system_attrs:
-            visited.add(trial.system_attrs["grid_id"])
-    if len(visited) < n_cells:
+def next_step(study: optuna.Study) -> str:
+    """``take`` a queued cell, ``wait`` for running trials (they finish, or their worker is
+    found dead and their cell queued again), or ``done``."""
+    states = {t.state for t in study.get_trials(deepcopy=False)}
+    if TrialState.WAITING in states:
         return "take"
-    return "wait" if running and _has_heartbeats(study) else "done"
-
-
-def _has_heartbeats(study: optuna.Study) -> bool:
-    storage = study._storage
-    return isinstance(storage, optuna.storages.RDBStorage) and bool(
-        storage.get_heartbeat_interval()
-    )
+    return "wait" if TrialState.RUNNING in states else "done"
 
 
 @dataclass(frozen=True)
@@ -164,6 +216,10 @@ class GridStatus:
     def finished(self) -> bool:
         """Nothing left to run: every cell complete or failed."""
         return self.complete + len(self.failed) == self.cells and not self.running
+
+    @property
+    def all_complete(self) -> bool:
+        return self.complete == self.cells
 
 
 def grid_status(study: optuna.Study, spec: SweepSpec) -> GridStatus:

@@ -1,13 +1,16 @@
-"""Running a sweep: one Optuna study per (sweep, category) over the grid, each trial an MLflow
-child run of the sweep's parent run, with as many worker processes as asked for.
+"""Running a sweep: one Optuna study per (sweep, category, settings fingerprint) whose trials
+are the grid's cells, each an MLflow child run of the sweep's parent run, with as many worker
+processes as asked for.
 
-- Optuna's ``GridSampler`` walks the grid; the study lives in a storage the caller chooses
-  (default: a journal file under ``mlruns/`` that local processes share safely; any Optuna
-  storage URL, e.g. PostgreSQL, for many machines).
+- ``preflight`` checks the data, weights, tracking URI and storage before anything is written.
+- Every cell without a finished trial is queued (``recovery.plan``); workers take queued cells
+  until none is left and wait for the ones running elsewhere. The study lives in a storage the
+  caller chooses (default: a journal file under ``mlruns/`` that local processes share safely;
+  any Optuna storage URL, e.g. PostgreSQL, for many machines).
 - Rerunning the same command resumes: finished cells are kept; failed, interrupted or orphaned
-  (worker killed) cells are queued again (``recovery``).
-- With an RDB storage (PostgreSQL) every running trial sends heartbeats: when a worker or machine
-  dies, a live worker fails its trial after ``3 x heartbeat`` seconds and queues the cell again.
+  (worker killed) cells are queued again. A local worker holds a file lock while it lives, so a
+  dead one is found for sure (``liveness``); on PostgreSQL every running trial sends heartbeats
+  and a live worker fails a silent one after ``3 x heartbeat`` seconds and queues its cell.
 """
 
 from __future__ import annotations
@@ -26,11 +29,16 @@ import optuna
 from lightning_ad import interrupts, tracking
 from lightning_ad.errors import RedactSecrets
 from lightning_ad.progress import SweepProgress
+from lightning_ad.sweep.liveness import WorkerLock
 from lightning_ad.sweep.objective import CellObjective
 from lightning_ad.sweep.parent import SweepParent
-from lightning_ad.sweep.recovery import GridStatus, grid_status, next_step, recover
+from lightning_ad.sweep.preflight import preflight
+from lightning_ad.sweep.recovery import GridStatus, grid_status, next_step, plan
 from lightning_ad.sweep.spec import SweepTarget
-from lightning_ad.sweep.storage import load_study
+from lightning_ad.sweep.storage import load_study, worker_locks
+
+LOCAL_POLL_S = 2.0
+"""How often a worker with nothing to take looks again, on the local stores."""
 
 
 @dataclass(frozen=True)
@@ -45,11 +53,12 @@ def run_sweep(target: SweepTarget, workers: int = 1, show_progress: bool = True)
     """Run (or resume) the sweep of one category: the report files, and where the grid stands
     (failed cells are reported, not raised: the others still ran)."""
     quiet_libraries()
-    _check_data(target)
+    tracking.use_retries()
+    preflight([target])
     tracking.ensure_reachable(target.tracking_uri)
     study = load_study(target)
     parent = SweepParent.find_or_create(target)
-    recover(study, target)
+    plan(study, target, retry_failed=True)
     if not grid_status(study, target.spec).finished:
         parent.reopen()
     try:
@@ -63,34 +72,29 @@ def run_sweep(target: SweepTarget, workers: int = 1, show_progress: bool = True)
     return SweepOutcome(files, status)
 
 
-def _check_data(target: SweepTarget) -> None:
-    """The category resolved and read once, before any study, run or worker: a typo or an
-    unreadable folder is one clear error now, not a failure in every cell (and the built-in data
-    is rendered here, not inside the first trial)."""
-    from lightning_ad.data.mvtec import MVTecCategory
-    from lightning_ad.data.resolve import resolve_category
-
-    resolved = resolve_category(target.category, target.data_root, target.data_dir)
-    MVTecCategory.load(resolved.root)
-
-
 def work(parent: SweepParent, threads: int | None = None) -> None:
-    """One worker: run grid cells until none is left (the body of each ``--workers`` process)."""
+    """One worker: take queued cells until none is left, then wait for the ones running
+    elsewhere (the body of each ``--workers`` process). A tracking server that stays
+    unreachable for ``tracking.OUTAGE_PATIENCE_S`` stops it with one line; no cell is lost."""
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     target = parent.target
     study = load_study(target)
-    objective = CellObjective(parent)
-    n_cells = len(target.spec.cells())
-    while (step := next_step(study, n_cells)) != "done":
-        if step == "take":
-            # catch: a failing trial (NaN loss, bad data) is recorded as FAIL; the sweep goes on.
-            study.optimize(objective, n_trials=1, catch=(Exception,))
-        else:  # another machine's trial is running: if that machine died, its cell comes back
-            optuna.storages.fail_stale_trials(study)
-            time.sleep(min(target.heartbeat, 10))
+    locks = worker_locks(target.storage)
+    poll = LOCAL_POLL_S if locks is not None else min(target.heartbeat, 10)
+    with WorkerLock.held(locks) as lock:
+        objective = CellObjective(parent, lock)
+        while (step := next_step(study)) != "done":
+            if step == "take":
+                tracking.ensure_reachable(target.tracking_uri, tracking.OUTAGE_PATIENCE_S)
+                # catch: a failing trial (NaN loss, bad data) is recorded as FAIL; the sweep
+                # goes on.
+                study.optimize(objective, n_trials=1, catch=(Exception,))
+            else:  # running elsewhere: if that worker died, its cell is queued again
+                time.sleep(poll)
+                plan(study, target, retry_failed=False)
 
 
 def quiet_libraries() -> None:

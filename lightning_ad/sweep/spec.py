@@ -7,6 +7,7 @@ not an hour into the sweep.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -195,9 +196,26 @@ class SweepTarget:
     heartbeat: int = 60
     """Seconds between a running trial's heartbeats (RDB storages); silent for 3x -> stale."""
 
+    @functools.cached_property
+    def settings(self):
+        """The settings fingerprint of this sweep's cells (``sweep.fingerprint``): resolving the
+        category and hashing its files once per command (worker processes get it pickled)."""
+        from lightning_ad.data.resolve import resolve_category
+        from lightning_ad.sweep.fingerprint import sweep_settings
+
+        return sweep_settings(
+            self.spec, resolve_category(self.category, self.data_root, self.data_dir)
+        )
+
+    @property
+    def fingerprint(self) -> str:
+        return self.settings.fingerprint
+
     @property
     def study_name(self) -> str:
-        return f"{self.spec.name}-{self.category}"
+        """One study per sweep, category and settings fingerprint: edited settings or other
+        data start a new study, a grown grid adds cells to the same one."""
+        return f"{self.spec.name}-{self.category}-{self.fingerprint}"
 
     @property
     def experiment(self) -> str:

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import optuna
 
-from lightning_ad.config import GRID_KEYS
 from lightning_ad.errors import LightningADError, redact
-from lightning_ad.sweep.recovery import RequeueStaleTrial
 from lightning_ad.sweep.spec import SweepTarget
 
 DEFAULT_STORAGE = "mlruns/optuna.journal"
@@ -95,12 +93,30 @@ def _rdb_storage(url: str, heartbeat: int, on_stale) -> optuna.storages.RDBStora
     return connect()
 
 
+def local_store(url: str | None) -> Path | None:
+    """The file of a storage on this machine (a journal, a SQLite database), or None."""
+    if url is None or url.endswith((".journal", ".log")):
+        return Path(url or DEFAULT_STORAGE)
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///"))
+    return None
+
+
+def worker_locks(url: str | None) -> Path | None:
+    """Where the workers of a local storage keep their locks (``liveness``), or None."""
+    store = local_store(url)
+    return store.with_name(store.name + ".workers") if store is not None else None
+
+
 def load_study(target: SweepTarget) -> optuna.Study:
-    grid = {key: list(target.spec.grid[key]) for key in GRID_KEYS}
+    """The study of ``target``. Its trials sample nothing: every cell is queued with
+    ``enqueue_trial`` (``recovery.plan``), so the grid can grow without retraining anything
+    (Optuna's GridSampler ignores the trials of another grid and would run every cell again)."""
+    from lightning_ad.sweep.recovery import RequeueStaleTrial  # recovery builds on this module
+
     return optuna.create_study(
         study_name=target.study_name,
         storage=open_storage(target.storage, target.heartbeat, RequeueStaleTrial(target)),
-        sampler=optuna.samplers.GridSampler(grid, seed=0),
         direction="maximize",
         load_if_exists=True,
     )

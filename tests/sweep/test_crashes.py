@@ -5,6 +5,7 @@ the real command line: SIGKILL in the middle of a trial, four worker processes a
 from __future__ import annotations
 
 import signal
+import subprocess
 from pathlib import Path
 
 import mlflow
@@ -23,21 +24,32 @@ from tests.helpers import (
 pytestmark = pytest.mark.e2e
 
 
-def _default_target(cwd: Path, sweep_file: Path = SWEEPS / "quick.yaml") -> SweepTarget:
-    """The screw sweep of ``sweep_file`` in the stores a plain ``lightning-ad sweep`` uses under
+def _default_target(cwd: Path, data_root: Path) -> SweepTarget:
+    """quick.yaml's screw sweep in the stores a plain ``lightning-ad sweep`` uses under
     ``cwd``."""
     return SweepTarget(
-        SweepSpec.load(sweep_file).with_category("screw"),
+        SweepSpec.load(SWEEPS / "quick.yaml").with_category("screw"),
         "screw",
         storage=str(cwd / "mlruns" / "optuna.journal"),
         tracking_uri=f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}",
+        data_root=str(data_root),
     )
 
 
-def test_sigkill_mid_trial_then_rerun_completes_the_grid(
+def _on_another_host(command: list[str]) -> list[str]:
+    """``command`` in a UTS namespace of its own whose hostname is ``rerun-host``: a rerun
+    from a new container, as far as the sweep can tell."""
+    if subprocess.run(["unshare", "--uts", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare --uts is not permitted here (it needs root)")
+    return ["unshare", "--uts", "sh", "-c", 'hostname rerun-host && exec "$@"', "sh", *command]
+
+
+def test_sigkill_mid_trial_then_two_reruns_one_on_another_host_complete_the_grid(
     synthetic_root: Path, tmp_path: Path
 ) -> None:
-    target = _default_target(tmp_path)
+    """The killed worker's trial is found dead by its free file lock, not by hostname and PID:
+    two reruns started together, one from a host of another name, recover the cell once."""
+    target = _default_target(tmp_path, synthetic_root)
     held = tmp_path / "held"
     worker = start_sweep(sweep_command(synthetic_root, hold=held), tmp_path)
     wait_for(held.exists, 300, "a trial in the middle of training")
@@ -47,11 +59,17 @@ def test_sigkill_mid_trial_then_rerun_completes_the_grid(
     assert orphan.info.status == "RUNNING"  # what a killed process leaves behind
     killed = orphan.data.tags["optuna.trial"]
 
-    rerun = start_sweep(sweep_command(synthetic_root), tmp_path)
-    output, _ = rerun.communicate(timeout=600)
-    assert rerun.returncode == 0, output
-    study = assert_grid_filled_once(target)
+    # Two recoveries at once, one of them from a host of another name.
+    reruns = [
+        start_sweep(_on_another_host(sweep_command(synthetic_root)), tmp_path),
+        start_sweep(sweep_command(synthetic_root), tmp_path),
+    ]
+    for rerun in reruns:
+        output, _ = rerun.communicate(timeout=600)
+        assert rerun.returncode == 0 and "Traceback" not in output, output
+    study = assert_grid_filled_once(target)  # no cell trained twice
     assert study.trials[int(killed)].state == optuna.trial.TrialState.FAIL
+    assert any(t.user_attrs["worker"].startswith("rerun-host:") for t in study.trials)
     assert mlflow.MlflowClient(target.tracking_uri).get_run(orphan.info.run_id).info.status == (
         "FAILED"
     )  # closed by the rerun, not left "running"
@@ -71,7 +89,7 @@ def test_concurrent_workers_on_the_default_stores(
     for process, output in zip(processes, outputs, strict=True):
         assert process.returncode == 0, output
         assert "locked" not in output.lower(), output
-    target = _default_target(tmp_path)
+    target = _default_target(tmp_path, synthetic_root)
     study = assert_grid_filled_once(target)
     assert not study.get_trials(states=(optuna.trial.TrialState.FAIL,))
     workers = {t.user_attrs["worker"] for t in study.trials}

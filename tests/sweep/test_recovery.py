@@ -1,42 +1,111 @@
-"""Recovery: dead workers' trials failed and their cells queued again; interrupted cells are
-not failed cells."""
+"""The queue of cells: dead workers found by their file locks, their cells queued again;
+interrupted cells are not failed cells; a cell queued twice runs once; a failing cell is retried
+once per command, not in a loop."""
 
 from __future__ import annotations
 
 import optuna
+import pytest
 
-from lightning_ad.sweep.recovery import HOST, INTERRUPTED, cell_key, grid_status, recover
+from lightning_ad.sweep import liveness
+from lightning_ad.sweep.liveness import WorkerLock
+from lightning_ad.sweep.recovery import (
+    INTERRUPTED,
+    cell_key,
+    fail_dead_trials,
+    grid_status,
+    plan,
+    surplus_reason,
+)
 from lightning_ad.sweep.spec import SweepTarget
-from lightning_ad.sweep.storage import load_study
+from lightning_ad.sweep.storage import load_study, worker_locks
+
+RUNNING, WAITING, FAIL = (
+    optuna.trial.TrialState.RUNNING,
+    optuna.trial.TrialState.WAITING,
+    optuna.trial.TrialState.FAIL,
+)
 
 
-def test_dead_local_worker_is_failed_and_its_cell_requeued(target: SweepTarget) -> None:
+def _take(study: optuna.Study, cell: dict, lock: WorkerLock | None) -> optuna.Trial:
+    """A trial of ``cell`` left RUNNING, claimed by ``lock``'s worker."""
+    study.enqueue_trial(cell)
+    trial = study.ask()
+    if lock is not None:
+        lock.claim(trial)
+    return trial
+
+
+def test_a_dead_workers_trial_is_failed_and_queued_a_live_ones_is_left(
+    target: SweepTarget,
+) -> None:
     study = load_study(target)
-    trial = study.ask()  # a trial left RUNNING by a worker that no longer exists
-    cell = {
-        k: trial.suggest_categorical(k, list(target.spec.grid[k]))
-        for k in ("category", "backbone", "head", "classes", "seed")
-    }
-    trial.set_user_attr("worker", f"{HOST}:999999999")
-    queued = recover(study, target)
-    state = study._storage.get_trial(trial._trial_id).state
-    assert state == optuna.trial.TrialState.FAIL and queued == 1
-    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
-    assert waiting[0].system_attrs["fixed_params"] == cell
+    dead_cell, live_cell = target.spec.runnable_cells()[:2]
+    folder = worker_locks(target.storage)
+    with WorkerLock.held(folder) as dead:
+        dead_trial = _take(study, dead_cell, dead)
+    # The dead worker's lock file is gone; a crashed one's would be there but free.
+    (folder / "crashed.lock").touch()
+    with WorkerLock.held(folder) as live:
+        live_trial = _take(study, live_cell, live)
+        crashed_trial = _take(study, target.spec.runnable_cells()[2], None)
+        study._storage.set_trial_user_attr(crashed_trial._trial_id, "worker_lock", "crashed.lock")
+        plan(study, target, retry_failed=True)
+        states = {t.number: t.state for t in study.get_trials()}
+        assert states[dead_trial.number] == FAIL and states[crashed_trial.number] == FAIL
+        assert states[live_trial.number] == RUNNING  # its lock is held: alive, whatever its host
+    waiting = [t.system_attrs["fixed_params"] for t in study.get_trials(states=(WAITING,))]
+    assert dead_cell in waiting and live_cell not in waiting
+    assert len(waiting) == len({cell_key(c) for c in waiting})  # each cell queued once
 
 
-def test_an_interrupted_cell_is_queued_again_not_reported_failed(target: SweepTarget) -> None:
+def test_an_unclaimed_trial_is_dead_only_after_the_grace_period(
+    target: SweepTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed between taking a trial and writing its lock's name on it."""
+    study = load_study(target)
+    trial = _take(study, target.spec.runnable_cells()[0], None)
+    fail_dead_trials(study, target)
+    assert study._storage.get_trial(trial._trial_id).state == RUNNING
+    monkeypatch.setattr(liveness, "UNCLAIMED_GRACE_S", -1.0)
+    fail_dead_trials(study, target)
+    fail_dead_trials(study, target)  # again, as a second command would: no error
+    assert study._storage.get_trial(trial._trial_id).state == FAIL
+
+
+def test_an_interrupted_cell_is_queued_again_a_failed_one_once_per_command(
+    target: SweepTarget,
+) -> None:
     study = load_study(target)
     interrupted, failed = target.spec.runnable_cells()[:2]
     for cell, attrs in (
         (interrupted, {INTERRUPTED: True}),
         (failed, {"error": "RuntimeError: boom\nthe traceback"}),
     ):
-        study.enqueue_trial(cell)
-        trial = study.ask()
-        assert {k: trial.suggest_categorical(k, list(target.spec.grid[k])) for k in cell} == cell
+        trial = _take(study, cell, None)
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        study.tell(trial, state=FAIL)
+    others = len(target.spec.runnable_cells()) - 2
     assert grid_status(study, target.spec).failed == {cell_key(failed): "RuntimeError: boom"}
-    assert recover(study, target) == 2  # both are queued again
+    # Inside a command (a worker waiting): the failed cell is not run again in a loop.
+    assert plan(study, target, retry_failed=False) == others + 1
+    # A new command: it is.
+    assert plan(study, target, retry_failed=True) == 1
+
+
+def test_a_cell_queued_twice_is_run_by_the_lower_trial_alone(target: SweepTarget) -> None:
+    """Two recoveries at once on PostgreSQL (no file lock there) may queue a cell twice."""
+    study = load_study(target)
+    cell = target.spec.runnable_cells()[0]
+    study.enqueue_trial(cell)
+    study.enqueue_trial(cell)
+    first, second = study.ask(), study.ask()  # two workers take them at the same moment
+    spec = target.spec
+    assert surplus_reason(study, first, cell, spec) is None
+    assert "taken by trial" in surplus_reason(study, second, cell, spec)
+    study.tell(first, 0.9)
+    assert "completed by trial" in surplus_reason(study, second, cell, spec)
+    assert "no queued cell" in surplus_reason(study, second, None, spec)
+    removed = {**cell, "seed": 99}
+    assert "no longer in the sweep's grid" in surplus_reason(study, second, removed, spec)

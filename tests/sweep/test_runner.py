@@ -42,23 +42,20 @@ def test_quick_sweep_runs_resumes_and_tables_match(target: SweepTarget) -> None:
         params, tags = run.data.params, run.data.tags
         assert params["category"] == "screw" and params["backbone"] == "mobilenet_v2"
         assert params["classes"] in ("class2", "class3") and params["seed"] in ("0", "1")
-        assert tags["optuna.study"] == "quick-screw" and tags["optuna.trial"].isdigit()
+        assert tags["optuna.study"] == target.study_name and tags["optuna.trial"].isdigit()
+        assert tags[tracking.FINGERPRINT_TAG] == target.fingerprint
         assert "test/auc" in run.data.metrics
 
     # Rerunning the same command trains nothing again.
-    study = optuna.load_study(study_name="quick-screw", storage=open_storage(target.storage))
-    trials_before = len(study.trials)
+    trials_before = len(load_study(target).trials)
     run_sweep(target, show_progress=False)
     assert len(trial_runs(target)) == 8
-    assert (
-        len(
-            optuna.load_study(study_name="quick-screw", storage=open_storage(target.storage)).trials
-        )
-        == trials_before
-    )
+    assert len(load_study(target).trials) == trials_before
 
     # The table's medians are the medians of the logged metrics.
-    trials = report.fetch_trials(target.tracking_uri, target.experiment, "quick", "screw")
+    trials = report.fetch_trials(
+        target.tracking_uri, target.experiment, target.spec, target.fingerprint
+    )
     table = report.main_table(trials, target.spec)
     for column, (head, classes) in {
         "arcface class3": ("arcface", "class3"),
@@ -116,7 +113,7 @@ def test_a_failing_trial_is_recorded_and_retried_on_rerun(
 
     monkeypatch.setattr(objective, "run_trial", flaky)
     run_sweep(target, show_progress=False)  # the sweep goes on past the failure
-    study = optuna.load_study(study_name="quick-screw", storage=open_storage(target.storage))
+    study = load_study(target)
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     assert len(failed) == 1 and "simulated bad data" in failed[0].user_attrs["error"]
     assert len(trial_runs(target)) == 7
@@ -172,12 +169,14 @@ def test_search_tunes_trained_cells_and_runs_the_frozen_one_once(
     [selected] = [r for r in tuned if r.data.tags[tracking.SELECTED_TAG] == "true"]
     storage = open_storage(target.storage)
     inner = optuna.load_study(
-        study_name="tuned-screw/mobilenet_v2-arcface-class3-0", storage=storage
+        study_name=f"{target.study_name}/mobilenet_v2-arcface-class3-0", storage=storage
     )
     assert selected.info.run_id == inner.best_trial.user_attrs["mlflow_run_id"]  # lowest val/loss
     inner_studies = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     assert not any("-none-" in name for name in inner_studies)
-    table = report.fetch_trials(target.tracking_uri, target.experiment, "tuned", "screw")
+    table = report.fetch_trials(
+        target.tracking_uri, target.experiment, target.spec, target.fingerprint
+    )
     assert sorted(table["run_id"]) == sorted([frozen.info.run_id, selected.info.run_id])
     client = mlflow.MlflowClient(target.tracking_uri)
     [parent_id] = {r.data.tags["mlflow.parentRunId"] for r in runs}
@@ -209,15 +208,17 @@ def test_a_cell_whose_proposals_all_fail_is_a_failed_cell_and_exit_1(
     err = capsys.readouterr().err
     assert "failed: screw mobilenet_v2 arcface class3 0: LightningADError: inner study" in err
     assert "none of its 3 proposals finished" in err and "simulated divergence" in err
-    assert "1 cell failed" in err
-    target = SweepTarget(SweepSpec.load(spec_file), "screw", storage="mlruns/optuna.journal")
+    assert "1 cell is not complete" in err
+    target = SweepTarget(SweepSpec.load(spec_file), "screw", data_root=str(synthetic_root))
     client = mlflow.MlflowClient(target.tracking_uri)
     [parent] = client.search_runs(
         [client.get_experiment_by_name(target.experiment).experiment_id],
         "tags.`lightning_ad.role` = 'sweep'",
     )
     assert parent.info.status == "FAILED" and parent.data.tags[tracking.FAILED_CELLS_TAG] == "1"
-    frozen = report.fetch_trials(target.tracking_uri, target.experiment, "tuned", "screw")
+    frozen = report.fetch_trials(
+        target.tracking_uri, target.experiment, target.spec, target.fingerprint
+    )
     assert list(frozen["head"]) == ["none"]  # the floor is in the table all the same
 
 
@@ -243,6 +244,7 @@ def test_an_interrupt_stops_cleanly_and_the_rerun_finishes(
         "screw",
         storage=str(tmp_path / "mlruns" / "optuna.journal"),
         tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+        data_root=str(synthetic_root),
     )
     runs = {r.info.run_id: r.info.status for r in trial_runs(target)}
     assert runs.pop(held.read_text()) == "KILLED"  # the interrupted trial's run
@@ -271,3 +273,31 @@ def test_a_category_typo_fails_before_anything_is_written(tmp_path: Path) -> Non
     with pytest.raises(LightningADError, match="unknown category 'scerw'"):
         run_sweep(target, show_progress=False)
     assert not any(tmp_path.iterdir())  # no study, no run, no report
+
+
+def test_a_crash_between_fit_and_test_leaves_no_finished_run_and_the_cell_is_retried(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FINISHED means tested: a run is complete only once its test scores are logged."""
+    from lightning_ad import train
+
+    one_cell = {**SEARCH_SWEEP, "grid": {**SEARCH_SWEEP["grid"], "head": ["arcface"]}}
+    del one_cell["search"]
+    target = temporary_target(
+        SweepSpec.from_dict(one_cell, default_name="crash"), synthetic_root, tmp_path
+    )
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash after fit")
+
+    monkeypatch.setattr(train, "_log_test_scores", crash)
+    assert run_sweep(target, show_progress=False).status.failed
+    [crashed] = trial_runs(target)
+    assert crashed.info.status == "FAILED" and tracking.COMPLETE_TAG not in crashed.data.tags
+    assert "val/loss" in crashed.data.metrics  # fit had ended: Lightning did not finish it
+
+    monkeypatch.undo()
+    assert run_sweep(target, show_progress=False).status.all_complete
+    runs = {r.info.status: r for r in trial_runs(target)}
+    assert sorted(runs) == ["FAILED", "FINISHED"]
+    assert runs["FINISHED"].data.tags[tracking.COMPLETE_TAG] == "true"

@@ -1,0 +1,121 @@
+"""What a sweep's results depend on beyond the grid values, hashed: the settings fingerprint.
+
+A cell's identity is its grid values plus the fingerprint of everything else that changes its
+result: every trial setting (the sweep's ``fixed`` values over the code's defaults), the
+``search`` block, the data (its kind, resolved folder and a hash of every file of the category)
+and the trial-defining code version (``lightning_ad.__version__``). The study, the parent run and
+every trial run carry the fingerprint, and the tables show one fingerprint at a time. So:
+
+- a value added to a grid axis is a new cell of the same fingerprint: only it is trained;
+- a value removed from the grid drops its cells from the table and trains nothing;
+- an edit of ``fixed``/``search``, other data or a new code version is a new fingerprint: its
+  cells are all trained, the earlier runs stay in MLflow under their own fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import MISSING, asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning_ad
+from lightning_ad.config import GRID_KEYS, SETTINGS
+from lightning_ad.data.resolve import ResolvedCategory
+
+FINGERPRINT_LENGTH = 12
+LOCATION_SETTINGS = ("data_root", "data_dir")
+"""Where the data is looked for: replaced in the fingerprint by the data actually found."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything but the grid values that a sweep's results depend on (JSON-able)."""
+
+    values: dict[str, Any]
+
+    @property
+    def fingerprint(self) -> str:
+        return _digest(self.values)
+
+    def cell_id(self, cell: dict[str, Any]) -> str:
+        """A cell's identity: its grid values under this fingerprint."""
+        return _digest({"settings": self.fingerprint, "cell": {k: cell[k] for k in GRID_KEYS}})
+
+    def to_json(self) -> str:
+        return json.dumps(self.values, indent=2, sort_keys=True, default=str)
+
+    def describe(self) -> str:
+        """One line for people: the fingerprint, the settings that differ from the defaults,
+        the search block and the data."""
+        trial = self.values["trial"]
+        changed = [f"{k}={v}" for k, v in sorted(trial.items()) if v != _default(k)]
+        search = self.values["search"]
+        tuned = ", ".join(sorted(search["params"])) if search else "none"
+        data = self.values["data"]
+        return (
+            f"fingerprint {self.fingerprint}: {' '.join(changed) or 'all defaults'}; "
+            f"tuned: {tuned}; data: {data['dataset']} {data['root']} "
+            f"(files {data['files'][:8]}); code {self.values['code_version']}"
+        )
+
+
+def sweep_settings(spec, data: ResolvedCategory) -> Settings:
+    """The settings of ``spec``'s cells on ``data`` (a ``SweepSpec`` of one category)."""
+    config = spec.trial_config(spec.runnable_cells()[0])
+    trial = {
+        name: value
+        for name, value in asdict(config).items()
+        if name not in (*GRID_KEYS, *LOCATION_SETTINGS)
+    }
+    pretrained = Path(str(config.pretrained))
+    if pretrained.is_file():  # a state dict: its content, not only its name, shapes the result
+        trial["pretrained_sha256"] = _file_digest(pretrained)
+    search = spec.search
+    return Settings(
+        json.loads(
+            json.dumps(
+                {
+                    "trial": trial,
+                    "search": None if search is None else asdict(search),
+                    "data": {
+                        "dataset": data.dataset,
+                        "root": str(data.root.resolve()),
+                        "files": data_fingerprint(data.root),
+                    },
+                    "code_version": lightning_ad.__version__,
+                },
+                sort_keys=True,
+                default=str,
+            )
+        )
+    )
+
+
+def data_fingerprint(root: Path) -> str:
+    """A hash of every file under a category folder: relative paths and contents (a replaced,
+    added or removed image changes it; a touched one does not)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        digest.update(_file_digest(path).encode())
+    return digest.hexdigest()
+
+
+def _default(name: str) -> Any:
+    setting = SETTINGS.get(name)
+    if setting is None:  # an addition of ours, e.g. the weights file's hash
+        return None
+    default = setting.default if setting.default is not MISSING else setting.default_factory()
+    return json.loads(json.dumps(default, default=str))
+
+
+def _file_digest(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "blake2b").hexdigest()
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:FINGERPRINT_LENGTH]
