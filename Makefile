@@ -2,7 +2,7 @@
 #   make test                      install (first time) and run the tests
 #   make help                      list the targets
 # Variables: VENV (where the virtualenv lives, default .venv), PYTHON (to create it),
-#            CATEGORY (screw | grid | transistor | any folder name under data/mvtec).
+#            CATEGORY (screw | grid | transistor | any folder name under data/mvtec or DATA_ROOT).
 
 PYTHON   ?= python3
 VENV     ?= .venv
@@ -14,6 +14,10 @@ OUT      ?=
 HOST     ?= 127.0.0.1
 PORT     ?= 5000
 ALLOWED_HOSTS ?=
+CORS_ORIGINS ?=
+AUTH     ?=
+DATA_ROOT    ?=
+FINGERPRINT  ?=
 STORAGE      ?=
 TRACKING_URI ?=
 BIN      := $(VENV)/bin
@@ -69,18 +73,24 @@ data: $(STAMP) ## render the built-in CATEGORY into data/synthetic (make data CA
 preview: $(STAMP) ## draw data, twins and defects of CATEGORY into reports/preview-CATEGORY.png
 	$(BIN)/lightning-ad data preview --category $(CATEGORY) --out reports/preview-$(CATEGORY).png
 
-sweep: $(STAMP) ## run or resume a sweep: make sweep CATEGORY=screw [SWEEP=default] [WORKERS=1] [STORAGE=url] [TRACKING_URI=uri]
-	$(BIN)/lightning-ad sweep --sweep $(SWEEP) --category $(CATEGORY) --workers $(WORKERS)
+sweep: $(STAMP) ## run or resume a sweep: make sweep CATEGORY=screw [SWEEP=default] [WORKERS=1] [DATA_ROOT=dir] [STORAGE=url] [TRACKING_URI=uri]
+	$(BIN)/lightning-ad sweep --sweep $(SWEEP) --category $(CATEGORY) --workers $(WORKERS) \
+		$(if $(DATA_ROOT),--data-root '$(DATA_ROOT)')
 
-table: $(STAMP) ## print and write the comparison tables: make table CATEGORY=screw [SWEEP=default] [FORMAT=md] [OUT=file|folder]
+table: $(STAMP) ## print and write the comparison tables: make table CATEGORY=screw [SWEEP=default] [FORMAT=md] [OUT=file|folder] [FINGERPRINT=id]
 	$(BIN)/lightning-ad table --sweep $(SWEEP) --category $(CATEGORY) --format $(FORMAT) \
-		$(if $(OUT),--out '$(OUT)')
+		$(if $(OUT),--out '$(OUT)') $(if $(DATA_ROOT),--data-root '$(DATA_ROOT)') \
+		$(if $(FINGERPRINT),--fingerprint $(FINGERPRINT))
 
-services: $(STAMP) ## a local PostgreSQL (Optuna) + MLflow server for the distributed mode, until Ctrl-C
-	$(BIN)/lightning-ad services --host $(HOST) --port $(PORT) $(if $(ALLOWED_HOSTS),--allowed-hosts '$(ALLOWED_HOSTS)')
+SERVER_OPTIONS = --host $(HOST) --port $(PORT) $(if $(AUTH),--auth) \
+	$(if $(ALLOWED_HOSTS),--allowed-hosts '$(ALLOWED_HOSTS)') \
+	$(if $(CORS_ORIGINS),--cors-allowed-origins '$(CORS_ORIGINS)')
 
-ui: $(STAMP) ## the MLflow UI over mlruns/ on http://$(HOST):$(PORT)
-	$(BIN)/lightning-ad ui --host $(HOST) --port $(PORT)
+services: $(STAMP) ## a local PostgreSQL (Optuna) + MLflow server for the distributed mode, until Ctrl-C [HOST=0.0.0.0 AUTH=1]
+	$(BIN)/lightning-ad services $(SERVER_OPTIONS)
+
+ui: $(STAMP) ## the MLflow UI over mlruns/ on http://$(HOST):$(PORT) [AUTH=1 for a login]
+	$(BIN)/lightning-ad ui $(SERVER_OPTIONS)
 
 bench: $(STAMP) ## where a trial's time goes, measured side by side (under 15 minutes); JSON in reports/bench
 	$(BIN)/python benchmarks/run.py

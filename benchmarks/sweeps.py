@@ -11,6 +11,7 @@ from pathlib import Path
 
 from benchmarks.harness import REPO, Row, Setup, benchmark
 from lightning_ad.errors import LightningADError
+from lightning_ad.mlflow_server import ServerOptions
 
 
 @benchmark("B7")
@@ -50,6 +51,6 @@ def _quick_sweep_on_postgres(setup: Setup) -> float:
 
     root = Path(tempfile.mkdtemp(prefix="bench-services-"))
     root.chmod(0o755)  # PostgreSQL runs as its own user
-    with local_services(root, free_port(), free_port()) as services:
+    with local_services(root, free_port(), ServerOptions(port=free_port())) as services:
         where = ["--storage", services.storage, "--tracking-uri", services.tracking_uri]
         return _quick_sweep_wall(setup, ["--workers", "2", *where])

@@ -573,28 +573,71 @@ def _print_tables(report: types.ModuleType, trials, spec, args: argparse.Namespa
 # ---- ui ----------------------------------------------------------------------------------------
 
 
+def _server(parser: argparse.ArgumentParser) -> None:
+    """How an MLflow server listens (``ui``, ``services``): see ``mlflow_server``."""
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)"
+    )
+    parser.add_argument("--port", type=int, default=5000, help="MLflow's port (default: 5000)")
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="MLflow's basic-auth app: a login (user admin, a generated password kept in a 0600 "
+        "file); needed for a --host beyond loopback",
+    )
+    parser.add_argument(
+        "--allowed-hosts",
+        help="Host headers MLflow accepts (its DNS-rebinding guard, not a login), e.g. "
+        "mlflow-host,mlflow-host:5000",
+    )
+    parser.add_argument(
+        "--cors-allowed-origins",
+        help="origins whose web pages may call MLflow's API (its cross-site guard), e.g. "
+        "https://dashboards.example",
+    )
+
+
+def _server_options(args: argparse.Namespace, auth_dir: Path):
+    from lightning_ad.mlflow_server import ServerOptions
+
+    options = ServerOptions(
+        args.host,
+        args.port,
+        args.allowed_hosts,
+        args.cors_allowed_origins,
+        auth_dir if args.auth else None,
+    )
+    options.check()
+    return options
+
+
 def _add_ui(group: Commands) -> None:
-    ui = _subcommand(
+    _subcommand(
         group,
         "ui",
         "start the MLflow UI over the tracking store",
-        "  lightning-ad ui\n  lightning-ad ui --port 5001\n",
+        "  lightning-ad ui\n"
+        "  lightning-ad ui --port 5001\n"
+        "  lightning-ad ui --host 0.0.0.0 --auth --allowed-hosts my-host:5000   # a login\n",
         _ui,
-        parents=[_options(_tracking_uri)],
+        parents=[_options(_tracking_uri, _server)],
     )
-    ui.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
-    ui.add_argument("--port", type=int, default=5000)
 
 
 def _ui(args: argparse.Namespace) -> None:
-    from lightning_ad.tracking import mlflow_command, mlflow_server_env, resolve_tracking_uri
+    from lightning_ad.tracking import mlflow_command, resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
-    command = mlflow_command(
-        "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)
-    )
+    options = _server_options(args, auth_dir=Path("mlruns"))
+    command = mlflow_command("ui", "--backend-store-uri", uri, *options.args())
+    env = options.env()
+    if args.auth:
+        from lightning_ad.mlflow_server import ADMIN, BasicAuth
+
+        password = BasicAuth(Path("mlruns")).password_file.resolve()
+        print(f"MLflow login: {ADMIN}, password in {password}", file=sys.stderr)
     print(redact(" ".join(command)), file=sys.stderr)
-    os.execve(command[0], command, mlflow_server_env())
+    os.execve(command[0], command, env)
 
 
 # ---- services ----------------------------------------------------------------------------------
@@ -606,8 +649,9 @@ def _add_services(group: Commands) -> None:
         "services",
         "start a local PostgreSQL (Optuna) and MLflow server to try the distributed mode",
         "  lightning-ad services                       # until Ctrl-C; data kept in .services/\n"
-        "  lightning-ad services --host 0.0.0.0 --allowed-hosts mlflow-host,mlflow-host:5000\n",
+        "  lightning-ad services --host 0.0.0.0 --auth --allowed-hosts mlflow-host:5000\n",
         _services,
+        parents=[_options(_server)],
     )
     services.add_argument(
         "--dir", type=Path, default=Path(".services"), help="data folder (default: .services)"
@@ -615,33 +659,30 @@ def _add_services(group: Commands) -> None:
     services.add_argument(
         "--pg-port", type=int, default=5433, help="PostgreSQL port on 127.0.0.1 (default: 5433)"
     )
-    services.add_argument("--port", type=int, default=5000, help="MLflow port (default: 5000)")
-    services.add_argument(
-        "--host", default="127.0.0.1", help="MLflow's address (default: 127.0.0.1, this machine)"
-    )
-    services.add_argument(
-        "--allowed-hosts",
-        help="Host headers MLflow accepts when --host listens beyond loopback (its DNS-rebinding "
-        "guard), e.g. mlflow-host,mlflow-host:5000",
-    )
 
 
 def _services(args: argparse.Namespace) -> None:
     from lightning_ad.services import local_services
 
-    with local_services(
-        args.dir, args.pg_port, args.port, args.host, args.allowed_hosts
-    ) as services:
-        print(
-            f"Optuna storage (PostgreSQL): {services.storage}\n"
-            f"MLflow server:               {services.tracking_uri}\n"
-            f"PostgreSQL's password:       {services.password_file} (for PGPASSFILE)\n"
+    options = _server_options(args, auth_dir=args.dir)
+    with local_services(args.dir, args.pg_port, options) as services:
+        lines = [
+            f"Optuna storage (PostgreSQL): {services.storage}",
+            f"MLflow server:               {services.tracking_uri}",
+            f"PostgreSQL's password:       {services.password_file} (for PGPASSFILE)",
+        ]
+        login = ""
+        if services.mlflow_auth is not None:
+            password = services.mlflow_auth.password_file.resolve()
+            lines.append(f"MLflow's admin password:     {password} (user admin)")
+            login = f"  {services.mlflow_auth.login_hint()}\n"
+        lines.append(
             f"data in {args.dir}/; Ctrl-C stops both. Workers, on this machine or another:\n"
-            f"  export PGPASSFILE={services.password_file}\n"
+            f"  export PGPASSFILE={services.password_file}\n{login}"
             f"  make sweep CATEGORY=screw WORKERS=2 STORAGE={services.storage} "
-            f"TRACKING_URI={services.tracking_uri}",
-            flush=True,
+            f"TRACKING_URI={services.tracking_uri}"
         )
+        print("\n".join(lines), flush=True)
         try:
             while True:
                 time.sleep(3600)

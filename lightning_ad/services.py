@@ -29,6 +29,7 @@ from pathlib import Path
 
 from lightning_ad import tracking
 from lightning_ad.errors import LightningADError
+from lightning_ad.mlflow_server import BasicAuth, ServerOptions
 
 PG_USER = "lightning_ad"
 PG_ADMIN = "postgres"
@@ -179,41 +180,26 @@ def app_password(password_file: Path) -> str:
 def start_mlflow_server(
     backend_uri: str,
     artifacts_dir: Path,
-    port: int,
-    host: str = LOOPBACK,
-    allowed_hosts: str | None = None,
+    options: ServerOptions,
     log_file: Path | None = None,
 ) -> subprocess.Popen:
     """``mlflow server`` with proxied artifacts (workers upload through it, so no shared disk is
-    needed), waiting until its /health answers."""
+    needed), listening as ``options`` say, waiting until its /health answers."""
+    options.check()
     command = tracking.mlflow_command(
         "server",
         "--backend-store-uri",
         backend_uri,
         "--artifacts-destination",
         str(artifacts_dir),
-        "--host",
-        host,
-        "--port",
-        str(port),
         "--workers",
         "2",
+        *options.args(),
     )
-    if allowed_hosts:
-        command += ["--allowed-hosts", allowed_hosts]
-    if log_file:
-        with open(log_file, "ab") as output:  # the server keeps its own copy of the handle
-            process = subprocess.Popen(
-                command, stdout=output, stderr=subprocess.STDOUT, env=tracking.mlflow_server_env()
-            )
-    else:
-        process = subprocess.Popen(
-            command,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            env=tracking.mlflow_server_env(),
-        )
-    url = f"http://{_local_address(host)}:{port}/health"
+    env = options.env()
+    with open(log_file or os.devnull, "ab") as output:  # the server keeps its own handle
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+    url = f"http://{_local_address(options.host)}:{options.port}/health"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -250,19 +236,20 @@ class Services:
     """The MLflow server (``--tracking-uri``)."""
     password_file: Path
     """PostgreSQL's password, for ``PGPASSFILE``."""
+    mlflow_auth: BasicAuth | None = None
+    """The MLflow server's login, when it has one."""
 
 
 @contextlib.contextmanager
 def local_services(
-    root: Path,
-    pg_port: int,
-    mlflow_port: int,
-    host: str = LOOPBACK,
-    allowed_hosts: str | None = None,
+    root: Path, pg_port: int, mlflow: ServerOptions | None = None
 ) -> Iterator[Services]:
-    """PostgreSQL + MLflow server with everything under ``root``; both stopped on exit.
-    While open, ``PGPASSFILE`` points this process and its children at the password."""
-    tracking.mlflow_command()  # a missing mlflow fails now, before PostgreSQL starts
+    """PostgreSQL + MLflow server (on loopback unless ``mlflow`` says otherwise) with everything
+    under ``root``; both stopped on exit. While open, ``PGPASSFILE`` points this process and its
+    children at the password."""
+    mlflow = mlflow or ServerOptions(port=free_port())
+    mlflow.check()  # a host beyond loopback without a login fails now, before anything starts
+    tracking.mlflow_command()  # so does a missing mlflow
     root.mkdir(parents=True, exist_ok=True)
     postgres = Postgres(root / "postgres", pg_port, (root / "pgpass").resolve())
     previous = os.environ.get("PGPASSFILE")
@@ -276,16 +263,15 @@ def local_services(
         server = start_mlflow_server(
             postgres.url("mlflow"),
             root / "mlflow-artifacts",
-            mlflow_port,
-            host,
-            allowed_hosts,
+            mlflow,
             log_file=root / "mlflow-server.log",
         )
         try:
             yield Services(
                 postgres.url("optuna"),
-                f"http://{_local_address(host)}:{mlflow_port}",
+                f"http://{_local_address(mlflow.host)}:{mlflow.port}",
                 postgres.password_file,
+                BasicAuth(mlflow.auth_dir) if mlflow.auth_dir is not None else None,
             )
         finally:
             stop_process(server)

@@ -21,7 +21,8 @@ from lightning_ad.sweep.recovery import cell_key, trial_cell
 from lightning_ad.sweep.spec import SweepTarget
 from lightning_ad.sweep.storage import load_study
 
-SWEEPS = Path(__file__).parents[1] / "sweeps"
+REPO = Path(__file__).parents[1]
+SWEEPS = REPO / "sweeps"
 HOLD_TRIAL = Path(__file__).with_name("hold_trial.py")
 QUICK_FINISHED = 8
 """sweeps/quick.yaml: 2 seeds x (frozen, arcface class2/class3, adacos class3); 4 cells n/a."""
@@ -77,12 +78,15 @@ def sweep_command(
     sweep_file: Path | None = None,
     hold: Path | None = None,
     hold_nth: int = 1,
+    release: Path | None = None,
 ) -> list[str]:
     """``lightning-ad sweep`` over ``sweep_file`` (quick.yaml); with ``hold``, the ``hold_nth``
-    training trial writes that file and waits for a signal (``tests/hold_trial.py``)."""
+    training trial writes that file and waits for a signal, or for ``release`` to exist
+    (``tests/hold_trial.py``)."""
     entry = ["-m", "lightning_ad"]
     if hold is not None:
-        entry = [str(HOLD_TRIAL), str(hold), str(hold_nth), "--"]
+        released = [str(release)] if release is not None else []
+        entry = [str(HOLD_TRIAL), str(hold), str(hold_nth), *released, "--"]
     return [
         sys.executable,
         *entry,

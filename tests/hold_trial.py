@@ -1,8 +1,9 @@
 """``lightning-ad`` in which one training trial holds still until the process is signalled.
 
-Usage: ``python tests/hold_trial.py MARKER N -- <lightning-ad arguments>``. The ``N``-th trial that
-trains (1-based, counted in this process) writes ``MARKER`` when its first epoch starts and then
-waits. A test that sends a signal "in the middle of a trial" waits for ``MARKER`` first: the
+Usage: ``python tests/hold_trial.py MARKER N [RELEASE] -- <lightning-ad arguments>``. The ``N``-th
+trial that trains (1-based, counted in this process) writes ``MARKER`` when its first epoch starts
+and then waits: for a signal, or until the file ``RELEASE`` exists, when given (then it trains
+on). A test that sends a signal "in the middle of a trial" waits for ``MARKER`` first: the
 signal then always lands inside a running trial, however fast the machine, instead of racing it.
 Nothing else changes: the trial runs inside the real Trainer, sweep and CLI. Only trials of
 this process hold: not those of ``--workers N`` processes.
@@ -24,8 +25,8 @@ HOLD_SECONDS = 600
 
 
 class HoldTraining(pl.Callback):
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
+    def __init__(self, marker: Path, release: Path | None) -> None:
+        self.marker, self.release = marker, release
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Written whole, then renamed: a test that kills us as soon as the file exists must
@@ -35,11 +36,13 @@ class HoldTraining(pl.Callback):
         partial.rename(self.marker)
         deadline = time.monotonic() + HOLD_SECONDS
         while time.monotonic() < deadline:  # the signal ends this wait
+            if self.release is not None and self.release.exists():
+                return
             time.sleep(0.1)
         raise RuntimeError(f"hold_trial: no signal came within {HOLD_SECONDS} s")
 
 
-def hold_nth_training_trial(marker: Path, n: int) -> None:
+def hold_nth_training_trial(marker: Path, n: int, release: Path | None = None) -> None:
     """Make the ``n``-th training trial of this process hold (see the module docstring)."""
     real_run_trial = objective.run_trial
     started = 0
@@ -49,14 +52,16 @@ def hold_nth_training_trial(marker: Path, n: int) -> None:
         if config.head != "none":
             started += 1
             if started == n:
-                callbacks = [*(callbacks or []), HoldTraining(marker)]
+                callbacks = [*(callbacks or []), HoldTraining(marker, release)]
         return real_run_trial(config, *args, callbacks=callbacks, **kwargs)
 
     objective.run_trial = run_trial
 
 
 if __name__ == "__main__":
-    marker, n, separator, *arguments = sys.argv[1:]
-    assert separator == "--", __doc__
-    hold_nth_training_trial(Path(marker), int(n))
+    marker, n, *rest = sys.argv[1:]
+    separator = rest.index("--")
+    release = Path(rest[0]) if separator == 1 else None
+    hold_nth_training_trial(Path(marker), int(n), release)
+    arguments = rest[separator + 1 :]
     sys.exit(cli.main(arguments))

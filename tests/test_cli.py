@@ -163,3 +163,45 @@ def test_train_has_a_flag_for_every_setting(capsys: pytest.CaptureFixture) -> No
     for name in SETTINGS:
         assert "--" + name.replace("_", "-") in text, name
     assert "--no-amsgrad" in text and "(default: 96)" in text
+
+
+@pytest.mark.parametrize("command", ["ui", "services"])
+def test_a_host_beyond_loopback_without_a_login_is_refused(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(os, "execve", lambda *args: pytest.fail("ui started"))
+    assert main([command, "--host", "0.0.0.0"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "--host 0.0.0.0 lets anyone who reaches port 5000" in line and "add --auth" in line
+    assert not any(tmp_path.iterdir())  # no PostgreSQL, no auth files
+
+
+def test_ui_with_auth_runs_mlflows_basic_auth_app_with_a_generated_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import configparser
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    started = []
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: started.append((argv, env)))
+    guards = ["--allowed-hosts", "box:5000", "--cors-allowed-origins", "https://box"]
+    assert main(["ui", "--host", "0.0.0.0", "--auth", *guards]) == 0
+    [(argv, env)] = started
+    assert argv[argv.index("--app-name") + 1] == "basic-auth"
+    assert argv[argv.index("--allowed-hosts") + 1] == "box:5000"
+    assert argv[argv.index("--cors-allowed-origins") + 1] == "https://box"
+    config_file = Path(env["MLFLOW_AUTH_CONFIG_PATH"])
+    password_file = tmp_path / "mlruns" / "mlflow-admin-password"
+    for private in (config_file, password_file):
+        assert private.stat().st_mode & 0o777 == 0o600
+    password = password_file.read_text().strip()
+    config = configparser.ConfigParser()
+    config.read(config_file)
+    assert config["mlflow"]["admin_password"] == password and len(password) >= 24
+    assert password not in capsys.readouterr().err  # the file is named, the password is not
+    assert main(["ui", "--auth"]) == 0  # a second start keeps the password
+    assert password_file.read_text().strip() == password

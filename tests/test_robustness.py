@@ -104,7 +104,10 @@ def test_nan_loss_fails_the_trial_and_the_sweep_goes_on(
     assert line.startswith("LightningADError: ") and "loss is nan" in line and "lower --lr" in line
     study = load_study(target)
     [failed] = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
-    assert failed.user_attrs["cell"]["head"] == "arcface" and "loss is nan" in failed.user_attrs["error"]
+    assert (
+        failed.user_attrs["cell"]["head"] == "arcface"
+        and "loss is nan" in failed.user_attrs["error"]
+    )
     [complete] = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert complete.user_attrs["cell"]["head"] == "none"
     statuses = sorted(r.info.status for r in trial_runs(target))

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import mlflow
 import pytest
 
 from lightning_ad import tracking
+from lightning_ad.errors import LightningADError
 
 
 def test_the_default_store_is_absolute_under_the_current_folder(
@@ -51,3 +56,73 @@ def test_a_runs_scores_are_downloaded_once_and_a_failed_read_is_retried(
     first = tracking.test_scores(uri, run_id)
     assert list(first["knn"]) == [0.1] and tracking.test_scores(uri, run_id) is first
     assert len(downloads) == 2  # the failed try, then one download for two reads
+
+
+class _FakeTime:
+    """``tracking``'s clock, where sleeping takes no time but is counted."""
+
+    def __init__(self) -> None:
+        self.now, self.slept = 0.0, []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_tracking_server_coming_back_within_the_patience_is_waited_for() -> None:
+    """The server answers only from its third probe on (a restart): no error."""
+    probes, real_urlopen = [], urllib.request.urlopen
+
+    def closed_twice(url, timeout):
+        probes.append(url)
+        if len(probes) < 3:
+            raise urllib.error.URLError("connection refused")
+        return real_urlopen(url, timeout=timeout)
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(tracking.urllib.request, "urlopen", closed_twice)
+            patch.setattr(tracking, "time", _FakeTime())
+            tracking.ensure_reachable(f"http://127.0.0.1:{server.server_port}", patience_s=60)
+    finally:
+        server.shutdown()
+    assert len(probes) == 3
+
+
+def test_a_tracking_server_that_stays_away_is_one_error_naming_it_and_the_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = _FakeTime()
+    monkeypatch.setattr(tracking, "time", fake)
+    with pytest.raises(LightningADError, match=r"at http://127.0.0.1:9 for 60 s"):
+        tracking.ensure_reachable("http://127.0.0.1:9", patience_s=60)
+    assert fake.slept == [1, 2, 4, 8, 10, 10, 10, 10]  # backoff, capped, within the 60 s
+
+
+def test_mlflow_client_retries_are_set_unless_the_user_set_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "3")
+    tracking.use_retries()
+    from mlflow.environment_variables import (
+        MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR,
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+    )
+
+    assert MLFLOW_HTTP_REQUEST_MAX_RETRIES.get() == 6
+    assert MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get() == 3  # the user's value wins

@@ -114,13 +114,15 @@ class CellStates:
     """Cells with a COMPLETE trial."""
     pending: set[tuple]
     """Cells with a RUNNING or WAITING trial."""
+    running: set[tuple]
+    """Cells with a RUNNING trial."""
     errors: dict[tuple, str]
     """Cells neither finished nor pending whose last trial failed (not interrupted): the
     error's first line."""
 
     @classmethod
     def of(cls, study: optuna.Study) -> CellStates:
-        finished, pending, errors = set(), set(), {}
+        finished, pending, running, errors = set(), set(), set(), {}
         for trial in study.get_trials(deepcopy=False):
             key = cell_key(trial_cell(trial))
             if key is None or SURPLUS_ATTR in trial.user_attrs:
@@ -129,13 +131,16 @@ class CellStates:
                 finished.add(key)
             elif trial.state in (TrialState.RUNNING, TrialState.WAITING):
                 pending.add(key)
+                if trial.state == TrialState.RUNNING:
+                    running.add(key)
             elif trial.state == TrialState.FAIL:
                 errors.pop(key, None)
                 if not trial.user_attrs.get(INTERRUPTED):
                     error = str(trial.user_attrs.get("error") or "failed (no error recorded)")
                     errors[key] = error.strip().splitlines()[0]
         done = finished | pending
-        return cls(finished, pending, {k: e for k, e in errors.items() if k not in done})
+        errors = {k: e for k, e in errors.items() if k not in done}
+        return cls(finished, pending, running, errors)
 
 
 def cell_key(cell: dict | None) -> tuple | None:
@@ -227,5 +232,5 @@ def grid_status(study: optuna.Study, spec: SweepSpec) -> GridStatus:
     cells = CellStates.of(study)
     failed = {k: e for k, e in cells.errors.items() if k in runnable}
     return GridStatus(
-        len(runnable), len(runnable & cells.finished), len(runnable & cells.pending), failed
+        len(runnable), len(runnable & cells.finished), len(runnable & cells.running), failed
     )

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from pathlib import Path
 import optuna
 
 from lightning_ad import interrupts, tracking
-from lightning_ad.errors import RedactSecrets
+from lightning_ad.errors import LightningADError, RedactSecrets, redact
 from lightning_ad.progress import SweepProgress
 from lightning_ad.sweep.liveness import WorkerLock
 from lightning_ad.sweep.objective import CellObjective
@@ -37,6 +38,8 @@ from lightning_ad.sweep.recovery import GridStatus, grid_status, next_step, plan
 from lightning_ad.sweep.spec import SweepTarget
 from lightning_ad.sweep.storage import load_study, worker_locks
 
+WORKER_STOPPED = 3
+"""A worker process's exit status after a one-line error (its parent then stops too)."""
 LOCAL_POLL_S = 2.0
 """How often a worker with nothing to take looks again, on the local stores."""
 
@@ -66,6 +69,8 @@ def run_sweep(target: SweepTarget, workers: int = 1, show_progress: bool = True)
     except KeyboardInterrupt:
         parent.close(grid_status(study, target.spec), interrupted=True)
         raise
+    # The workers may have stopped because the tracking server went away: one line, then.
+    tracking.ensure_reachable(target.tracking_uri, tracking.OUTAGE_PATIENCE_S)
     files = parent.refresh(write_reports=True)
     status = grid_status(study, target.spec)
     parent.close(status, interrupted=False)
@@ -113,7 +118,11 @@ def _worker_process(parent: SweepParent, threads: int) -> None:
     quiet_libraries()
     # The parent reports the interruption; SIGTERM ends a trial here as Ctrl-C does.
     with contextlib.suppress(KeyboardInterrupt), interrupts.sigterm_as_interrupt():
-        work(parent, threads)
+        try:
+            work(parent, threads)
+        except LightningADError as err:  # e.g. the tracking server stayed away: one line
+            print(f"lightning-ad: worker stopped: {redact(str(err))}", file=sys.stderr)
+            sys.exit(WORKER_STOPPED)
 
 
 def _run_workers(parent: SweepParent, workers: int, show_progress: bool) -> None:
@@ -133,6 +142,12 @@ def _run_workers(parent: SweepParent, workers: int, show_progress: bool) -> None
         try:
             for process in processes:
                 process.join()
+            stopped = sum(process.exitcode == WORKER_STOPPED for process in processes)
+            if stopped:
+                raise LightningADError(
+                    f"{stopped} of {workers} workers stopped early (why: above); finished cells "
+                    "are kept, run the same command again"
+                )
         except KeyboardInterrupt:
             # Ctrl-C reaches the whole terminal's process group; SIGTERM only this process.
             if interrupts.received_sigterm():

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +26,11 @@ import pytest
 
 from lightning_ad import report
 from lightning_ad.errors import LightningADError
+from lightning_ad.mlflow_server import ServerOptions
 from lightning_ad.services import PG_USER, Services, app_password, free_port, local_services
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget
 from tests.helpers import (
+    REPO,
     assert_grid_filled_once,
     quick_sweep_file,
     start_sweep,
@@ -35,6 +39,10 @@ from tests.helpers import (
 )
 
 pytestmark = pytest.mark.integration
+ONE_FROZEN_CELL = (
+    "grid: {category: [screw], backbone: [mobilenet_v2], head: [none], classes: [2], seed: [0]}\n"
+    "fixed: {image_size: 32, pretrained: 'false', artifacts: minimal}\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +51,7 @@ def services() -> Iterator[Services]:
     root = Path(tempfile.mkdtemp(prefix="lightning-ad-services-"))
     root.chmod(0o755)
     try:
-        context = local_services(root, free_port(), free_port())
+        context = local_services(root, free_port(), ServerOptions(port=free_port()))
         started = context.__enter__()
     except (LightningADError, ImportError) as err:
         if os.environ.get("LIGHTNING_AD_REQUIRE_POSTGRES") == "1":
@@ -53,12 +61,13 @@ def services() -> Iterator[Services]:
     context.__exit__(None, None, None)
 
 
-def _target(services: Services, sweep_file: Path) -> SweepTarget:
+def _target(services: Services, sweep_file: Path, data_root: Path) -> SweepTarget:
     return SweepTarget(
         SweepSpec.load(sweep_file).with_category("screw"),
         "screw",
         storage=services.storage,
         tracking_uri=services.tracking_uri,
+        data_root=str(data_root),
     )
 
 
@@ -83,7 +92,7 @@ def test_two_workers_on_postgres_and_mlflow_server(
     sweep_file = _sweep_file(tmp_path, "pg-two")
     password = app_password(services.password_file)
     target = dataclasses.replace(
-        _target(services, sweep_file),
+        _target(services, sweep_file, synthetic_root),
         storage=services.storage.replace(f"{PG_USER}@", f"{PG_USER}:{password}@"),
     )
     command = _command(target, synthetic_root, sweep_file)
@@ -101,7 +110,9 @@ def test_two_workers_on_postgres_and_mlflow_server(
         assert password not in repr(run.data.params) + repr(run.data.tags)
 
     # The table is the medians of what the trials logged.
-    trials = report.fetch_trials(target.tracking_uri, target.experiment, "pg-two", "screw")
+    trials = report.fetch_trials(
+        target.tracking_uri, target.experiment, target.spec, target.fingerprint
+    )
     medians = report.median_metrics(trials)
     for (head, classes), values in _values_by_cell(study).items():
         key = f"median_auc/mobilenet_v2/{head}/{classes}"
@@ -111,8 +122,9 @@ def test_two_workers_on_postgres_and_mlflow_server(
 def _values_by_cell(study: optuna.Study) -> dict[tuple[str, str], list[float]]:
     cells: dict[tuple[str, str], list[float]] = {}
     for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
-        head = trial.params["head"]  # the frozen baseline has one column whatever the classes
-        key = (head, "any" if head == "none" else trial.params["classes"])
+        cell = trial.user_attrs["cell"]
+        head = cell["head"]  # the frozen baseline has one column whatever the classes
+        key = (head, "any" if head == "none" else cell["classes"])
         cells.setdefault(key, []).append(trial.value)
     return cells
 
@@ -123,7 +135,7 @@ def test_killed_worker_trial_goes_stale_and_the_other_worker_runs_it(
     """SIGKILL one of two workers mid-trial: the survivor sees the heartbeat stop, fails the
     trial, closes its MLflow run and runs the cell itself; no rerun needed."""
     sweep_file = _sweep_file(tmp_path, "pg-kill")
-    target = _target(services, sweep_file)
+    target = _target(services, sweep_file, synthetic_root)
     command = _command(target, synthetic_root, sweep_file, "--heartbeat", "2")
     held = tmp_path / "held"
     # The victim starts alone and holds in its first training trial; then the survivor joins.
@@ -212,3 +224,74 @@ def _assert_the_password_is_needed(storage: str, password_file: Path) -> None:
         assert connection.execute(
             "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
         ).fetchone() == (False,)
+
+
+def test_an_mlflow_server_beyond_loopback_needs_its_login(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``services --host 0.0.0.0 --auth``: MLflow's REST API answers 401 without the login;
+    a sweep with ``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` works; the password is printed
+    nowhere."""
+    root = Path(tempfile.mkdtemp(prefix="lightning-ad-auth-services-"))
+    root.chmod(0o755)
+    options = ServerOptions(host="0.0.0.0", port=free_port(), auth_dir=root)
+    with local_services(root, free_port(), options) as services:
+        search = f"{services.tracking_uri}/api/2.0/mlflow/experiments/search?max_results=1"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(search, timeout=10)
+        assert refused.value.code == 401
+        password = services.mlflow_auth.password()
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        sweep_file = tmp_path / "auth.yaml"
+        sweep_file.write_text(ONE_FROZEN_CELL)
+        target = _target(services, sweep_file, synthetic_root)
+        sweep = start_sweep(_command(target, synthetic_root, sweep_file), tmp_path)
+        output, _ = sweep.communicate(timeout=600)
+        assert sweep.returncode == 0, output
+        assert password not in output
+        client = mlflow.MlflowClient(services.tracking_uri)
+        experiment = client.get_experiment_by_name(target.experiment)
+        [run] = client.search_runs([experiment.experiment_id], "tags.`lightning_ad.role` = 'trial'")
+        assert run.info.status == "FINISHED"
+        assert password not in repr(run.data.params) + repr(run.data.tags)
+
+
+@pytest.mark.parametrize("form", ["query", "userinfo"])
+def test_a_password_in_the_storage_url_through_make_sweep_appears_nowhere(
+    form: str, services: Services, synthetic_root: Path, tmp_path: Path
+) -> None:
+    """``make sweep STORAGE=...?password=...`` (or ``user:password@``): the password reaches
+    PostgreSQL, and no output line, MLflow param or tag, or Optuna attribute."""
+    password = app_password(services.password_file)
+    if form == "query":
+        storage = f"{services.storage}?password={password}"
+    else:
+        storage = services.storage.replace(f"{PG_USER}@", f"{PG_USER}:{password}@")
+    name = f"make-password-{form}"
+    sweep_file = tmp_path / f"{name}.yaml"
+    sweep_file.write_text(ONE_FROZEN_CELL)
+    env = {k: v for k, v in os.environ.items() if k not in ("PGPASSFILE", "MLFLOW_TRACKING_URI")}
+    make = [
+        "make", "--no-print-directory", "sweep", f"VENV={sys.prefix}", f"SWEEP={sweep_file}",
+        "CATEGORY=screw", f"DATA_ROOT={synthetic_root}", f"STORAGE={storage}",
+        f"TRACKING_URI={services.tracking_uri}",
+    ]  # fmt: skip
+    try:
+        done = subprocess.run(make, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    finally:
+        shutil.rmtree(REPO / "reports" / name, ignore_errors=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert password not in done.stdout + done.stderr
+    target = dataclasses.replace(
+        _target(services, sweep_file, synthetic_root), storage=services.storage
+    )
+    study = optuna.load_study(study_name=target.study_name, storage=services.storage)
+    assert study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert password not in repr([(t.user_attrs, t.system_attrs) for t in study.trials])
+    client = mlflow.MlflowClient(services.tracking_uri)
+    experiment = client.get_experiment_by_name(target.experiment)
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2  # the parent and the trial
+    for run in runs:
+        assert password not in repr(run.data.params) + repr(run.data.tags)

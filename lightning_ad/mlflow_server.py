@@ -1,0 +1,145 @@
+"""An MLflow server as lightning_ad starts one (``lightning-ad ui``, ``lightning-ad services``).
+
+- On loopback by default. Beyond it (``--host 0.0.0.0``) whoever reaches the port could delete
+  runs or log fake metrics, and the tables would use them: so a non-loopback host is refused
+  unless ``--auth`` turns on MLflow's basic-auth app.
+- ``--auth``: the admin's password is generated once and kept in a 0600 file beside the auth
+  database (never MLflow's example password, never printed); workers log in with
+  ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``.
+- ``--allowed-hosts`` and ``--cors-allowed-origins`` (MLflow's guards against DNS rebinding and
+  cross-site requests, not a login) are passed through.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from lightning_ad import tracking
+from lightning_ad.errors import LightningADError
+
+ADMIN = "admin"
+LOOPBACK_NAMES = ("localhost",)
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """How a server listens: the address, the port, and its guards."""
+
+    host: str = "127.0.0.1"
+    port: int = 5000
+    allowed_hosts: str | None = None
+    cors_allowed_origins: str | None = None
+    auth_dir: Path | None = None
+    """Where the basic-auth app keeps its users and the admin's password; None: no login."""
+
+    def check(self) -> None:
+        """A host beyond loopback needs a login; a login needs MLflow's ``auth`` extra."""
+        if self.auth_dir is not None and importlib.util.find_spec("flask_wtf") is None:
+            raise LightningADError(
+                "MLflow's basic-auth app needs Flask-WTF; run make install "
+                "(or pip install 'mlflow[auth]')"
+            )
+        if self.auth_dir is None and not is_loopback(self.host):
+            raise LightningADError(
+                f"--host {self.host} lets anyone who reaches port {self.port} change or delete "
+                "runs, and MLflow has no login by default: add --auth (MLflow's basic-auth app, "
+                "with a generated admin password), or keep --host 127.0.0.1"
+            )
+
+    def args(self) -> list[str]:
+        """The ``mlflow server`` / ``mlflow ui`` options for these settings."""
+        args = ["--host", self.host, "--port", str(self.port)]
+        if self.allowed_hosts:
+            args += ["--allowed-hosts", self.allowed_hosts]
+        if self.cors_allowed_origins:
+            args += ["--cors-allowed-origins", self.cors_allowed_origins]
+        if self.auth_dir is not None:
+            args += ["--app-name", "basic-auth"]
+        return args
+
+    def env(self) -> dict[str, str]:
+        """The server's environment: ``tracking.mlflow_server_env``, and with ``--auth`` the
+        basic-auth app's configuration (written, with the password, on first use)."""
+        env = tracking.mlflow_server_env()
+        if self.auth_dir is not None:
+            auth = BasicAuth(self.auth_dir)
+            env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth.configure())
+            # The app's CSRF tokens must verify on every worker process of the server.
+            env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", auth.csrf_key())
+        return env
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve to anything
+        return False
+
+
+@dataclass(frozen=True)
+class BasicAuth:
+    """MLflow's basic-auth app's files in ``folder``: its user database, its configuration,
+    and the admin's password (each readable by this user alone)."""
+
+    folder: Path
+
+    @property
+    def password_file(self) -> Path:
+        return self.folder / "mlflow-admin-password"
+
+    @property
+    def config_file(self) -> Path:
+        return self.folder / "mlflow-auth.ini"
+
+    def password(self) -> str:
+        """The admin's password: generated on first use."""
+        return _secret(self.password_file)
+
+    def csrf_key(self) -> str:
+        """The key the app signs its CSRF tokens with: generated on first use."""
+        return _secret(self.folder / "mlflow-csrf-key")
+
+    def configure(self) -> Path:
+        """Write the app's configuration (the admin is created with this password when its
+        database is new) and return its path."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        database = (self.folder / "mlflow-auth.db").resolve()
+        text = (
+            "[mlflow]\n"
+            "default_permission = READ\n"
+            f"database_uri = sqlite:///{database}\n"
+            f"admin_username = {ADMIN}\n"
+            f"admin_password = {self.password()}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        )
+        self.config_file.unlink(missing_ok=True)
+        _write_private(self.config_file, text)
+        return self.config_file
+
+    def login_hint(self) -> str:
+        """How a worker logs in, without the password itself."""
+        return (
+            f"export MLFLOW_TRACKING_USERNAME={ADMIN} "
+            f'MLFLOW_TRACKING_PASSWORD="$(cat {self.password_file.resolve()})"'
+        )
+
+
+def _secret(path: Path) -> str:
+    """A random token kept in ``path`` (made on first use, readable by this user alone)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_private(path, secrets.token_urlsafe(24) + "\n")
+    return path.read_text().strip()
+
+
+def _write_private(path: Path, text: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
