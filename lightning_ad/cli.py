@@ -379,7 +379,7 @@ def _sweep(args: argparse.Namespace) -> int:
         raise LightningADError(f"--heartbeat must be at least 1 second, got {args.heartbeat}")
     targets = _targets(args)
     preflight(targets)  # every category, before the first one starts
-    incomplete = 0
+    incomplete, failed = 0, 0
     for target in targets:
         started = time.perf_counter()
         outcome = run_sweep(target, workers=args.workers, show_progress=not args.quiet)
@@ -393,10 +393,12 @@ def _sweep(args: argparse.Namespace) -> int:
         for cell, error in status.failed.items():
             print(f"  failed: {' '.join(map(str, cell))}: {error}", file=sys.stderr)
         incomplete += status.cells - status.complete
+        failed += len(status.failed)
     if incomplete:
         cells = "1 cell is" if incomplete == 1 else f"{incomplete} cells are"
+        why = f" ({failed} failed: errors above)" if failed else ""
         print(
-            f"lightning-ad: {cells} not complete (errors above); fix the cause and run the same "
+            f"lightning-ad: {cells} not complete{why}; fix the cause and run the same "
             "command again: only those cells are run",
             file=sys.stderr,
         )
@@ -486,12 +488,18 @@ def _table(args: argparse.Namespace) -> None:
         out.is_dir() or args.out.endswith("/") or not (out.suffix or out.exists())
     )
     _check_table_destination(args, out, to_folder, len(targets))
+    if args.fingerprint and len(targets) > 1:
+        raise LightningADError(
+            "--fingerprint belongs to one category, but the sweep has "
+            f"{len(targets)}; pass --category NAME too"
+        )
     for target in targets:
-        fingerprint = _announce_fingerprint(target, args.fingerprint)
+        fingerprint, current = _announce_fingerprint(target, args.fingerprint)
         trials = report.fetch_trials(
             target.tracking_uri, target.experiment, target.spec, fingerprint
         )
-        report.write_report(trials, target.spec, target.reports)
+        if current:  # reports/<sweep>/<category>/ holds the tables of today's settings
+            report.write_report(trials, target.spec, target.reports)
         if out is None:
             _print_tables(report, trials, target.spec, args)
             continue
@@ -506,38 +514,55 @@ def _table(args: argparse.Namespace) -> None:
             print(f"wrote {path}")
 
 
-def _announce_fingerprint(target, chosen: str | None) -> str:
-    """The fingerprint a table shows (``chosen``, or the sweep's current one), said on stderr
-    with its settings and the sweep's other fingerprints."""
+def _announce_fingerprint(target, chosen: str | None) -> tuple[str, bool]:
+    """The fingerprint a table shows, said on stderr with its settings and the sweep's others,
+    and whether it is the one the sweep file and data here give: ``chosen``; else that one, when
+    it has runs; else the newest that has (a machine without the data, reading a shared
+    server's runs)."""
     from lightning_ad import tracking
     from lightning_ad.sweep.fingerprint import Settings
 
     parents = tracking.sweep_parents(
         target.tracking_uri, target.experiment, target.spec.name, target.category
     )
-    fingerprints = {run.data.tags.get(tracking.FINGERPRINT_TAG): run for run in parents}
+    fingerprints = {}  # newest first
+    for run in parents:
+        fingerprints.setdefault(run.data.tags.get(tracking.FINGERPRINT_TAG), run)
+    fingerprints.pop(None, None)  # parent runs made before fingerprints
+    name = f"{target.spec.name}-{target.category}"
+    current = None
     if chosen is None:
-        fingerprint, settings = target.fingerprint, target.settings
+        try:
+            current = target.fingerprint
+        except LightningADError as err:  # no data here: the shared server's runs still count
+            print(f"{name}: the data is not here ({err})", file=sys.stderr)
+        chosen = current
+        if current not in fingerprints and fingerprints:
+            chosen = next(iter(fingerprints))
+            print(
+                f"{name}: fingerprint {current} (this sweep file and data) has no runs yet; "
+                f"showing the newest, {chosen}",
+                file=sys.stderr,
+            )
+    if chosen is not None and chosen == current:
+        settings = target.settings
     elif chosen in fingerprints:
-        fingerprint = chosen
-        settings = Settings(
-            tracking.parent_settings(target.tracking_uri, fingerprints[chosen].info.run_id)
-        )
+        run_id = fingerprints[chosen].info.run_id
+        settings = Settings(tracking.parent_settings(target.tracking_uri, run_id))
     else:
-        known = ", ".join(f for f in fingerprints if f) or "none"
+        known = ", ".join(fingerprints) or "none"
         raise LightningADError(
             f"--fingerprint {chosen}: not a fingerprint of sweep {target.spec.name}, category "
             f"{target.category}; known: {known}"
         )
-    name = f"{target.spec.name}-{target.category}"
     print(f"{name}: settings {settings.describe()}", file=sys.stderr)
-    others = [f for f in fingerprints if f and f != fingerprint]
+    others = [f for f in fingerprints if f != chosen]
     if others:
         print(
-            f"  earlier settings of this sweep (--fingerprint): {', '.join(others)}",
+            f"  other settings of this sweep (--fingerprint): {', '.join(others)}",
             file=sys.stderr,
         )
-    return fingerprint
+    return chosen, chosen == current
 
 
 def _check_table_destination(

@@ -111,6 +111,8 @@ class BasicAuth:
         database is new) and return its path."""
         self.folder.mkdir(parents=True, exist_ok=True)
         database = (self.folder / "mlflow-auth.db").resolve()
+        if not database.exists():  # the users' password hashes: created private, then filled
+            os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         text = (
             "[mlflow]\n"
             "default_permission = READ\n"
@@ -136,6 +138,7 @@ def _secret(path: Path) -> str:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_private(path, secrets.token_urlsafe(24) + "\n")
+    path.chmod(0o600)  # one made by hand, or copied, may have been readable by others
     return path.read_text().strip()
 
 

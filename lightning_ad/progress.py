@@ -25,22 +25,29 @@ from rich.progress import (
 from rich.table import Table
 
 from lightning_ad.config import FROZEN_LABEL, NO_HEAD
-from lightning_ad.sweep.recovery import SURPLUS_ATTR, trial_cell
+from lightning_ad.sweep.recovery import SURPLUS_ATTR, cell_key, trial_cell
+from lightning_ad.sweep.spec import SweepSpec
 
 POLL_SECONDS = 2.0
 
 
 class SweepProgress:
-    """``with SweepProgress(title, total, open_study): ...`` shows the sweep while the block runs.
+    """``with SweepProgress(title, spec, open_study): ...`` shows the sweep while the block runs.
 
     ``open_study`` opens the study on a connection of its own, so the view reads while workers
-    write; ``total`` is the number of cells to train.
+    write; the cells counted are ``spec``'s runnable ones (a study may hold others: a grid that
+    shrank, another command's grid).
     """
 
     def __init__(
-        self, title: str, total: int, open_study: Callable[[], optuna.Study], enabled: bool = True
+        self,
+        title: str,
+        spec: SweepSpec,
+        open_study: Callable[[], optuna.Study],
+        enabled: bool = True,
     ) -> None:
-        self.total, self.open_study, self.enabled = total, open_study, enabled
+        self.cells = {cell_key(c) for c in spec.runnable_cells()}
+        self.total, self.open_study, self.enabled = len(self.cells), open_study, enabled
         self.progress = Progress(
             TextColumn(f"[bold]{title}"),
             BarColumn(),
@@ -71,7 +78,7 @@ class SweepProgress:
             self.live.__exit__(*exc)
 
     def refresh(self) -> None:
-        status = sweep_status(self._study)
+        status = sweep_status(self._study, self.cells)
         finished = {_cell(t) for t in status["complete"]}
         done = len(finished)
         failed = len({_cell(t) for t in status["failed"]} - finished)
@@ -98,9 +105,13 @@ class SweepProgress:
             self.live.update(Group(self.progress, self.details))
 
 
-def sweep_status(study: optuna.Study) -> dict[str, list[FrozenTrial]]:
-    """The study's trials by what they mean for the sweep (surplus ones mean nothing)."""
-    trials = [t for t in study.get_trials(deepcopy=False) if SURPLUS_ATTR not in t.user_attrs]
+def sweep_status(study: optuna.Study, cells: set[tuple]) -> dict[str, list[FrozenTrial]]:
+    """The trials of ``cells`` by what they mean for the sweep (surplus ones mean nothing)."""
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if SURPLUS_ATTR not in t.user_attrs and cell_key(trial_cell(t)) in cells
+    ]
     return {
         "complete": [t for t in trials if t.state == TrialState.COMPLETE],
         "failed": [t for t in trials if t.state == TrialState.FAIL],
@@ -120,8 +131,8 @@ def poll_in_background(interval_s: float, callback: Callable[[], None]) -> threa
     return stop
 
 
-def _cell(trial: FrozenTrial) -> tuple:
-    return tuple(sorted((trial_cell(trial) or {}).items()))
+def _cell(trial: FrozenTrial) -> tuple | None:
+    return cell_key(trial_cell(trial))
 
 
 def _describe(params: dict) -> str:

@@ -348,9 +348,9 @@ def run_status(mlflow_client, run_id: str) -> Iterator[None]:
     completes (so after its metrics and artifacts), KILLED on Ctrl-C, FAILED on anything else."""
     try:
         yield
+        mlflow_client.set_tag(run_id, COMPLETE_TAG, "true")
     except BaseException as err:
         status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
         mlflow_client.set_terminated(run_id, status)
         raise
-    mlflow_client.set_tag(run_id, COMPLETE_TAG, "true")
     mlflow_client.set_terminated(run_id, "FINISHED")

@@ -116,7 +116,8 @@ def test_a_tracking_server_that_stays_away_is_one_error_naming_it_and_the_wait(
 def test_mlflow_client_retries_are_set_unless_the_user_set_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "")  # recorded: restored after the test
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "3")
     tracking.use_retries()
     from mlflow.environment_variables import (

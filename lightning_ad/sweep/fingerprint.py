@@ -2,8 +2,10 @@
 
 A cell's identity is its grid values plus the fingerprint of everything else that changes its
 result: every trial setting (the sweep's ``fixed`` values over the code's defaults), the
-``search`` block, the data (its kind, resolved folder and a hash of every file of the category)
-and the trial-defining code version (``lightning_ad.__version__``). The study, the parent run and
+``search`` block, the data (its kind, the category folder's name and a hash of every file in
+it) and the trial-defining code version (``lightning_ad.__version__``). The folder's absolute
+path is recorded but not hashed: workers on several machines find the same data at different
+paths and must still share one study. The study, the parent run and
 every trial run carry the fingerprint, and the tables show one fingerprint at a time. So:
 
 - a value added to a grid axis is a new cell of the same fingerprint: only it is trained;
@@ -37,7 +39,8 @@ class Settings:
 
     @property
     def fingerprint(self) -> str:
-        return _digest(self.values)
+        hashed = {**self.values, "data": {**self.values["data"], "root": None}}
+        return _digest(hashed)
 
     def cell_id(self, cell: dict[str, Any]) -> str:
         """A cell's identity: its grid values under this fingerprint."""
@@ -63,7 +66,7 @@ class Settings:
 
 def sweep_settings(spec, data: ResolvedCategory) -> Settings:
     """The settings of ``spec``'s cells on ``data`` (a ``SweepSpec`` of one category)."""
-    config = spec.trial_config(spec.runnable_cells()[0])
+    config = spec.trial_config(spec.runnable_cells()[0])  # the spec has one (SweepSpec.load)
     trial = {
         name: value
         for name, value in asdict(config).items()
@@ -81,6 +84,7 @@ def sweep_settings(spec, data: ResolvedCategory) -> Settings:
                     "search": None if search is None else asdict(search),
                     "data": {
                         "dataset": data.dataset,
+                        "folder": data.root.resolve().name,
                         "root": str(data.root.resolve()),
                         "files": data_fingerprint(data.root),
                     },
@@ -112,8 +116,11 @@ def _default(name: str) -> Any:
 
 
 def _file_digest(path: Path) -> str:
+    digest = hashlib.blake2b()
     with path.open("rb") as file:
-        return hashlib.file_digest(file, "blake2b").hexdigest()
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _digest(value: Any) -> str:

@@ -43,6 +43,8 @@ class CellObjective:
         reason = surplus_reason(trial.study, trial, cell, spec)
         if reason:
             trial.set_user_attr(SURPLUS_ATTR, reason)
+            if cell is not None and cell not in spec.runnable_cells():
+                trial.study.enqueue_trial(cell)  # another command's cell: back in its queue
             raise optuna.TrialPruned(reason)
         trial.set_user_attr(CELL_ATTR, cell)
         tags = {

@@ -68,7 +68,7 @@ class SweepParent:
             target.fingerprint,
             cell=same_cell,
         )
-        self._log_medians(report.trials_frame(runs))
+        self._log_medians(report.in_grid(report.trials_frame(runs), target.spec))
         if time.monotonic() - self._described_at >= DESCRIBE_EVERY_S:
             self.refresh()
 

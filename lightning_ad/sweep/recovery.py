@@ -198,10 +198,14 @@ class RequeueStaleTrial:
         _fail_runs(self.target, trial)
 
 
-def next_step(study: optuna.Study) -> str:
-    """``take`` a queued cell, ``wait`` for running trials (they finish, or their worker is
-    found dead and their cell queued again), or ``done``."""
-    states = {t.state for t in study.get_trials(deepcopy=False)}
+def next_step(study: optuna.Study, spec: SweepSpec) -> str:
+    """``take`` a queued cell of ``spec``'s grid, ``wait`` for its running trials (they finish,
+    or their worker is found dead and their cell queued again), or ``done``. Cells queued by a
+    command with another grid on the same study are left to it."""
+    runnable = {cell_key(c) for c in spec.runnable_cells()}
+    states = {
+        t.state for t in study.get_trials(deepcopy=False) if cell_key(trial_cell(t)) in runnable
+    }
     if TrialState.WAITING in states:
         return "take"
     return "wait" if TrialState.RUNNING in states else "done"

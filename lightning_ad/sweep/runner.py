@@ -91,7 +91,7 @@ def work(parent: SweepParent, threads: int | None = None) -> None:
     poll = LOCAL_POLL_S if locks is not None else min(target.heartbeat, 10)
     with WorkerLock.held(locks) as lock:
         objective = CellObjective(parent, lock)
-        while (step := next_step(study)) != "done":
+        while (step := next_step(study, target.spec)) != "done":
             if step == "take":
                 tracking.ensure_reachable(target.tracking_uri, tracking.OUTAGE_PATIENCE_S)
                 # catch: a failing trial (NaN loss, bad data) is recorded as FAIL; the sweep
@@ -128,8 +128,9 @@ def _worker_process(parent: SweepParent, threads: int) -> None:
 def _run_workers(parent: SweepParent, workers: int, show_progress: bool) -> None:
     target = parent.target
     threads = max(1, (os.cpu_count() or 1) // workers)
-    total = len(target.spec.runnable_cells())
-    with SweepProgress(target.study_name, total, lambda: load_study(target), enabled=show_progress):
+    with SweepProgress(
+        target.study_name, target.spec, lambda: load_study(target), enabled=show_progress
+    ):
         if workers == 1:
             work(parent)
             return

@@ -130,7 +130,11 @@ class SweepSpec:
         name, description = str(raw.get("name", default_name)), str(raw.get("description", ""))
         check_name("sweep name", name)
         spec = cls(name, values, dict(fixed), description, search)
-        for cell in spec.runnable_cells():  # every name and type checked now
+        runnable = spec.runnable_cells()
+        if not runnable:
+            reason = spec.skip_reason(spec.cells()[0])
+            raise LightningADError(f"every cell of the grid is n/a ({reason}); nothing to run")
+        for cell in runnable:  # every name and type checked now
             spec.trial_config(cell)
         return spec
 

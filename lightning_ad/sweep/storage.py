@@ -34,6 +34,8 @@ def open_storage(
         repair_journal(path, lock)
         backend = optuna.storages.journal.JournalFileBackend(str(path), lock_obj=lock)
         return optuna.storages.JournalStorage(backend)
+    if local_store(url) is not None:  # SQLite: the workers' file locks tell who is alive
+        heartbeat, on_stale = None, None
     try:
         return _rdb_storage(url, heartbeat, on_stale)
     except Exception as err:  # SQLAlchemy raises many kinds; all mean "cannot use this URL"
@@ -70,7 +72,7 @@ def repair_journal(path: Path, lock: optuna.storages.journal.BaseJournalFileLock
     )
 
 
-def _rdb_storage(url: str, heartbeat: int, on_stale) -> optuna.storages.RDBStorage:
+def _rdb_storage(url: str, heartbeat: int | None, on_stale) -> optuna.storages.RDBStorage:
     """Workers started together on a new database race to create Optuna's tables; the losers
     see "already exists" (IntegrityError / ProgrammingError) and simply try again."""
     from sqlalchemy.exc import IntegrityError, ProgrammingError
@@ -81,7 +83,7 @@ def _rdb_storage(url: str, heartbeat: int, on_stale) -> optuna.storages.RDBStora
             return optuna.storages.RDBStorage(
                 url,
                 heartbeat_interval=heartbeat,
-                grace_period=3 * heartbeat,
+                grace_period=3 * heartbeat if heartbeat else None,
                 heartbeat_stale_trial_callback=on_stale,
             )
 

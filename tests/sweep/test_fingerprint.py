@@ -77,14 +77,16 @@ def test_an_edited_fixed_setting_retrains_and_the_table_shows_its_runs_alone(
     assert _table_seeds(large, small.fingerprint) == [0, 1]  # the earlier runs stay findable
 
 
-def test_other_data_or_a_changed_file_is_another_fingerprint(
+def test_changed_data_is_another_fingerprint_the_same_data_elsewhere_is_not(
     synthetic_root: Path, screw_copy: Path
 ) -> None:
+    """Workers on several machines find the same files at different paths: one study."""
     spec = _spec()
     built_in = SweepTarget(spec, "screw", data_root=str(synthetic_root))
     copy = SweepTarget(spec, "screw", data_root=str(screw_copy))
-    assert built_in.fingerprint != copy.fingerprint  # another folder
-    before = SweepTarget(spec, "screw", data_root=str(screw_copy)).fingerprint
+    assert built_in.fingerprint == copy.fingerprint  # the same files, another folder
+    assert copy.settings.values["data"]["root"] == str(screw_copy.resolve())  # still recorded
+    before = copy.fingerprint
     image = next((screw_copy / "train" / "good").iterdir())
     image.write_bytes(image.read_bytes() + b"\0")
     assert SweepTarget(spec, "screw", data_root=str(screw_copy)).fingerprint != before
@@ -112,8 +114,13 @@ def test_the_table_command_names_its_fingerprint_and_shows_an_earlier_one(
     assert cli.main(["table", *common, "--format", "csv"]) == 0
     err = capsys.readouterr().err
     assert f"fingerprint {fingerprints[1]}: " in err and "image_size=40" in err
-    assert f"earlier settings of this sweep (--fingerprint): {fingerprints[0]}" in err
+    assert f"other settings of this sweep (--fingerprint): {fingerprints[0]}" in err
     assert cli.main(["table", *common, "--fingerprint", fingerprints[0]]) == 0
     assert "image_size=32" in capsys.readouterr().err
     assert cli.main(["table", *common, "--fingerprint", "nope"]) == 2
     assert f"known: {fingerprints[1]}, {fingerprints[0]}" in capsys.readouterr().err
+    # A machine without the data (reading a shared server): the newest settings' runs.
+    elsewhere = ["--sweep", str(sweep_file), "--data-root", str(tmp_path / "not-here")]
+    assert cli.main(["table", *elsewhere, "--format", "csv"]) == 0
+    err = capsys.readouterr().err
+    assert "the data is not here" in err and f"showing the newest, {fingerprints[1]}" in err

@@ -14,6 +14,7 @@ from lightning_ad.sweep.recovery import (
     cell_key,
     fail_dead_trials,
     grid_status,
+    next_step,
     plan,
     surplus_reason,
 )
@@ -92,6 +93,16 @@ def test_an_interrupted_cell_is_queued_again_a_failed_one_once_per_command(
     assert plan(study, target, retry_failed=False) == others + 1
     # A new command: it is.
     assert plan(study, target, retry_failed=True) == 1
+
+
+def test_cells_queued_by_a_command_with_another_grid_are_left_to_it(
+    target: SweepTarget,
+) -> None:
+    study = load_study(target)
+    study.enqueue_trial({**target.spec.runnable_cells()[0], "seed": 99})  # a grown grid's cell
+    assert next_step(study, target.spec) == "done"
+    study.enqueue_trial(target.spec.runnable_cells()[0])
+    assert next_step(study, target.spec) == "take"
 
 
 def test_a_cell_queued_twice_is_run_by_the_lower_trial_alone(target: SweepTarget) -> None:

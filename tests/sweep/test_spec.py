@@ -36,6 +36,7 @@ GRID = (
         (GRID + "name: ../outside\n", "sweep name '../outside' is not allowed"),
         (GRID.replace("[screw]", '["scr\'ew"]'), 'category "scr\'ew" is not allowed'),
         (GRID.replace("[screw]", "[a/b]"), "category 'a/b' is not allowed"),
+        (GRID.replace("head: [arcface]", "head: [adacos]"), "every cell of the grid is n/a"),
     ],
 )
 def test_bad_sweep_files_name_the_file_and_key(text: str, message: str, tmp_path: Path) -> None:
