@@ -46,7 +46,7 @@ class SweepProgress:
         open_study: Callable[[], optuna.Study],
         enabled: bool = True,
     ) -> None:
-        self.cells = {cell_key(c) for c in spec.runnable_cells()}
+        self.cells = spec.runnable_keys
         self.total, self.open_study, self.enabled = len(self.cells), open_study, enabled
         self.progress = Progress(
             TextColumn(f"[bold]{title}"),

@@ -89,7 +89,7 @@ def trials_frame(runs: list) -> pd.DataFrame:
 
 def in_grid(trials: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
     """The rows whose cell is one of ``spec``'s runnable cells."""
-    cells = {tuple(str(c[k]) for k in GRID_KEYS) for c in spec.runnable_cells()}
+    cells = {tuple(str(v) for v in key) for key in spec.runnable_keys}
     keep = [tuple(str(v) for v in row) in cells for row in trials[list(GRID_KEYS)].to_numpy()]
     return trials.loc[np.array(keep, dtype=bool)].reset_index(drop=True)
 

@@ -209,10 +209,9 @@ def finished_trial_runs(
     sweep: str,
     fingerprint: str,
     category: str | None = None,
-    cell: Mapping | None = None,
 ) -> list:
     """The complete trial runs of a sweep's settings ``fingerprint`` that stand for their
-    cell, oldest first; only one category's, or one cell's (``cell``: its grid values)."""
+    cell, oldest first; only one category's when given."""
     query = (
         f"tags.`{SWEEP_TAG}` = {_quoted(sweep)} and tags.`{ROLE_TAG}` = '{TRIAL_ROLE}' "
         f"and tags.`{FINGERPRINT_TAG}` = {_quoted(fingerprint)} "
@@ -220,8 +219,6 @@ def finished_trial_runs(
     )
     if category:
         query += f" and params.category = {_quoted(category)}"
-    for key, value in (cell or {}).items():
-        query += f" and params.{key} = {_quoted(value)}"
     runs = search_all(uri, experiment, query, order_by=["attributes.end_time ASC"])
     return [run for run in runs if run.data.tags.get(SELECTED_TAG) != "false"]
 

@@ -17,8 +17,8 @@ import optuna
 import yaml
 
 from lightning_ad import cli
-from lightning_ad.sweep.recovery import cell_key, trial_cell
-from lightning_ad.sweep.spec import SweepTarget
+from lightning_ad.sweep.recovery import trial_cell
+from lightning_ad.sweep.spec import SweepTarget, cell_key
 from lightning_ad.sweep.storage import load_study
 
 REPO = Path(__file__).parents[1]

@@ -16,7 +16,9 @@ from lightning_ad.sweep.recovery import (
     CELL_ATTR,
     INTERRUPTED,
     SURPLUS_ATTR,
+    cell_key,
     queued_cell,
+    seeds_of,
     surplus_reason,
     worker_id,
 )
@@ -43,7 +45,7 @@ class CellObjective:
         reason = surplus_reason(trial.study, trial, cell, spec)
         if reason:
             trial.set_user_attr(SURPLUS_ATTR, reason)
-            if cell is not None and cell not in spec.runnable_cells():
+            if cell is not None and cell_key(cell) not in spec.runnable_keys:
                 trial.study.enqueue_trial(cell)  # another command's cell: back in its queue
             raise optuna.TrialPruned(reason)
         trial.set_user_attr(CELL_ATTR, cell)
@@ -74,7 +76,7 @@ class CellObjective:
             raise
         trial.set_user_attr("mlflow_run_id", run_id)
         try:  # the trial is done and logged; a tracking hiccup here must not retrain it
-            self.parent.trial_done(cell)
+            self.parent.trial_done([*seeds_of(trial.study, cell), (cell, auc)])
         except Exception as err:  # the next trial, or the sweep's end, refreshes it again
             warnings.warn(f"could not refresh the sweep's parent run: {err}", stacklevel=1)
         return auc

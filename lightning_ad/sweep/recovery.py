@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 from lightning_ad import tracking
 from lightning_ad.config import GRID_KEYS
 from lightning_ad.sweep import liveness
-from lightning_ad.sweep.spec import SweepSpec, SweepTarget
+from lightning_ad.sweep.spec import SweepSpec, SweepTarget, cell_key
 from lightning_ad.sweep.storage import worker_locks
 
 INTERRUPTED = "interrupted"
@@ -143,14 +143,23 @@ class CellStates:
         return cls(finished, pending, running, errors)
 
 
-def cell_key(cell: dict | None) -> tuple | None:
-    return tuple(cell[k] for k in GRID_KEYS) if cell else None
-
-
 def trial_cell(trial: optuna.trial.FrozenTrial) -> dict | None:
     """The grid values of a trial's cell: as queued, also when its worker died at once."""
     cell = trial.user_attrs.get(CELL_ATTR) or trial.system_attrs.get("fixed_params") or {}
     return {k: cell[k] for k in GRID_KEYS} if all(k in cell for k in GRID_KEYS) else None
+
+
+def seeds_of(study: optuna.Study, cell: dict) -> list[tuple[dict, float]]:
+    """``(grid values, value)`` of every complete trial of ``cell``'s table cell: the cells
+    that differ from it in the seed alone."""
+    same = {k: cell[k] for k in GRID_KEYS if k != "seed"}
+    found = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        other = trial_cell(trial)
+        ours = other is not None and all(other[k] == v for k, v in same.items())
+        if ours and SURPLUS_ATTR not in trial.user_attrs:
+            found.append((other, trial.value))
+    return found
 
 
 def queued_cell(trial: optuna.Trial) -> dict | None:
@@ -167,7 +176,7 @@ def surplus_reason(
     numbered live one runs it; the others stand down, whichever worker asks first."""
     if cell is None:
         return "no queued cell"
-    if cell not in spec.runnable_cells():
+    if cell_key(cell) not in spec.runnable_keys:
         return "its cell is no longer in the sweep's grid"
     for other in study.get_trials(deepcopy=False):
         if other.number == trial.number or SURPLUS_ATTR in other.user_attrs:
@@ -202,7 +211,7 @@ def next_step(study: optuna.Study, spec: SweepSpec) -> str:
     """``take`` a queued cell of ``spec``'s grid, ``wait`` for its running trials (they finish,
     or their worker is found dead and their cell queued again), or ``done``. Cells queued by a
     command with another grid on the same study are left to it."""
-    runnable = {cell_key(c) for c in spec.runnable_cells()}
+    runnable = spec.runnable_keys
     states = {
         t.state for t in study.get_trials(deepcopy=False) if cell_key(trial_cell(t)) in runnable
     }
@@ -232,7 +241,7 @@ class GridStatus:
 
 
 def grid_status(study: optuna.Study, spec: SweepSpec) -> GridStatus:
-    runnable = {cell_key(c) for c in spec.runnable_cells()}
+    runnable = spec.runnable_keys
     cells = CellStates.of(study)
     failed = {k: e for k, e in cells.errors.items() if k in runnable}
     return GridStatus(

@@ -35,6 +35,11 @@ FIXED_KEYS = tuple(name for name in SETTINGS if name not in (*GRID_KEYS, "data_r
 """Settings a sweep file may fix for every trial; the data location comes from the command line."""
 
 
+def cell_key(cell: dict | None) -> tuple | None:
+    """A cell's grid values as a tuple in ``GRID_KEYS`` order (for sets and dict keys)."""
+    return tuple(cell[k] for k in GRID_KEYS) if cell else None
+
+
 @dataclass(frozen=True)
 class SearchSpec:
     """Settings tuned *inside* each grid cell, on ``val/loss`` (never on a test AUROC).
@@ -153,7 +158,17 @@ class SweepSpec:
 
     def runnable_cells(self) -> list[dict[str, Any]]:
         """The grid points that are trained (or, for the frozen baseline, scored)."""
-        return [cell for cell in self.cells() if self.skip_reason(cell) is None]
+        return list(self._runnable)
+
+    @functools.cached_property
+    def _runnable(self) -> tuple[dict[str, Any], ...]:
+        # Worked out once: a sweep asks after every trial, and a grid may have 10,000 cells.
+        return tuple(cell for cell in self.cells() if self.skip_reason(cell) is None)
+
+    @functools.cached_property
+    def runnable_keys(self) -> frozenset[tuple]:
+        """The ``cell_key`` of every runnable cell: what "is this cell in the grid?" asks."""
+        return frozenset(cell_key(cell) for cell in self._runnable)
 
     def skip_reason(self, cell: dict[str, Any]) -> str | None:
         """Why a grid point is not run, or None when it is."""

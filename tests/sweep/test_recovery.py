@@ -11,14 +11,13 @@ from lightning_ad.sweep import liveness
 from lightning_ad.sweep.liveness import WorkerLock
 from lightning_ad.sweep.recovery import (
     INTERRUPTED,
-    cell_key,
     fail_dead_trials,
     grid_status,
     next_step,
     plan,
     surplus_reason,
 )
-from lightning_ad.sweep.spec import SweepTarget
+from lightning_ad.sweep.spec import SweepTarget, cell_key
 from lightning_ad.sweep.storage import load_study, worker_locks
 
 RUNNING, WAITING, FAIL = (
