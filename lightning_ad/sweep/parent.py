@@ -1,5 +1,6 @@
-"""The sweep's parent run in MLflow: one per (sweep, category), holding the spec, the median AUC
-of every cell, a description with the tables (the run's Overview in the UI), and the report.
+"""The sweep's parent run in MLflow: one per (sweep, category, settings fingerprint), holding the
+spec and its settings, the median AUC of every cell, a description with the tables (the run's
+Overview in the UI), and the report.
 
 After each trial the median of that trial's table cell is logged, from the values the Optuna
 study already holds (reading the cell's runs back from MLflow cost a second per trial at 1,000
