@@ -136,10 +136,12 @@ def ensure_reachable(uri: str, patience_s: float = 0.0, timeout_s: float = 5.0) 
             pause = min(pause * 2, 10.0)
 
 
+@functools.lru_cache(maxsize=64)
 def _create_sqlite_store_once(uri: str, db: Path) -> None:
     """Create (migrate) a new SQLite store under a file lock: MLflow's schema migration is not
     safe when two processes create the same file at once (two ``make sweep`` started together
-    failed with alembic's "expected to match one row")."""
+    failed with alembic's "expected to match one row"). Once per process and store: a sweep
+    worker asks before every cell (a failure raises, so it is not remembered)."""
     import fcntl
 
     from mlflow import MlflowClient

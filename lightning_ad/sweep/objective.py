@@ -76,7 +76,7 @@ class CellObjective:
             raise
         trial.set_user_attr("mlflow_run_id", run_id)
         try:  # the trial is done and logged; a tracking hiccup here must not retrain it
-            self.parent.trial_done([*seeds_of(trial.study, cell), (cell, auc)])
+            self.parent.trial_done([*seeds_of(trial.study, cell, spec), (cell, auc)])
         except Exception as err:  # the next trial, or the sweep's end, refreshes it again
             warnings.warn(f"could not refresh the sweep's parent run: {err}", stacklevel=1)
         return auc

@@ -63,10 +63,10 @@ class SweepParent:
         return cls(target, run_id)
 
     def trial_done(self, seeds: list[tuple[dict, float]]) -> None:
-        """Log the median of one table cell from its seeds' ``(grid values, test AUC)`` (the
-        study has them: no run is read back), and the tables when they are due."""
+        """Log the median of one table cell from its seeds' ``(grid values, test AUC)`` in the
+        grid (the study has them: no run is read back), and the tables when they are due."""
         frame = pd.DataFrame([{**cell, report.MAIN_METRIC: auc} for cell, auc in seeds])
-        self._log_medians(report.in_grid(frame, self.target.spec))
+        self._log_medians(frame)
         if time.monotonic() >= self._describe_after:
             self.refresh()
 

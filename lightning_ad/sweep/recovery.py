@@ -149,14 +149,14 @@ def trial_cell(trial: optuna.trial.FrozenTrial) -> dict | None:
     return {k: cell[k] for k in GRID_KEYS} if all(k in cell for k in GRID_KEYS) else None
 
 
-def seeds_of(study: optuna.Study, cell: dict) -> list[tuple[dict, float]]:
-    """``(grid values, value)`` of every complete trial of ``cell``'s table cell: the cells
-    that differ from it in the seed alone."""
+def seeds_of(study: optuna.Study, cell: dict, spec: SweepSpec) -> list[tuple[dict, float]]:
+    """``(grid values, value)`` of every complete trial of ``cell``'s table cell in ``spec``'s
+    grid: the cells that differ from it in the seed alone (a seed removed from the grid not)."""
     same = {k: cell[k] for k in GRID_KEYS if k != "seed"}
     found = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         other = trial_cell(trial)
-        ours = other is not None and all(other[k] == v for k, v in same.items())
+        ours = cell_key(other) in spec.runnable_keys and all(other[k] == v for k, v in same.items())
         if ours and SURPLUS_ATTR not in trial.user_attrs:
             found.append((other, trial.value))
     return found
