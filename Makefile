@@ -13,6 +13,8 @@ FORMAT   ?= md
 OUT      ?=
 HOST     ?= 127.0.0.1
 PORT     ?= 5000
+MODEL    ?=
+SERVE_PORT ?= 5001
 ALLOWED_HOSTS ?=
 CORS_ORIGINS ?=
 AUTH     ?=
@@ -34,7 +36,7 @@ endif
 STAMP    := $(VENV)/.installed-$(shell { cat setup.cfg pyproject.toml; echo '$(CURDIR)'; } | sha256sum | cut -c1-16)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-e2e test-integration test-all lint format data preview sweep table services ui bench clean
+.PHONY: help install test test-e2e test-integration test-all lint format data preview sweep table services ui serve bench clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -81,6 +83,10 @@ table: $(STAMP) ## print and write the comparison tables: make table CATEGORY=sc
 	$(BIN)/lightning-ad table --sweep $(SWEEP) --category $(CATEGORY) --format $(FORMAT) \
 		$(if $(OUT),--out '$(OUT)') $(if $(DATA_ROOT),--data-root '$(DATA_ROOT)') \
 		$(if $(FINGERPRINT),--fingerprint $(FINGERPRINT))
+
+serve: $(STAMP) ## serve a detector on http://127.0.0.1:$(SERVE_PORT)/invocations: make serve MODEL=models:/screw-detector/1
+	@test -n '$(MODEL)' || { echo "make serve: pass MODEL=models:/NAME/VERSION (lightning-ad register)"; exit 2; }
+	$(BIN)/lightning-ad serve --model '$(MODEL)' --port $(SERVE_PORT)
 
 SERVER_OPTIONS = --host $(HOST) --port $(PORT) $(if $(AUTH),--auth) \
 	$(if $(ALLOWED_HOSTS),--allowed-hosts '$(ALLOWED_HOSTS)') \

@@ -92,7 +92,10 @@ def measure(settings: dict) -> dict:
         score_image_size=config.scoring_size,
     )
     dm.setup("fit")
-    cache = sum(d.images.nbytes for d in (dm.train_set, dm.val_set, dm.good_set, dm.test_set))
+    cache = sum(
+        d.images.nbytes
+        for d in (dm.train_set, dm.val_set, dm.good_set, dm.val_good_set, dm.test_set)
+    )
     return {
         "trial_seconds": result.seconds,
         **_time_scorers(config, len(dm.good_set), len(dm.test_set)),

@@ -46,7 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  lightning-ad data synth --category screw\n"
         "  lightning-ad sweep --sweep quick --category screw\n"
-        "  lightning-ad table --sweep quick --category screw\n",
+        "  lightning-ad table --sweep quick --category screw\n"
+        "  lightning-ad register --sweep quick --category screw \\\n"
+        "      --cell backbone=efficientnet_lite0,head=arcface,classes=3 --name screw-detector\n"
+        "  lightning-ad predict --model models:/screw-detector/1 photos/ --out results.csv\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
@@ -60,7 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for add in (_add_synth, _add_mvtec, _add_preview, _add_info):
         add(data_commands)
-    for add in (_add_train, _add_sweep, _add_table, _add_ui, _add_services):
+    for add in (
+        _add_train,
+        _add_sweep,
+        _add_table,
+        _add_register,
+        _add_predict,
+        _add_serve,
+        _add_ui,
+        _add_services,
+    ):
         add(commands)
     return parser
 
@@ -593,6 +605,160 @@ def _print_tables(report: types.ModuleType, trials, spec, args: argparse.Namespa
         print(report.tidy_table(trials, spec, name).to_csv(index=False), end="")
     else:
         print(report.summary_text(trials, spec, args.format, args.table or report.TABLES))
+
+
+# ---- register ----------------------------------------------------------------------------------
+
+
+def _add_register(group: Commands) -> None:
+    register = _subcommand(
+        group,
+        "register",
+        "register a trial's detector in MLflow's model registry: a run, or a sweep cell's run",
+        "  lightning-ad register 3f2c9e... --name screw-detector\n"
+        "  lightning-ad register --sweep default --category screw \\\n"
+        "      --cell backbone=efficientnet_lite0,head=arcface,classes=3 --seed 0 \\\n"
+        "      --name screw-detector\n",
+        _register,
+        parents=[_options(_sweep_file, _data_location, _tracking_uri)],
+    )
+    register.add_argument("run_id", nargs="?", metavar="RUN_ID", help="a trial run's id")
+    register.add_argument(
+        "--name", help="the registered model's name (default: <category>-detector)"
+    )
+    register.add_argument("--category", help="with --cell: the sweep's category")
+    register.add_argument(
+        "--cell",
+        help="the sweep cell, e.g. backbone=efficientnet_lite0,head=arcface,classes=3",
+    )
+    register.add_argument(
+        "--seed", type=int, help="with --cell: which seed's run (default: the lowest)"
+    )
+    register.add_argument(
+        "--fingerprint", help="with --cell: an earlier settings fingerprint of the sweep"
+    )
+
+
+def _register(args: argparse.Namespace) -> None:
+    from lightning_ad import tracking
+    from lightning_ad.deploy import registry
+
+    if (args.run_id is None) == (args.cell is None):
+        raise LightningADError("name a RUN_ID, or a sweep cell with --category and --cell")
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    run_id = args.run_id
+    if args.cell is not None:
+        if not args.category:
+            raise LightningADError("--cell needs --category")
+        cell = registry.parse_cell(args.cell)
+        [target] = _targets(args)
+        fingerprint, _ = _announce_fingerprint(target, args.fingerprint)
+        runs = registry.cell_runs(
+            uri, target.experiment, target.spec.name, fingerprint, target.category, cell
+        )
+        run, chosen = registry.run_of_seed(runs, args.seed)
+        print(chosen, file=sys.stderr)
+        run_id = run.info.run_id
+    registered = registry.register(uri, run_id, args.name)
+    for key, value in registered.tags.items():
+        print(f"  {key}: {value}", file=sys.stderr)
+    print(f"registered run {registered.run_id} as {registered.uri}")
+
+
+# ---- predict -----------------------------------------------------------------------------------
+
+
+def _add_predict(group: Commands) -> None:
+    predict = _subcommand(
+        group,
+        "predict",
+        "score image files with a logged or registered detector",
+        "  lightning-ad predict --model models:/screw-detector/1 photos/ --out results.csv\n"
+        "  lightning-ad predict --model runs:/3f2c9e.../model part.png --maps maps/\n",
+        _predict,
+        parents=[_options(_tracking_uri)],
+    )
+    predict.add_argument(
+        "--model", required=True, help="models:/NAME/VERSION, runs:/RUN_ID/model or a folder"
+    )
+    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGES_OR_FOLDER")
+    predict.add_argument("--out", type=Path, help="write the CSV here (default: print it)")
+    predict.add_argument(
+        "--maps", type=Path, metavar="DIR", help="write each image beside its anomaly map here"
+    )
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from lightning_ad import tracking
+    from lightning_ad.deploy import predict
+
+    images = predict.find_images(args.images)
+    detector = predict.load_detector(args.model, tracking.resolve_tracking_uri(args.tracking_uri))
+    print(f"{args.model}: {detector.threshold.describe()}", file=sys.stderr)
+    with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("scoring", total=len(images))
+        rows = predict.predict(detector, images, args.maps, lambda n: bar.advance(task, n))
+    failed = rows[rows.error != ""]
+    for image, error in zip(failed.image, failed.error, strict=True):
+        print(f"lightning-ad: skipped {image}: {error}", file=sys.stderr)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        rows.to_csv(args.out, index=False)
+    else:
+        print(rows.to_csv(index=False), end="")
+    scored = len(rows) - len(failed)
+    print(
+        f"{scored} of {len(rows)} images scored, {int(rows.anomalous.sum())} anomalous"
+        + (f"; wrote {args.out}" if args.out else "")
+        + (f" and maps in {args.maps}" if args.maps else ""),
+        file=sys.stderr,
+    )
+    return EXIT_INCOMPLETE if len(failed) else 0
+
+
+# ---- serve -------------------------------------------------------------------------------------
+
+
+def _add_serve(group: Commands) -> None:
+    serve = _subcommand(
+        group,
+        "serve",
+        "serve a detector over HTTP (mlflow models serve): POST images to /invocations",
+        "  lightning-ad serve --model models:/screw-detector/1 --port 5001\n",
+        _serve,
+        parents=[_options(_tracking_uri)],
+    )
+    serve.add_argument(
+        "--model", required=True, help="models:/NAME/VERSION, runs:/RUN_ID/model or a folder"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="loopback only (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=5001, help="(default: 5001)")
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from lightning_ad.mlflow_server import is_loopback
+    from lightning_ad.tracking import mlflow_command, resolve_tracking_uri
+
+    if not is_loopback(args.host):
+        raise LightningADError(
+            f"--host {args.host}: mlflow models serve has no login, and anyone who reaches the "
+            "port could use the model; serve on 127.0.0.1 behind a reverse proxy that asks for one"
+        )
+    command = mlflow_command(
+        "models", "serve", "-m", args.model, "--env-manager", "local",
+        "--host", args.host, "--port", str(args.port),
+    )  # fmt: skip
+    # MLflow starts uvicorn by name: the venv's bin/ must be on PATH, as it is not under make.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {
+        **os.environ,
+        "PATH": path,
+        "MLFLOW_TRACKING_URI": resolve_tracking_uri(args.tracking_uri),
+    }
+    print(" ".join(command), file=sys.stderr)
+    os.execve(command[0], command, env)
 
 
 # ---- ui ----------------------------------------------------------------------------------------

@@ -79,6 +79,12 @@ class TrialConfig:
     )
     data_root: str | None = _setting(None, "a folder in MVTec AD layout")
     data_dir: str = _setting("data", "where data/mvtec and data/synthetic live")
+    false_alarm_rate: float = _setting(
+        0.01, "the detector's threshold: this share of held-out normal images lies above it"
+    )
+    log_model: bool = _setting(
+        True, "log the detector as an MLflow model (runs:/ID/model; about 20 MB a trial)"
+    )
     artifacts: str = _setting(
         "full", "full: ROC curves, histograms, Grad-CAM sheet; minimal: metrics only"
     )
@@ -109,6 +115,7 @@ class TrialConfig:
     def validate(self) -> None:
         """Every name and number checked before anything is written; errors name the value."""
         from lightning_ad.data.twins import build_twin, check_mask_mode
+        from lightning_ad.deploy.detector import check_false_alarm_rate
         from lightning_ad.models.backbones import check_backbone
         from lightning_ad.models.heads import check_head
         from lightning_ad.patchcore import check_coreset_fraction
@@ -123,6 +130,7 @@ class TrialConfig:
         check_scorer(self.score)
         check_coreset_fraction(self.coreset_fraction)
         check_mask_mode(self.mask_mode)
+        check_false_alarm_rate(self.false_alarm_rate)
         if self.artifacts not in ARTIFACT_LEVELS:
             raise unknown("artifacts level", self.artifacts, ARTIFACT_LEVELS)
         for name in ("epochs", "batch_size"):

@@ -60,6 +60,12 @@ def score_histograms(
     return out
 
 
+def overlay(image: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """An RGB image (H, W, 3) half covered by a heat map of ``values`` (H, W) in [0, 1]."""
+    heat = cv2.applyColorMap((np.clip(values, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    return (0.5 * image + 0.5 * heat[..., ::-1]).astype(np.uint8)
+
+
 EXAMPLES_PER_DEFECT = 3
 
 
@@ -89,9 +95,7 @@ def map_sheet(
             masks[i].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
         )
         panels = [cv2.drawContours(image.copy(), contours, -1, (255, 40, 40), 1)]
-        for values in maps.values():
-            heat = cv2.applyColorMap((values[i] * 255).astype(np.uint8), cv2.COLORMAP_JET)
-            panels.append((0.5 * image + 0.5 * heat[..., ::-1]).astype(np.uint8))
+        panels += [overlay(image, values[i]) for values in maps.values()]
         for ax, panel in zip(axes[r], panels, strict=True):
             ax.imshow(panel)
             ax.set_xticks([])

@@ -26,6 +26,7 @@ from lightning_ad import explain, metrics, plots, tracking
 from lightning_ad.config import TrialConfig
 from lightning_ad.data.datamodule import AnomalyDataModule
 from lightning_ad.data.resolve import ResolvedCategory, resolve_category
+from lightning_ad.deploy.mlflow_model import log_detector
 from lightning_ad.errors import LightningADError
 from lightning_ad.models.module import AnomalyModule
 
@@ -87,6 +88,7 @@ def run_trial(
         main_score=config.score_used,
         coreset_fraction=config.coreset_fraction,
         seed=config.seed,
+        false_alarm_rate=config.false_alarm_rate,
     )
     tracking.ensure_experiment(experiment, uri)
     logger = TrialLogger(
@@ -105,6 +107,9 @@ def run_trial(
             seconds = time.perf_counter() - started
             logger.experiment.log_metric(logger.run_id, "trial_seconds", seconds)
             _log_test_scores(logger, datamodule, scores)
+            if config.log_model:
+                example = datamodule.val_good_set.images[0]  # a held-out normal image
+                log_detector(logger.experiment, logger.run_id, module.detector, example)
             if config.artifacts == "full":
                 _log_artifacts(logger, module, datamodule, scores, config)
     except OSError as err:

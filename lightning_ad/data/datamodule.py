@@ -21,7 +21,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lightning_ad.data.mvtec import MVTecCategory, read_image, read_mask
-from lightning_ad.data.twins import NORMAL, Twin, TwinClasses, build_twin, object_masks
+from lightning_ad.data.twins import (
+    NORMAL,
+    Twin,
+    TwinClasses,
+    build_twin,
+    is_grey,
+    object_masks,
+)
 from lightning_ad.errors import LightningADError
 
 
@@ -31,7 +38,7 @@ def load_images(paths: tuple[Path, ...], size: int) -> np.ndarray:
 
     Cached so that every trial of a category in one worker shares one copy.
     """
-    images = np.stack([_resize(read_image(p), size, cv2.INTER_AREA) for p in paths])
+    images = np.stack([resize(read_image(p), size, cv2.INTER_AREA) for p in paths])
     images.flags.writeable = False
     return images
 
@@ -44,7 +51,7 @@ def load_masks(paths: tuple[Path | None, ...], size: int) -> np.ndarray:
         [
             empty
             if p is None
-            else _resize(read_mask(p).astype(np.uint8), size, cv2.INTER_NEAREST) > 0
+            else resize(read_mask(p).astype(np.uint8), size, cv2.INTER_NEAREST) > 0
             for p in paths
         ]
     )
@@ -52,7 +59,8 @@ def load_masks(paths: tuple[Path | None, ...], size: int) -> np.ndarray:
     return masks
 
 
-def _resize(image: np.ndarray, size: int, interpolation: int) -> np.ndarray:
+def resize(image: np.ndarray, size: int, interpolation: int) -> np.ndarray:
+    """``image`` as a ``size`` x ``size`` square (unchanged when it is one already)."""
     if image.shape[:2] == (size, size):
         return image
     return cv2.resize(image, (size, size), interpolation=interpolation)
@@ -196,6 +204,8 @@ class AnomalyDataModule(pl.LightningDataModule):
         )
         self.pin_memory = cuda
         self.used_mask_mode: str | None = None
+        self.grey = False
+        """Whether every train/good image is grey (set by ``setup``)."""
         self.defect_names: tuple[str, ...] = ()
         self.test_paths: tuple[str, ...] = ()
         """Each test image's path below the category folder, in test order."""
@@ -221,8 +231,12 @@ class AnomalyDataModule(pl.LightningDataModule):
         val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
         self.train_set = TwinDataset(images[train], masks[train], self.twins, self.seed, stream=0)
         self.val_set = TwinDataset(images[val], masks[val], self.twins, self.seed, stream=1)
+        # The scorers are fitted on the train split only: the validation slice stays held out,
+        # so the decision threshold set on its scores meets its false-alarm rate on new parts.
         good = load_images(tuple(s.path for s in category.train), self.score_image_size)
-        self.good_set = TwinDataset(good, None, [None], self.seed, stream=2)
+        self.good_set = TwinDataset(good[train], None, [None], self.seed, stream=2)
+        self.val_good_set = TwinDataset(good[val], None, [None], self.seed, stream=3)
+        self.grey = all(is_grey(image) for image in images)
         self.defect_names = ("good", *category.defect_types)
         self.test_paths = tuple(str(s.path.relative_to(category.root)) for s in category.test)
         self.test_set = LabelledDataset(
@@ -242,8 +256,14 @@ class AnomalyDataModule(pl.LightningDataModule):
         return self._loader(self.test_set)
 
     def train_good_dataloader(self) -> DataLoader:
-        """Every train/good image as it is (no twins): what the scorers are fitted on."""
+        """The train split's normal images as they are (no twins): what the scorers are fitted
+        on."""
         return self._loader(self.good_set)
+
+    def val_good_dataloader(self) -> DataLoader:
+        """The validation slice's normal images as they are: where the detector's decision
+        threshold is set."""
+        return self._loader(self.val_good_set)
 
     def _loader(self, dataset: Dataset, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(

@@ -117,10 +117,17 @@ def read_image(path: Path | str) -> np.ndarray:
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
     if data is None:
         raise DataError(f"image {path} does not exist")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    return decode_image(data, f"image {path}")
+
+
+def decode_image(data: bytes | np.ndarray, source: str) -> np.ndarray:
+    """Encoded image bytes (PNG, JPEG, ...) -> RGB uint8 (H, W, 3), as :func:`read_image`;
+    ``source`` names the image in the error."""
+    buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
+    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
     if image is None:
         raise DataError(
-            f"cannot decode image {path}: the file is corrupt or not an image; replace or delete it"
+            f"cannot decode {source}: the file is corrupt or not an image; replace or delete it"
         )
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 

@@ -10,12 +10,11 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from lightning_ad import metrics, patchcore, scoring
 from lightning_ad.data.datamodule import LabelledBatch
+from lightning_ad.deploy.detector import DEFAULT_FALSE_ALARM_RATE, Detector, DetectorSpec
 from lightning_ad.errors import LightningADError
-from lightning_ad.models.backbones import Backbone, build_backbone
 from lightning_ad.models.net import AnomalyNet
 
 
@@ -48,6 +47,8 @@ class AnomalyModule(pl.LightningModule):
         main_score: the scorer logged again as ``test/auc``; the caller has made sure it
             applies to this network (``TrialConfig.score_used``).
         coreset_fraction, seed: PatchCore's memory bank (``patchcore.MemoryBank``).
+        false_alarm_rate: the detector's decision threshold, set on the held-out normal images
+            (:class:`~lightning_ad.deploy.detector.Threshold`).
     """
 
     def __init__(
@@ -64,6 +65,7 @@ class AnomalyModule(pl.LightningModule):
         main_score: str = "knn",
         coreset_fraction: float = 0.01,
         seed: int = 0,
+        false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
         channels_last: bool = True,
     ) -> None:
         super().__init__()
@@ -72,11 +74,9 @@ class AnomalyModule(pl.LightningModule):
         self.main_score = main_score
         self.test_scores: TestScores | None = None
         self._test_batches: list[dict[str, torch.Tensor]] = []
-        self._reference: dict[str, np.ndarray] = {}
-        self._bank: patchcore.MemoryBank | None = None
-        # The untrained backbone for the fused score, held in a plain dict so that it stays
-        # outside the module tree: never trained, never checkpointed.
-        self._frozen: dict[str, Backbone] = {}
+        # Fitted when the test starts; a plain object, outside the module tree, so that its
+        # frozen backbone (for the fused score) is never trained or checkpointed.
+        self.detector: Detector | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images -> pooled embeddings (B, D)."""
@@ -131,46 +131,43 @@ class AnomalyModule(pl.LightningModule):
     # ---- scoring on the test split ----------------------------------------------------------
 
     def on_test_epoch_start(self) -> None:
-        good = self.trainer.datamodule.train_good_dataloader()
-        embeddings, patches = _embed(self.net.backbone, self.net.normalise, good)
-        self._reference = {"model": embeddings}
-        self._bank = patchcore.MemoryBank(self.hparams.coreset_fraction, self.hparams.seed)
-        self._bank.fit(patches)
-        if self.net.trains:  # the fused score also needs the untrained backbone's view
-            frozen = build_backbone(self.hparams.backbone, self.hparams.pretrained)
-            frozen = frozen.to(self.device, memory_format=self.net.memory_format).eval()
-            self._frozen["backbone"] = frozen
-            self._reference["frozen"] = _embed(frozen, self.net.normalise, good, patches=False)[0]
+        datamodule = self.trainer.datamodule
+        spec = DetectorSpec(
+            backbone=self.hparams.backbone,
+            head=self.hparams.head,
+            n_classes=self.hparams.n_classes,
+            head_params=dict(self.hparams.head_params or {}),
+            scorer=self.main_score,
+            image_size=datamodule.score_image_size,
+            grey=datamodule.grey,
+            coreset_fraction=self.hparams.coreset_fraction,
+        )
+        self.detector = Detector.fit(
+            spec,
+            self.net,
+            datamodule.train_good_dataloader(),
+            self.hparams.pretrained,
+            self.hparams.seed,
+        )
         self._test_batches = []
 
     def test_step(self, batch: LabelledBatch, batch_idx: int) -> None:
-        pixels = self.net.normalise(batch.image)
-        embeddings, patches = patchcore.embed(self.net.backbone, pixels)
         out = {
-            "model": embeddings,
+            **self.detector.features(batch.image),
             "label": batch.label,
             "defect": batch.defect,
             "mask": batch.mask,
-            "patch_distances": self._bank.distances(patches),
         }
-        if self.net.trains:
-            out["p_normal"] = F.softmax(self.net.head(embeddings), dim=1)[:, 0]
-            out["frozen"] = self._frozen["backbone"](pixels)
         self._test_batches.append({k: v.detach().float().cpu() for k, v in out.items()})
 
     def on_test_epoch_end(self) -> None:
         outputs = {k: torch.cat([b[k] for b in self._test_batches]) for k in self._test_batches[0]}
-        labels, defects = outputs["label"].int().numpy(), outputs["defect"].int().numpy()
+        self._test_batches = []
+        labels, defects = outputs.pop("label").int().numpy(), outputs.pop("defect").int().numpy()
         names = self.trainer.datamodule.defect_names
         masks = outputs.pop("mask").bool().numpy()
         maps = patchcore.anomaly_maps(outputs["patch_distances"], masks.shape[-1]).numpy()
-        outputs = {k: v.numpy() for k, v in outputs.items()}
-        features = scoring.Features(
-            model=(self._reference["model"], outputs["model"]),
-            frozen=(self._reference["frozen"], outputs["frozen"]) if self.net.trains else None,
-            p_normal=outputs.get("p_normal"),
-            patch_distances=outputs["patch_distances"],
-        )
+        features = self.detector.scoring_features({k: v.numpy() for k, v in outputs.items()})
         scores = scoring.score_all(features, trained=self.net.trains)
         results = {}
         for name, values in scores.items():
@@ -182,9 +179,22 @@ class AnomalyModule(pl.LightningModule):
             "test/auc" + k.removeprefix(main): v for k, v in results.items() if k.startswith(main)
         }
         results |= pixel_metrics(maps, masks, defects, names)
+        results |= self._threshold_metrics(scores[self.main_score], labels)
         self.log_dict(results)
         self.test_scores = TestScores(labels, defects, names, scores, results, maps)
-        self._test_batches, self._reference, self._frozen, self._bank = [], {}, {}, None
+
+    def _threshold_metrics(self, scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        """The detector's threshold, set on the validation slice's normal images, and what it
+        does on the test split: the share of good images flagged, of defective ones caught."""
+        normals = self.trainer.datamodule.val_good_dataloader()
+        threshold = self.detector.calibrate(normals, self.hparams.false_alarm_rate)
+        flagged = scores > threshold.value
+        return {
+            "val/threshold": threshold.value,
+            "val/false_alarm_rate": threshold.false_alarms / threshold.normals,
+            "test/false_alarm_rate": float(flagged[labels == 0].mean()),
+            "test/detection_rate": float(flagged[labels == 1].mean()),
+        }
 
 
 def pixel_metrics(
@@ -199,26 +209,3 @@ def pixel_metrics(
         results[f"test/pixel_auc/{defect}"] = metrics.pixel_auroc(maps[keep], masks[keep])
         results[f"test/aupro/{defect}"] = metrics.aupro(maps[keep], masks[keep])
     return results
-
-
-@torch.no_grad()
-def _embed(
-    backbone: Backbone, normalise, loader: DataLoader, patches: bool = True
-) -> tuple[np.ndarray, torch.Tensor | None]:
-    """Pooled embeddings (N, D) and, when ``patches``, patch features (N, C, h, w) of every
-    image of ``loader`` (eval mode, on the backbone's device; the patches stay there for the
-    memory bank: at 256 px they are about 200 MB for 320 images)."""
-    device = next(backbone.parameters()).device
-    was_training = backbone.training
-    backbone.eval()
-    embeddings, features = [], []
-    for images, _ in loader:
-        pixels = normalise(images.to(device))
-        if patches:
-            pooled, patch = patchcore.embed(backbone, pixels)
-            features.append(patch)
-        else:
-            pooled = backbone(pixels)
-        embeddings.append(pooled.float().cpu())
-    backbone.train(was_training)
-    return torch.cat(embeddings).numpy(), torch.cat(features) if patches else None

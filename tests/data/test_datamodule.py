@@ -76,14 +76,23 @@ def test_test_split_has_labels_defects_and_masks(synthetic_root: Path) -> None:
     assert all(m.any() for m in masks[labels == 1])
 
 
-def test_train_good_loader_is_every_training_image_untouched(synthetic_root: Path) -> None:
-    """Every train/good image once, in file order, exactly as decoded: no twin, no change."""
+def test_the_good_loaders_split_the_training_images_untouched(synthetic_root: Path) -> None:
+    """The scorers' train split and the threshold's validation slice: every train/good image in
+    exactly one of them, in file order, exactly as decoded (no twin, no change)."""
     dm = _datamodule(synthetic_root)
-    images = torch.cat([x for x, _ in dm.train_good_dataloader()])
+    fit = torch.cat([x for x, _ in dm.train_good_dataloader()])
+    held_out = torch.cat([x for x, _ in dm.val_good_dataloader()])
     category = MVTecCategory.load(synthetic_root / "screw")
-    decoded = load_images(tuple(s.path for s in category.train), 32)
-    assert len(images) == len(decoded) == 10
-    assert torch.equal(images, torch.from_numpy(decoded.transpose(0, 3, 1, 2).copy()))
+    decoded = torch.from_numpy(
+        load_images(tuple(s.path for s in category.train), 32).transpose(0, 3, 1, 2).copy()
+    )
+    assert len(fit) + len(held_out) == len(decoded) == 10 and len(held_out) == 2
+    rows = {bytes(image.numpy()): i for i, image in enumerate(decoded)}
+    fit_rows = [rows[bytes(image.numpy())] for image in fit]
+    held_out_rows = [rows[bytes(image.numpy())] for image in held_out]
+    assert fit_rows == sorted(fit_rows) and held_out_rows == sorted(held_out_rows)
+    assert sorted(fit_rows + held_out_rows) == list(range(10))
+    assert dm.grey  # the built-in screw is grey
 
 
 def test_scoring_reads_train_good_and_test_at_its_own_size(synthetic_root: Path) -> None:

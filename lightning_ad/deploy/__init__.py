@@ -1,0 +1,2 @@
+"""A trial's detector on its own: saved, served as an MLflow model, registered, and
+used to score new images."""

@@ -1,0 +1,273 @@
+"""``Detector``: a trained network, its fitted scorer and its decision threshold, as plain
+torch and numpy: uint8 images in; anomaly scores, verdicts and PatchCore maps out.
+
+A trial builds one while it tests (:class:`~lightning_ad.models.module.AnomalyModule` scores the
+test split through it), sets its threshold on the held-out normal images, and saves it; the
+MLflow model of :mod:`lightning_ad.deploy.mlflow_model` loads it back. Both paths run the same
+code, so a saved detector scores a test image exactly as its trial did.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from lightning_ad import patchcore, scoring
+from lightning_ad.data.datamodule import resize
+from lightning_ad.data.twins import is_grey
+from lightning_ad.errors import LightningADError
+from lightning_ad.models.backbones import Backbone, build_backbone
+from lightning_ad.models.net import AnomalyNet
+
+SPEC_FILE = "detector.json"
+WEIGHTS_FILE = "weights.pt"
+DEFAULT_FALSE_ALARM_RATE = 0.01
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """The decision threshold: a score above ``value`` is anomalous.
+
+    Set on held-out normal images so that at most ``false_alarm_rate`` of them lie above it:
+    ``false_alarms`` of ``normals`` did.
+    """
+
+    value: float
+    false_alarm_rate: float
+    false_alarms: int
+    normals: int
+
+    @classmethod
+    def at_rate(cls, normal_scores: np.ndarray, false_alarm_rate: float) -> Threshold:
+        """The threshold with floor(rate x n) of the ``normal_scores`` above it: the
+        (k+1)-th largest score, so exactly k lie above it when no two scores tie."""
+        check_false_alarm_rate(false_alarm_rate)
+        scores = np.sort(np.asarray(normal_scores, dtype=np.float64))[::-1]
+        if not len(scores):
+            raise LightningADError("no held-out normal image to set the decision threshold on")
+        allowed = math.floor(false_alarm_rate * len(scores) + 1e-9)
+        value = float(scores[min(allowed, len(scores) - 1)])
+        return cls(value, false_alarm_rate, int((scores > value).sum()), len(scores))
+
+    def describe(self) -> str:
+        return (
+            f"threshold {self.value:.6g}: {self.false_alarms} of {self.normals} held-out normal "
+            f"images above it (false-alarm rate asked for: {self.false_alarm_rate:.2%})"
+        )
+
+
+def check_false_alarm_rate(rate: float) -> None:
+    if not 0 < rate < 1:
+        raise LightningADError(
+            f"false_alarm_rate {rate} must lie strictly between 0 and 1 (e.g. 0.01: one false "
+            "alarm in a hundred normal parts)"
+        )
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """What rebuilds a detector's network and preprocessing (saved as ``detector.json``)."""
+
+    backbone: str
+    head: str
+    n_classes: int
+    head_params: dict
+    scorer: str
+    image_size: int
+    """Side of the square image the network scores; inputs are resized to it (area)."""
+    grey: bool
+    """Trained on grey images: inputs are converted to grey; else a grey input is refused."""
+    coreset_fraction: float
+    threshold: Threshold | None = None
+    map_scale: float | None = None
+    """The largest anomaly-map value on a held-out normal image: a heat map's mid-scale."""
+
+
+class Detector:
+    """Scores uint8 RGB images (B, 3, S, S) with one scorer fitted on normal images.
+
+    Build it with :meth:`fit` (from a network and its normal training images) or :meth:`load`.
+    ``frozen`` is the untrained backbone the ``fused`` scorer compares with.
+    """
+
+    def __init__(
+        self,
+        spec: DetectorSpec,
+        net: AnomalyNet,
+        reference: dict[str, np.ndarray],
+        bank: patchcore.MemoryBank,
+        frozen: Backbone | None = None,
+    ) -> None:
+        self.spec, self.net, self.reference, self.bank, self.frozen = (
+            spec,
+            net,
+            reference,
+            bank,
+            frozen,
+        )
+
+    @classmethod
+    def fit(
+        cls,
+        spec: DetectorSpec,
+        net: AnomalyNet,
+        normals: DataLoader,
+        pretrained: str | Path = "auto",
+        seed: int = 0,
+    ) -> Detector:
+        """Fit the scorers on the ``normals`` (the train split's good images, as loaded)."""
+        frozen = None
+        if net.trains:  # the fused score also needs the untrained backbone's view
+            device = next(net.parameters()).device
+            frozen = build_backbone(spec.backbone, pretrained)
+            frozen = frozen.to(device, memory_format=net.memory_format).eval()
+        features = _collect(_Embedder(net, frozen), normals)
+        bank = patchcore.MemoryBank(spec.coreset_fraction, seed).fit(features.pop("patches"))
+        reference = {k: features[k] for k in ("model", "frozen") if k in features}
+        return cls(spec, net, reference, bank, frozen)
+
+    def features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What every scorer reads of a batch: pooled embeddings, PatchCore patch distances and,
+        for a trained network, p(normal) and the frozen backbone's embeddings."""
+        out = _Embedder(self.net, self.frozen)(images)
+        out["patch_distances"] = self.bank.distances(out.pop("patches"))
+        return out
+
+    def scores(self, features: dict[str, np.ndarray], scorer: str | None = None) -> np.ndarray:
+        """The anomaly score of each image whose ``features`` (as numpy) are given."""
+        return scoring.SCORERS[scorer or self.spec.scorer].score(self.scoring_features(features))
+
+    def scoring_features(self, features: dict[str, np.ndarray]) -> scoring.Features:
+        """``features`` of some images paired with the reference they are scored against."""
+        return scoring.Features(
+            model=(self.reference["model"], features["model"]),
+            frozen=(self.reference["frozen"], features["frozen"]) if "frozen" in features else None,
+            p_normal=features.get("p_normal"),
+            patch_distances=features["patch_distances"],
+        )
+
+    def prepare(self, image: np.ndarray, source: str) -> np.ndarray:
+        """An RGB uint8 image (H, W, 3) as the network takes it: grey when the detector is,
+        resized to its side. A grey image for a colour detector is refused: it would be scored
+        against colour normals and look anomalous for its colour alone."""
+        if self.spec.grey:
+            image = np.repeat(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+        elif is_grey(image):
+            raise LightningADError(
+                f"{source}: a grey image, but this detector was trained on colour images; "
+                "give it the colour camera's images"
+            )
+        return resize(image, self.spec.image_size, cv2.INTER_AREA)
+
+    @torch.no_grad()
+    def score_batch(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (B, 3, S, S) -> scores (B,) and anomaly maps (B, S, S)."""
+        features = {k: v.float().cpu() for k, v in self.features(images).items()}
+        maps = patchcore.anomaly_maps(features["patch_distances"], images.shape[-1])
+        return self.scores({k: v.numpy() for k, v in features.items()}), maps.numpy()
+
+    def calibrate(self, normals: DataLoader, false_alarm_rate: float) -> Threshold:
+        """Set the decision threshold on held-out normal images (see :class:`Threshold`)."""
+        scores, maps = zip(*(self.score_batch(images) for images, _ in normals), strict=True)
+        threshold = Threshold.at_rate(np.concatenate(scores), false_alarm_rate)
+        map_scale = max(float(m.max()) for m in maps)
+        self.spec = replace(self.spec, threshold=threshold, map_scale=map_scale)
+        return threshold
+
+    def heat(self, maps: np.ndarray) -> np.ndarray:
+        """Anomaly maps on one scale for every image this detector scores: 0.5 is the largest
+        value seen on a held-out normal image, 1 twice that."""
+        return np.clip(maps / (2 * (self.spec.map_scale or 1.0)), 0, 1)
+
+    @property
+    def threshold(self) -> Threshold:
+        if self.spec.threshold is None:
+            raise LightningADError("the detector has no decision threshold: calibrate it first")
+        return self.spec.threshold
+
+    # ---- files ----------------------------------------------------------------------------
+
+    def save(self, folder: Path) -> Path:
+        """``detector.json`` (readable) and ``weights.pt`` (tensors only) into ``folder``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / SPEC_FILE).write_text(json.dumps(asdict(self.spec), indent=2) + "\n")
+        # The frozen backbone and its embeddings serve the fused score only: elsewhere they
+        # would double the file for nothing.
+        fused = self.spec.scorer == "fused"
+        tensors = {
+            "net": self.net.state_dict(),
+            "frozen": self.frozen.state_dict() if fused and self.frozen is not None else None,
+            "bank": self.bank.bank.cpu(),
+            "reference": {
+                k: torch.from_numpy(v) for k, v in self.reference.items() if fused or k != "frozen"
+            },
+        }
+        torch.save(tensors, folder / WEIGHTS_FILE)
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path, device: str | torch.device = "cpu") -> Detector:
+        """A detector saved by :meth:`save`; its weights are read as tensors only."""
+        try:
+            raw = json.loads((folder / SPEC_FILE).read_text())
+            tensors = torch.load(folder / WEIGHTS_FILE, map_location=device, weights_only=True)
+        except (OSError, ValueError, RuntimeError) as err:
+            raise LightningADError(
+                f"{folder} is not a saved lightning_ad detector ({err}); point at a trial's "
+                "model (runs:/RUN_ID/model) or a registered version (models:/NAME/VERSION)"
+            ) from err
+        threshold = raw.pop("threshold")
+        spec = DetectorSpec(**raw, threshold=Threshold(**threshold) if threshold else None)
+        net = AnomalyNet(spec.backbone, spec.head, spec.n_classes, spec.head_params, "false")
+        net.load_state_dict(tensors["net"])
+        frozen = None
+        if tensors["frozen"] is not None:
+            frozen = build_backbone(spec.backbone, "false").to(memory_format=net.memory_format)
+            frozen.load_state_dict(tensors["frozen"])
+            frozen = frozen.to(device).eval()
+        bank = patchcore.MemoryBank(spec.coreset_fraction)
+        bank.bank = tensors["bank"]
+        reference = {k: v.numpy() for k, v in tensors["reference"].items()}
+        return cls(spec, net.to(device).eval(), reference, bank, frozen)
+
+
+class _Embedder:
+    """One forward pass per batch: everything the scorers read of it, on the network's
+    device (patch features stay there for the memory bank)."""
+
+    def __init__(self, net: AnomalyNet, frozen: Backbone | None) -> None:
+        self.net, self.frozen = net, frozen
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        device = next(self.net.parameters()).device
+        pixels = self.net.normalise(images.to(device))
+        embeddings, patches = patchcore.embed(self.net.backbone, pixels)
+        out = {"model": embeddings, "patches": patches}
+        if self.net.trains:
+            out["p_normal"] = F.softmax(self.net.head(embeddings), dim=1)[:, 0]
+        if self.frozen is not None:
+            out["frozen"] = self.frozen(pixels)
+        return out
+
+
+def _collect(embedder: _Embedder, loader: DataLoader) -> dict:
+    """Every batch of ``loader`` through ``embedder`` in eval mode: pooled features as float
+    numpy (N, D); patch features as one tensor (N, C, h, w), left on the device."""
+    was_training = embedder.net.training
+    embedder.net.eval()
+    batches = [embedder(images) for images, _ in loader]
+    embedder.net.train(was_training)
+    out = {"patches": torch.cat([b["patches"] for b in batches])}
+    for key in ("model", "frozen"):
+        if key in batches[0]:
+            out[key] = torch.cat([b[key] for b in batches]).float().cpu().numpy()
+    return out

@@ -1,0 +1,122 @@
+"""The detector as an MLflow model (``mlflow.pyfunc``): what a trial logs as ``model``, what
+``lightning-ad register`` puts in the registry, what ``predict`` and ``mlflow models serve`` load.
+
+Input: a DataFrame with one column ``image``, each cell an encoded image file's bytes (PNG,
+JPEG, ...; base64 in a JSON request, as MLflow's scoring server expects for a binary column).
+Output: one row per image: ``score``, ``anomalous`` (score above the stored threshold) and
+``error`` (empty when the image was scored; else why not, and ``score`` is NaN). With the
+parameter ``maps=true``, also ``map``: the PatchCore anomaly map at the detector's image side.
+
+The model is saved as code (``model_code.py``), not as a pickle; its weights are tensors read
+with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import cv2
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import torch
+
+from lightning_ad.data.mvtec import decode_image
+from lightning_ad.deploy.detector import Detector
+from lightning_ad.errors import LightningADError
+
+MODEL_ARTIFACT = "model"
+"""Where a trial run keeps its detector: ``runs:/RUN_ID/model``."""
+DETECTOR_ARTIFACT = "detector"
+BATCH_SIZE = 16
+"""Images per forward pass: past a dozen the CPU is busy and memory grows (make bench B11)."""
+IMAGE, SCORE, ANOMALOUS, ERROR, MAP = "image", "score", "anomalous", "error", "map"
+
+
+class DetectorModel(mlflow.pyfunc.PythonModel):
+    """``mlflow.pyfunc`` face of a saved :class:`~lightning_ad.deploy.detector.Detector`."""
+
+    def load_context(self, context) -> None:
+        self.detector = Detector.load(Path(context.artifacts[DETECTOR_ARTIFACT]))
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
+        if IMAGE not in model_input:
+            raise LightningADError(
+                f"the input has columns {list(model_input.columns)}; it needs one column "
+                f"'{IMAGE}' of encoded image bytes"
+            )
+        encoded = list(model_input[IMAGE])
+        names = [f"image {i}" for i in range(len(encoded))]
+        out = score_images(self.detector, encoded, names, maps=bool((params or {}).get("maps")))
+        if MAP in out:  # JSON has lists, not arrays
+            out[MAP] = [None if m is None else m.tolist() for m in out[MAP]]
+        return out
+
+
+def score_images(
+    detector: Detector, encoded: list[bytes], names: list[str], maps: bool = False
+) -> pd.DataFrame:
+    """Score encoded images in batches; an image that cannot be read or taken gets its reason
+    in ``error`` (naming it by ``names``) and a NaN score, and the others are still scored.
+    With ``maps``, a column ``map`` holds each scored image's anomaly map (S, S)."""
+    n = len(encoded)
+    scores, errors = np.full(n, np.nan), [""] * n
+    heatmaps: list[np.ndarray | None] = [None] * n
+    ready: list[tuple[int, np.ndarray]] = []
+    for i, data in enumerate(encoded):
+        try:
+            ready.append((i, detector.prepare(decode_image(data, names[i]), names[i])))
+        except LightningADError as err:
+            errors[i] = str(err)
+    for start in range(0, len(ready), BATCH_SIZE):
+        rows, images = zip(*ready[start : start + BATCH_SIZE], strict=True)
+        batch = torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).copy())
+        batch_scores, batch_maps = detector.score_batch(batch)
+        scores[list(rows)] = batch_scores
+        for row, heatmap in zip(rows, batch_maps, strict=True):
+            heatmaps[row] = heatmap
+    out = pd.DataFrame({SCORE: scores, ANOMALOUS: scores > detector.threshold.value, ERROR: errors})
+    if maps:
+        out[MAP] = heatmaps
+    return out
+
+
+def signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("binary", IMAGE)]),
+        outputs=Schema(
+            [ColSpec("double", SCORE), ColSpec("boolean", ANOMALOUS), ColSpec("string", ERROR)]
+        ),
+        params=ParamSchema([ParamSpec("maps", "boolean", False)]),
+    )
+
+
+def requirements() -> list[str]:
+    """The packages the model needs, at this process's versions (lightning_ad itself comes
+    from this checkout: ``pip install -e`` it where the model is served)."""
+    names = ("torch", "torchvision", "mlflow", "scikit-learn", "opencv-python-headless", "pandas")
+    return [f"{name}=={metadata.version(name)}" for name in names]
+
+
+def log_detector(client, run_id: str, detector: Detector, example: np.ndarray) -> None:
+    """Save ``detector`` as an MLflow model and log it to the run as ``model``, with
+    ``example`` (an RGB image) as its input example: the UI shows a request that works."""
+    png = cv2.imencode(".png", cv2.cvtColor(example, cv2.COLOR_RGB2BGR))[1].tobytes()
+    with tempfile.TemporaryDirectory(prefix="lightning_ad-model-") as tmp:
+        folder = Path(tmp)
+        detector.save(folder / DETECTOR_ARTIFACT)
+        mlflow.pyfunc.save_model(
+            folder / MODEL_ARTIFACT,
+            python_model=str(Path(__file__).with_name("model_code.py")),
+            artifacts={DETECTOR_ARTIFACT: str(folder / DETECTOR_ARTIFACT)},
+            signature=signature(),
+            input_example=pd.DataFrame({IMAGE: [png]}),
+            pip_requirements=requirements(),
+            metadata={"threshold": detector.threshold.describe(), "scorer": detector.spec.scorer},
+        )
+        client.log_artifacts(run_id, str(folder / MODEL_ARTIFACT), MODEL_ARTIFACT)

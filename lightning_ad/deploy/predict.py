@@ -1,0 +1,121 @@
+"""``lightning-ad predict``: a logged or registered detector scores image files.
+
+One row per image (path, score, anomalous at the stored threshold, error); an image that cannot
+be read or taken is skipped with its reason, and the others are still scored. Optionally a heat
+map per image, overlaid on it, on one colour scale for all (:meth:`Detector.heat`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from lightning_ad import plots
+from lightning_ad.data.mvtec import IMAGE_SUFFIXES
+from lightning_ad.deploy.detector import Detector
+from lightning_ad.deploy.mlflow_model import BATCH_SIZE, MAP, DetectorModel, score_images
+from lightning_ad.errors import LightningADError
+
+IMAGE = "image"
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    path: Path
+    name: Path
+    """The path below the folder it was found in (or the file's name): where its map goes."""
+
+
+def find_images(inputs: list[Path]) -> list[ImageFile]:
+    """The image files among ``inputs`` and below the folders among them, sorted per input."""
+    found: list[ImageFile] = []
+    for item in inputs:
+        if item.is_dir():
+            files = sorted(
+                p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+            if not files:
+                raise LightningADError(
+                    f"{item} holds no image ({', '.join(IMAGE_SUFFIXES)}); point at a folder of "
+                    "images or at image files"
+                )
+            found += [ImageFile(p, p.relative_to(item)) for p in files]
+        elif item.is_file():
+            found.append(ImageFile(item, Path(item.name)))
+        else:
+            raise LightningADError(f"{item}: no such file or folder")
+    return found
+
+
+def load_detector(model_uri: str, tracking_uri: str) -> Detector:
+    """The detector behind an MLflow model URI (``models:/NAME/VERSION``, ``runs:/ID/model``
+    or a folder), loaded through ``mlflow.pyfunc``."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+    except (MlflowException, OSError) as err:
+        message = getattr(err, "message", str(err)).splitlines()[0]
+        raise LightningADError(
+            f"cannot load model {model_uri} from {tracking_uri}: {message}; use "
+            "models:/NAME/VERSION (lightning-ad register) or runs:/RUN_ID/model"
+        ) from err
+    if not isinstance(model, DetectorModel):
+        raise LightningADError(
+            f"model {model_uri} is not a lightning_ad detector ({type(model).__name__})"
+        )
+    return model.detector
+
+
+def predict(
+    detector: Detector,
+    images: list[ImageFile],
+    maps_dir: Path | None = None,
+    advance: Callable[[int], None] = lambda n: None,
+) -> pd.DataFrame:
+    """Score ``images`` in chunks (calling ``advance`` with each chunk's size); write a map
+    per scored image into ``maps_dir`` when given."""
+    rows = []
+    for chunk in _chunks(images, 4 * BATCH_SIZE):
+        encoded = [_read_bytes(image.path) for image in chunk]
+        names = [str(image.path) for image in chunk]
+        scored = score_images(detector, encoded, names, maps=maps_dir is not None)
+        scored.insert(0, IMAGE, names)
+        if maps_dir is not None:
+            for image, heatmap, data in zip(chunk, scored.pop(MAP), encoded, strict=True):
+                if heatmap is not None:
+                    _write_map(detector, image, heatmap, data, maps_dir)
+        rows.append(scored)
+        advance(len(chunk))
+    return pd.concat(rows, ignore_index=True)
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""  # scored as undecodable: one line for this image, the others go on
+
+
+def _write_map(
+    detector: Detector, image: ImageFile, heatmap: np.ndarray, data: bytes, maps_dir: Path
+) -> None:
+    from lightning_ad.data.mvtec import decode_image
+
+    picture = detector.prepare(decode_image(data, str(image.path)), str(image.path))
+    out = maps_dir / image.name.with_suffix(".png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    panel = np.hstack([picture, plots.overlay(picture, detector.heat(heatmap))])
+    cv2.imwrite(str(out), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))

@@ -1,0 +1,128 @@
+"""A trial's detector, registered and used on new images: ``lightning-ad register`` and
+``predict`` reproduce the trial's own scores, and bad input gets one clear line each."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import cv2
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from lightning_ad import metrics, tracking
+from lightning_ad.train import TrialResult
+from tests.helpers import invoke
+
+
+@pytest.fixture(scope="module")
+def registered(trial: TrialResult, store: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    done = invoke("register", trial.run_id, "--name", "screw-detector", "--tracking-uri", store,
+                  cwd=tmp_path_factory.mktemp("register"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "registered run" in done.stdout and "models:/screw-detector/" in done.stdout
+    return done.stdout.split()[-1]
+
+
+def test_predict_on_the_test_folder_reproduces_the_trials_scores_and_auc(
+    trial: TrialResult, registered: str, store: str, synthetic_root: Path, tmp_path: Path
+) -> None:
+    test = synthetic_root / "screw" / "test"
+    done = invoke("predict", "--model", registered, str(test), "--out", "scores.csv",
+                  "--maps", "maps", "--tracking-uri", store, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "held-out normal images above it (false-alarm rate asked for: 1.00%)" in done.stderr
+    rows = pd.read_csv(tmp_path / "scores.csv", keep_default_na=False)
+    logged = tracking.test_scores(store, trial.run_id)
+    assert len(rows) == len(logged) and (rows.error == "").all()
+    names = [str(Path(p).relative_to(synthetic_root / "screw")) for p in rows.image]
+    assert names == list(logged.image)
+    np.testing.assert_allclose(rows.score, logged["fused"], rtol=1e-5, atol=1e-6)
+    labels = np.array([0 if Path(p).parent.name == "good" else 1 for p in rows.image])
+    assert metrics.auroc(labels, rows.score.to_numpy()) == pytest.approx(
+        trial.metrics["test/auc"], abs=1e-6
+    )
+    threshold = mlflow.MlflowClient(store).get_run(trial.run_id).data.metrics["val/threshold"]
+    assert list(rows.anomalous) == list(rows.score > threshold)
+    maps = sorted(p.relative_to(tmp_path / "maps") for p in (tmp_path / "maps").rglob("*.png"))
+    assert maps == sorted(Path(p).relative_to(test) for p in rows.image)
+    assert cv2.imread(str(tmp_path / "maps" / maps[0])).shape == (
+        32,
+        64,
+        3,
+    )  # image | map, at the scoring side
+
+
+def test_the_threshold_is_logged_with_its_rate_and_met_on_the_held_out_normals(
+    trial: TrialResult, store: str
+) -> None:
+    logged = mlflow.MlflowClient(store).get_run(trial.run_id).data.metrics
+    assert logged["val/false_alarm_rate"] <= 0.01  # 2 held-out normals: none may lie above
+    assert 0 <= logged["test/false_alarm_rate"] <= 1 and 0 <= logged["test/detection_rate"] <= 1
+    model = mlflow.models.get_model_info(f"runs:/{trial.run_id}/model")
+    assert "of 2 held-out normal images above it" in model.metadata["threshold"]
+
+
+def test_a_corrupt_and_an_unreadable_image_are_skipped_and_the_rest_scored(
+    registered: str, store: str, synthetic_root: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "parts"
+    shutil.copytree(synthetic_root / "screw" / "test" / "good", folder)
+    (folder / "broken.png").write_bytes(b"not a png")
+    done = invoke("predict", "--model", registered, str(folder), "--tracking-uri", store,
+                  cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 1
+    assert f"skipped {folder / 'broken.png'}: cannot decode {folder / 'broken.png'}" in done.stderr
+    assert "10 of 11 images scored" in done.stderr
+    rows = pd.read_csv(io.StringIO(done.stdout))
+    assert rows.score.notna().sum() == 10 and len(rows) == 11
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("models:/no-such-detector/1", "cannot load model models:/no-such-detector/1"),
+        ("runs:/0123456789abcdef/model", "cannot load model runs:/0123456789abcdef/model"),
+    ],
+)
+def test_an_unknown_model_is_one_line(
+    model: str, expected: str, store: str, synthetic_root: Path, tmp_path: Path
+) -> None:
+    done = invoke("predict", "--model", model, str(synthetic_root / "screw" / "test"),
+                  "--tracking-uri", store, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("lightning-ad: error: ") and expected in line
+
+
+def test_an_empty_folder_is_one_line(registered: str, store: str, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    done = invoke("predict", "--model", registered, "empty", "--tracking-uri", store, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "empty holds no image (.png, .jpg" in done.stderr
+
+
+def test_a_run_without_a_detector_cannot_be_registered(
+    synthetic_root: Path, store: str, tmp_path: Path
+) -> None:
+    from lightning_ad.config import TrialConfig
+    from lightning_ad.train import run_trial
+
+    config = TrialConfig(
+        category="screw",
+        backbone="mobilenet_v2",
+        head="none",
+        image_size=32,
+        pretrained="false",
+        log_model=False,
+        data_root=str(synthetic_root),
+    )
+    result = run_trial(config, tracking_uri=store, experiment="deploy", progress_bar=False)
+    done = invoke("register", result.run_id, "--tracking-uri", store, cwd=tmp_path)
+    assert done.returncode == 2
+    assert f"run {result.run_id} has no detector (model/): it ran with log_model: false" in (
+        done.stderr
+    )

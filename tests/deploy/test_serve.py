@@ -1,0 +1,75 @@
+"""``lightning-ad serve`` (``mlflow models serve --env-manager local``) answers one image on a
+free loopback port with the score the trial gave it. Integration: a real server process."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from lightning_ad import tracking
+from lightning_ad.services import free_port
+from lightning_ad.train import TrialResult
+
+pytestmark = pytest.mark.integration
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def _wait_for_ping(base: str, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"serve exited with {server.returncode}: {server.stdout.read()}")
+        try:
+            urllib.request.urlopen(f"{base}/ping", timeout=2)
+            return
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"serve did not answer on {base} within 180 s")
+
+
+def test_serve_answers_one_image_with_the_trials_score(
+    trial: TrialResult, store: str, synthetic_root: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = "/usr/bin:/bin"  # as under make: the venv's bin/ is not on PATH
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lightning_ad", "serve", "--model", f"runs:/{trial.run_id}/model",
+         "--port", str(port), "--tracking-uri", store],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for_ping(base, server)
+        logged = tracking.test_scores(store, trial.run_id)
+        image = logged.image[len(logged) - 1]  # a defective one
+        data = base64.b64encode((synthetic_root / "screw" / image).read_bytes()).decode()
+        request = {"dataframe_split": {"columns": ["image"], "data": [[data]]}}
+        [answer] = _post(f"{base}/invocations", request)["predictions"]
+        assert answer["error"] == ""
+        assert answer["score"] == pytest.approx(logged["fused"].iloc[-1], rel=1e-5, abs=1e-6)
+        [with_map] = _post(f"{base}/invocations", request | {"params": {"maps": True}})[
+            "predictions"
+        ]
+        assert len(with_map["map"]) == len(with_map["map"][0]) == 32  # the scoring side
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        server.communicate(timeout=60)
