@@ -15,6 +15,11 @@ HOST     ?= 127.0.0.1
 PORT     ?= 5000
 MODEL    ?=
 SERVE_PORT ?= 5001
+CELL     ?=
+SEED     ?=
+NAME     ?=
+IMAGES   ?=
+MAPS     ?=
 ALLOWED_HOSTS ?=
 CORS_ORIGINS ?=
 AUTH     ?=
@@ -36,7 +41,7 @@ endif
 STAMP    := $(VENV)/.installed-$(shell { cat setup.cfg pyproject.toml; echo '$(CURDIR)'; } | sha256sum | cut -c1-16)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-e2e test-integration test-all lint format data preview sweep table services ui serve bench clean
+.PHONY: help install test test-e2e test-integration test-all lint format data preview sweep table register predict serve services ui bench clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -84,7 +89,16 @@ table: $(STAMP) ## print and write the comparison tables: make table CATEGORY=sc
 		$(if $(OUT),--out '$(OUT)') $(if $(DATA_ROOT),--data-root '$(DATA_ROOT)') \
 		$(if $(FINGERPRINT),--fingerprint $(FINGERPRINT))
 
-serve: $(STAMP) ## serve a detector on http://127.0.0.1:$(SERVE_PORT)/invocations: make serve MODEL=models:/screw-detector/1
+register: $(STAMP) ## register a sweep cell's detector: make register CATEGORY=screw CELL=backbone=X,head=Y,classes=3 [SEED=0] [NAME=screw-detector] [SWEEP=default]
+	@test -n '$(CELL)' || { echo "make register: pass CELL=backbone=X,head=Y,classes=N (a cell of make table)"; exit 2; }
+	$(BIN)/lightning-ad register --sweep $(SWEEP) --category $(CATEGORY) --cell '$(CELL)' \
+		$(if $(SEED),--seed $(SEED)) $(if $(NAME),--name '$(NAME)') $(if $(DATA_ROOT),--data-root '$(DATA_ROOT)')
+
+predict: $(STAMP) ## score images with a detector: make predict MODEL=models:/screw-detector/1 IMAGES=folder [OUT=results.csv] [MAPS=dir]
+	@test -n '$(MODEL)' -a -n '$(IMAGES)' || { echo "make predict: pass MODEL=models:/NAME/VERSION and IMAGES=folder-or-files"; exit 2; }
+	$(BIN)/lightning-ad predict --model '$(MODEL)' $(IMAGES) $(if $(OUT),--out '$(OUT)') $(if $(MAPS),--maps '$(MAPS)')
+
+serve: $(STAMP) ## serve a detector on http://127.0.0.1:5001/invocations: make serve MODEL=models:/screw-detector/1 [SERVE_PORT=5001]
 	@test -n '$(MODEL)' || { echo "make serve: pass MODEL=models:/NAME/VERSION (lightning-ad register)"; exit 2; }
 	$(BIN)/lightning-ad serve --model '$(MODEL)' --port $(SERVE_PORT)
 

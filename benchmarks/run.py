@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a script (make bench): the repository is
 
 import torch
 
-from benchmarks import orchestration, sweeps, training, trial, twins  # noqa: F401  (they register their rows)
+from benchmarks import orchestration, predict, sweeps, training, trial, twins  # noqa: F401  (they register their rows)
 from benchmarks.harness import REGISTRY, Row, Setup
 from lightning_ad.data.synthetic import generate_category
 

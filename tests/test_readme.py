@@ -31,12 +31,23 @@ REPO = Path(__file__).parents[1]
 PASSED_THROUGH = re.compile(r"^(LANG|LC_.*|TMPDIR|.*_proxy|.*_PROXY|PIP_.*|SSL_.*|REQUESTS_CA.*)$")
 
 
-def readme_commands() -> list[str]:
-    """The ``make`` lines of the README's first code block and of its table/UI block."""
-    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
-    chosen = [blocks[0], next(b for b in blocks if "make ui" in b)]
+def _bash_blocks() -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+
+
+def readme_commands(*markers: str) -> list[str]:
+    """The ``make`` lines of the README's first code block and of the blocks holding each of
+    ``markers`` (default: its table/UI block)."""
+    blocks = _bash_blocks()
+    chosen = [blocks[0], *(next(b for b in blocks if m in b) for m in markers or ("make ui",))]
     lines = [line.split("#")[0].strip() for block in chosen for line in block.splitlines()]
     return [line for line in lines if line.startswith("make ")]
+
+
+def readme_curl() -> str:
+    """The README's curl call, its line continuations joined."""
+    block = next(b for b in _bash_blocks() if b.startswith("curl "))
+    return block.replace("\\\n", " ").strip()
 
 
 def _newcomer_env() -> dict[str, str]:
@@ -59,6 +70,16 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def swept(clone: Path) -> Path:
+    """The clone after the README's ``make sweep``, with ``SWEEP=quick``: the same path, 1 min."""
+    sweep_line = next(c for c in readme_commands() if c.startswith("make sweep"))
+    done = _make(clone, sweep_line, "SWEEP=quick", timeout=1200)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "8 of 8 cells complete" in done.stdout
+    return clone
+
+
 def _make(clone: Path, line: str, *extra: str, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*line.split(), *extra], cwd=clone, env=_newcomer_env(), capture_output=True,
@@ -76,16 +97,14 @@ def _api(base: str, path: str, body: dict | None = None) -> dict:
 
 
 @pytest.mark.timeout(2400)  # the sweep alone may take 1200 s on a loaded machine
-def test_the_readme_path_works_for_a_newcomer(clone: Path) -> None:
+@pytest.mark.timeout(2400)  # the sweep alone may take 1200 s on a loaded machine
+def test_the_readme_path_works_for_a_newcomer(swept: Path) -> None:
+    clone = swept
     commands = readme_commands()
-    sweep_line = next(c for c in commands if c.startswith("make sweep"))
     table_line = next(c for c in commands if c.startswith("make table"))
     ui_line = next(c for c in commands if c.startswith("make ui"))
     assert "make test" in commands
 
-    done = _make(clone, sweep_line, "SWEEP=quick", timeout=1200)  # quick: the same path, 1 min
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "8 of 8 cells complete" in done.stdout
     table = _make(clone, table_line, "SWEEP=quick", timeout=300)
     assert table.returncode == 0, table.stdout + table.stderr
     assert "| mobilenet_v2 | screw |" in table.stdout
@@ -131,11 +150,56 @@ def _wait_for_page(base: str, ui: subprocess.Popen) -> str:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if ui.poll() is not None:
-            raise AssertionError(f"make ui exited with {ui.returncode}: {ui.stdout.read()}")
+            raise AssertionError(f"{ui.args} exited with {ui.returncode}: {ui.stdout.read()}")
         try:
             with urllib.request.urlopen(base, timeout=5) as response:
                 if response.status == 200:
                     return response.read().decode()
         except OSError:
             time.sleep(1)
-    raise AssertionError(f"make ui did not answer on {base} within 180 s")
+    raise AssertionError(f"nothing answered on {base} within 180 s")
+
+
+QUICK_CELL = "CELL=backbone=mobilenet_v2,head=arcface,classes=3"
+"""The README's cell is one of the default sweep's; the quick sweep's counterpart."""
+
+
+@pytest.mark.timeout(2400)
+def test_the_readme_detector_path_works_for_a_newcomer(swept: Path) -> None:
+    """``make register``, ``make predict`` and ``make serve`` as the README writes them, then
+    its curl call against the server."""
+    clone = swept
+    commands = readme_commands("make register")
+    register, predict, serve = (
+        next(c for c in commands if c.startswith(f"make {name}"))
+        for name in ("register", "predict", "serve")
+    )
+    done = _make(clone, register, "SWEEP=quick", QUICK_CELL, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "registered run" in done.stdout and "models:/screw-detector/1" in done.stdout
+    assert "registering seed 0" in done.stderr and "cell_median_test_auc" in done.stderr
+
+    done = _make(clone, predict, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    scores = (clone / "reports" / "screw-scores.csv").read_text().splitlines()
+    tests = sorted((clone / "data" / "synthetic" / "screw" / "test").rglob("*.png"))
+    assert scores[0] == "image,score,anomalous,error" and len(scores) == 1 + len(tests)
+    assert len(list((clone / "reports" / "screw-maps").rglob("*.png"))) == len(tests)
+
+    port = free_port()
+    server = subprocess.Popen(
+        [*serve.split(), f"SERVE_PORT={port}"], cwd=clone, env=_newcomer_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        _wait_for_page(f"http://127.0.0.1:{port}/ping", server)
+        curl = readme_curl().replace("127.0.0.1:5001", f"127.0.0.1:{port}")
+        answer = subprocess.run(
+            ["bash", "-c", curl], cwd=clone, capture_output=True, text=True, timeout=120
+        )
+        [prediction] = json.loads(answer.stdout)["predictions"]
+        assert prediction["error"] == "" and isinstance(prediction["score"], float)
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        output, _ = server.communicate(timeout=60)
+    assert "Traceback" not in output, output

@@ -56,7 +56,11 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
 
 
 def score_images(
-    detector: Detector, encoded: list[bytes], names: list[str], maps: bool = False
+    detector: Detector,
+    encoded: list[bytes],
+    names: list[str],
+    maps: bool = False,
+    batch_size: int = BATCH_SIZE,
 ) -> pd.DataFrame:
     """Score encoded images in batches; an image that cannot be read or taken gets its reason
     in ``error`` (naming it by ``names``) and a NaN score, and the others are still scored.
@@ -70,8 +74,8 @@ def score_images(
             ready.append((i, detector.prepare(decode_image(data, names[i]), names[i])))
         except LightningADError as err:
             errors[i] = str(err)
-    for start in range(0, len(ready), BATCH_SIZE):
-        rows, images = zip(*ready[start : start + BATCH_SIZE], strict=True)
+    for start in range(0, len(ready), batch_size):
+        rows, images = zip(*ready[start : start + batch_size], strict=True)
         batch = torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).copy())
         batch_scores, batch_maps = detector.score_batch(batch)
         scores[list(rows)] = batch_scores
@@ -103,20 +107,26 @@ def requirements() -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in names]
 
 
-def log_detector(client, run_id: str, detector: Detector, example: np.ndarray) -> None:
-    """Save ``detector`` as an MLflow model and log it to the run as ``model``, with
-    ``example`` (an RGB image) as its input example: the UI shows a request that works."""
+def save_detector(folder: Path, detector: Detector, example: np.ndarray) -> Path:
+    """Save ``detector`` as an MLflow model in ``folder`` (new), with ``example`` (an RGB
+    image) as its input example: the UI shows a request that works."""
     png = cv2.imencode(".png", cv2.cvtColor(example, cv2.COLOR_RGB2BGR))[1].tobytes()
-    with tempfile.TemporaryDirectory(prefix="lightning_ad-model-") as tmp:
-        folder = Path(tmp)
-        detector.save(folder / DETECTOR_ARTIFACT)
+    with tempfile.TemporaryDirectory(prefix="lightning_ad-detector-") as tmp:
+        weights = detector.save(Path(tmp) / DETECTOR_ARTIFACT)
         mlflow.pyfunc.save_model(
-            folder / MODEL_ARTIFACT,
+            folder,
             python_model=str(Path(__file__).with_name("model_code.py")),
-            artifacts={DETECTOR_ARTIFACT: str(folder / DETECTOR_ARTIFACT)},
+            artifacts={DETECTOR_ARTIFACT: str(weights)},
             signature=signature(),
             input_example=pd.DataFrame({IMAGE: [png]}),
             pip_requirements=requirements(),
             metadata={"threshold": detector.threshold.describe(), "scorer": detector.spec.scorer},
         )
-        client.log_artifacts(run_id, str(folder / MODEL_ARTIFACT), MODEL_ARTIFACT)
+    return folder
+
+
+def log_detector(client, run_id: str, detector: Detector, example: np.ndarray) -> None:
+    """:func:`save_detector`, logged to the run as ``model``."""
+    with tempfile.TemporaryDirectory(prefix="lightning_ad-model-") as tmp:
+        folder = save_detector(Path(tmp) / MODEL_ARTIFACT, detector, example)
+        client.log_artifacts(run_id, str(folder), MODEL_ARTIFACT)

@@ -79,14 +79,15 @@ def predict(
     images: list[ImageFile],
     maps_dir: Path | None = None,
     advance: Callable[[int], None] = lambda n: None,
+    batch_size: int = BATCH_SIZE,
 ) -> pd.DataFrame:
     """Score ``images`` in chunks (calling ``advance`` with each chunk's size); write a map
     per scored image into ``maps_dir`` when given."""
     rows = []
-    for chunk in _chunks(images, 4 * BATCH_SIZE):
+    for chunk in _chunks(images, 4 * batch_size):
         encoded = [_read_bytes(image.path) for image in chunk]
         names = [str(image.path) for image in chunk]
-        scored = score_images(detector, encoded, names, maps=maps_dir is not None)
+        scored = score_images(detector, encoded, names, maps_dir is not None, batch_size)
         scored.insert(0, IMAGE, names)
         if maps_dir is not None:
             for image, heatmap, data in zip(chunk, scored.pop(MAP), encoded, strict=True):

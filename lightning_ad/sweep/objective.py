@@ -16,10 +16,9 @@ from lightning_ad.sweep.recovery import (
     CELL_ATTR,
     INTERRUPTED,
     SURPLUS_ATTR,
+    TrialIndex,
     cell_key,
     queued_cell,
-    seeds_of,
-    surplus_reason,
     worker_id,
 )
 from lightning_ad.sweep.search import tune_cell
@@ -29,12 +28,15 @@ from lightning_ad.train import TrialResult, run_trial
 
 
 class CellObjective:
-    """``study.optimize(CellObjective(parent, lock))``: the queued cell a trial takes, trained,
-    tested and logged as a child run of the sweep's parent run. ``lock`` is the worker's
-    (``liveness``), None on storages whose trials send heartbeats instead."""
+    """``study.optimize(CellObjective(parent, index, lock))``: the queued cell a trial takes,
+    trained, tested and logged as a child run of the sweep's parent run. ``index`` is the
+    worker's view of the study's trials; ``lock`` the worker's (``liveness``), None on storages
+    whose trials send heartbeats instead."""
 
-    def __init__(self, parent: SweepParent, lock: WorkerLock | None = None) -> None:
-        self.parent, self.target, self.lock = parent, parent.target, lock
+    def __init__(
+        self, parent: SweepParent, index: TrialIndex, lock: WorkerLock | None = None
+    ) -> None:
+        self.parent, self.target, self.index, self.lock = parent, parent.target, index, lock
 
     def __call__(self, trial: optuna.Trial) -> float:
         if self.lock is not None:  # first: from now on, this trial is alive while we are
@@ -42,7 +44,7 @@ class CellObjective:
         trial.set_user_attr("worker", worker_id())
         spec, settings = self.target.spec, self.target.settings
         cell = queued_cell(trial)
-        reason = surplus_reason(trial.study, trial, cell, spec)
+        reason = self.index.surplus_reason(trial, cell, spec)
         if reason:
             trial.set_user_attr(SURPLUS_ATTR, reason)
             if cell is not None and cell_key(cell) not in spec.runnable_keys:
@@ -76,7 +78,7 @@ class CellObjective:
             raise
         trial.set_user_attr("mlflow_run_id", run_id)
         try:  # the trial is done and logged; a tracking hiccup here must not retrain it
-            self.parent.trial_done([*seeds_of(trial.study, cell, spec), (cell, auc)])
+            self.parent.trial_done([*self.index.seeds_of(cell, spec), (cell, auc)])
         except Exception as err:  # the next trial, or the sweep's end, refreshes it again
             warnings.warn(f"could not refresh the sweep's parent run: {err}", stacklevel=1)
         return auc

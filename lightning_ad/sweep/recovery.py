@@ -149,45 +149,9 @@ def trial_cell(trial: optuna.trial.FrozenTrial) -> dict | None:
     return {k: cell[k] for k in GRID_KEYS} if all(k in cell for k in GRID_KEYS) else None
 
 
-def seeds_of(study: optuna.Study, cell: dict, spec: SweepSpec) -> list[tuple[dict, float]]:
-    """``(grid values, value)`` of every complete trial of ``cell``'s table cell in ``spec``'s
-    grid: the cells that differ from it in the seed alone (a seed removed from the grid not)."""
-    same = {k: cell[k] for k in GRID_KEYS if k != "seed"}
-    found = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        other = trial_cell(trial)
-        ours = cell_key(other) in spec.runnable_keys and all(other[k] == v for k, v in same.items())
-        if ours and SURPLUS_ATTR not in trial.user_attrs:
-            found.append((other, trial.value))
-    return found
-
-
 def queued_cell(trial: optuna.Trial) -> dict | None:
     """The cell a running trial was queued for (None: it was not queued)."""
     return trial_cell(trial.study._storage.get_trial(trial._trial_id))
-
-
-def surplus_reason(
-    study: optuna.Study, trial: optuna.Trial, cell: dict | None, spec: SweepSpec
-) -> str | None:
-    """Why ``trial`` must not run its cell, or None when it is the cell's one live trial.
-
-    Of several trials queued for one cell (two recoveries on PostgreSQL at once), the lowest
-    numbered live one runs it; the others stand down, whichever worker asks first."""
-    if cell is None:
-        return "no queued cell"
-    if cell_key(cell) not in spec.runnable_keys:
-        return "its cell is no longer in the sweep's grid"
-    for other in study.get_trials(deepcopy=False):
-        if other.number == trial.number or SURPLUS_ATTR in other.user_attrs:
-            continue
-        if trial_cell(other) != cell:
-            continue
-        if other.state == TrialState.COMPLETE:
-            return f"its cell was completed by trial {other.number}"
-        if other.state in (TrialState.RUNNING, TrialState.WAITING) and other.number < trial.number:
-            return f"its cell is taken by trial {other.number}"
-    return None
 
 
 class RequeueStaleTrial:
@@ -207,17 +171,109 @@ class RequeueStaleTrial:
         _fail_runs(self.target, trial)
 
 
-def next_step(study: optuna.Study, spec: SweepSpec) -> str:
-    """``take`` a queued cell of ``spec``'s grid, ``wait`` for its running trials (they finish,
-    or their worker is found dead and their cell queued again), or ``done``. Cells queued by a
-    command with another grid on the same study are left to it."""
-    runnable = spec.runnable_keys
-    states = {
-        t.state for t in study.get_trials(deepcopy=False) if cell_key(trial_cell(t)) in runnable
-    }
-    if TrialState.WAITING in states:
-        return "take"
-    return "wait" if TrialState.RUNNING in states else "done"
+UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
+
+
+@dataclass(frozen=True)
+class _Finished:
+    cell: dict
+    state: TrialState
+    value: float | None
+
+
+class TrialIndex:
+    """One worker's view of the study's trials by cell, read incrementally: a finished trial
+    never changes, so after the first read only the unfinished trials and the ones that
+    finished since are looked at. What a worker asks before and after every trial (which step
+    is next, whether its cell is taken, the seeds of its table cell) stays cheap however many
+    trials the study holds (``make bench`` B10: it scanned the whole study three times a
+    trial, about 60 ms at 7,500 trials)."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.study = study
+        self._finished: dict[int, _Finished | None] = {}
+        """Trial number -> its cell, state and value; None: no cell, or surplus."""
+        self._complete: dict[tuple, list[tuple[int, dict, float]]] = {}
+        """Table cell (grid values but the seed) -> its COMPLETE trials: number, cell, value."""
+        self._unfinished: list[optuna.trial.FrozenTrial] | None = None
+        """None until the first read."""
+
+    def refresh(self) -> None:
+        storage, study_id = self.study._storage, self.study._study_id
+        if self._unfinished is None:
+            trials = self.study.get_trials(deepcopy=False)  # the first read: all of them
+        else:
+            unfinished = self.study.get_trials(deepcopy=False, states=UNFINISHED)
+            live = {t.number for t in unfinished}
+            n = storage.get_n_trials(study_id)
+            new = set(range(n)).difference(self._finished, live)
+            trials = unfinished + [
+                storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, i))
+                for i in sorted(new)
+            ]
+        self._unfinished = []
+        for trial in trials:
+            if trial.state in UNFINISHED:
+                self._unfinished.append(trial)
+            elif trial.number not in self._finished:
+                self._add_finished(trial)
+
+    def _add_finished(self, trial: optuna.trial.FrozenTrial) -> None:
+        cell = trial_cell(trial)
+        if cell is None or SURPLUS_ATTR in trial.user_attrs:
+            self._finished[trial.number] = None
+            return
+        self._finished[trial.number] = _Finished(cell, trial.state, trial.value)
+        if trial.state == TrialState.COMPLETE:
+            entry = (trial.number, cell, trial.value)
+            self._complete.setdefault(_table_cell(cell), []).append(entry)
+
+    def next_step(self, spec: SweepSpec) -> str:
+        """``take`` a queued cell of ``spec``'s grid, ``wait`` for its running trials (they
+        finish, or their worker is found dead and their cell queued again), or ``done``. Cells
+        queued by a command with another grid on the same study are left to it."""
+        self.refresh()
+        runnable = spec.runnable_keys
+        states = {t.state for t in self._unfinished if cell_key(trial_cell(t)) in runnable}
+        if TrialState.WAITING in states:
+            return "take"
+        return "wait" if TrialState.RUNNING in states else "done"
+
+    def surplus_reason(self, trial: optuna.Trial, cell: dict | None, spec: SweepSpec) -> str | None:
+        """Why ``trial`` must not run its cell, or None when it is the cell's one live trial.
+
+        Of several trials queued for one cell (two recoveries on PostgreSQL at once), the
+        lowest numbered live one runs it; the others stand down, whichever worker asks
+        first."""
+        if cell is None:
+            return "no queued cell"
+        if cell_key(cell) not in spec.runnable_keys:
+            return "its cell is no longer in the sweep's grid"
+        self.refresh()
+        for number, other, _ in self._complete.get(_table_cell(cell), []):
+            if other == cell and number != trial.number:
+                return f"its cell was completed by trial {number}"
+        for other in self._unfinished:
+            live = other.number < trial.number and SURPLUS_ATTR not in other.user_attrs
+            if live and trial_cell(other) == cell:
+                return f"its cell is taken by trial {other.number}"
+        return None
+
+    def seeds_of(self, cell: dict, spec: SweepSpec) -> list[tuple[dict, float]]:
+        """``(grid values, value)`` of every complete trial of ``cell``'s table cell in
+        ``spec``'s grid: the cells that differ from it in the seed alone (a seed removed from
+        the grid not)."""
+        self.refresh()
+        return [
+            (other, value)
+            for _, other, value in self._complete.get(_table_cell(cell), [])
+            if cell_key(other) in spec.runnable_keys
+        ]
+
+
+def _table_cell(cell: dict) -> tuple:
+    """A cell's grid values but its seed: the seeds of one table cell share it."""
+    return tuple(cell[k] for k in GRID_KEYS if k != "seed")
 
 
 @dataclass(frozen=True)

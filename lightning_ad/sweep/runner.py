@@ -34,7 +34,7 @@ from lightning_ad.sweep.liveness import WorkerLock
 from lightning_ad.sweep.objective import CellObjective
 from lightning_ad.sweep.parent import SweepParent
 from lightning_ad.sweep.preflight import preflight
-from lightning_ad.sweep.recovery import GridStatus, grid_status, next_step, plan
+from lightning_ad.sweep.recovery import GridStatus, TrialIndex, grid_status, plan
 from lightning_ad.sweep.spec import SweepTarget
 from lightning_ad.sweep.storage import load_study, worker_locks
 
@@ -90,8 +90,9 @@ def work(parent: SweepParent, threads: int | None = None) -> None:
     locks = worker_locks(target.storage)
     poll = LOCAL_POLL_S if locks is not None else min(target.heartbeat, 10)
     with WorkerLock.held(locks) as lock:
-        objective = CellObjective(parent, lock)
-        while (step := next_step(study, target.spec)) != "done":
+        index = TrialIndex(study)
+        objective = CellObjective(parent, index, lock)
+        while (step := index.next_step(target.spec)) != "done":
             if step == "take":
                 tracking.ensure_reachable(target.tracking_uri, tracking.OUTAGE_PATIENCE_S)
                 # catch: a failing trial (NaN loss, bad data) is recorded as FAIL; the sweep

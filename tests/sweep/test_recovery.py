@@ -11,11 +11,11 @@ from lightning_ad.sweep import liveness
 from lightning_ad.sweep.liveness import WorkerLock
 from lightning_ad.sweep.recovery import (
     INTERRUPTED,
+    TrialIndex,
     fail_dead_trials,
     grid_status,
-    next_step,
     plan,
-    surplus_reason,
+    queued_cell,
 )
 from lightning_ad.sweep.spec import SweepTarget, cell_key
 from lightning_ad.sweep.storage import load_study, worker_locks
@@ -99,9 +99,10 @@ def test_cells_queued_by_a_command_with_another_grid_are_left_to_it(
 ) -> None:
     study = load_study(target)
     study.enqueue_trial({**target.spec.runnable_cells()[0], "seed": 99})  # a grown grid's cell
-    assert next_step(study, target.spec) == "done"
+    index = TrialIndex(study)
+    assert index.next_step(target.spec) == "done"
     study.enqueue_trial(target.spec.runnable_cells()[0])
-    assert next_step(study, target.spec) == "take"
+    assert index.next_step(target.spec) == "take"
 
 
 def test_a_cell_queued_twice_is_run_by_the_lower_trial_alone(target: SweepTarget) -> None:
@@ -111,11 +112,50 @@ def test_a_cell_queued_twice_is_run_by_the_lower_trial_alone(target: SweepTarget
     study.enqueue_trial(cell)
     study.enqueue_trial(cell)
     first, second = study.ask(), study.ask()  # two workers take them at the same moment
-    spec = target.spec
-    assert surplus_reason(study, first, cell, spec) is None
-    assert "taken by trial" in surplus_reason(study, second, cell, spec)
+    spec, index = target.spec, TrialIndex(study)
+    assert index.surplus_reason(first, cell, spec) is None
+    assert "taken by trial" in index.surplus_reason(second, cell, spec)
     study.tell(first, 0.9)
-    assert "completed by trial" in surplus_reason(study, second, cell, spec)
-    assert "no queued cell" in surplus_reason(study, second, None, spec)
+    assert "completed by trial" in index.surplus_reason(second, cell, spec)
+    assert "no queued cell" in index.surplus_reason(second, None, spec)
     removed = {**cell, "seed": 99}
-    assert "no longer in the sweep's grid" in surplus_reason(study, second, removed, spec)
+    assert "no longer in the sweep's grid" in index.surplus_reason(second, removed, spec)
+
+
+def test_the_index_reads_only_what_changed_and_agrees_with_a_fresh_read(
+    target: SweepTarget,
+) -> None:
+    """A worker's TrialIndex, refreshed between other workers' trials, answers as an index
+    that reads the whole study anew, and reads no finished trial twice."""
+    study, spec = load_study(target), target.spec
+    cells = spec.runnable_cells()
+    [other_seed] = [c for c in cells if c != cells[0] and _same_table_cell(c, cells[0])]
+    index = TrialIndex(study)
+    index.refresh()
+    study.tell(_take(study, cells[0], None), 0.7)  # other workers' trials, meanwhile
+    study.tell(_take(study, other_seed, None), 0.8)
+    study.tell(_take(study, cells[1], None), state=FAIL)
+    running = _take(study, cells[2], None)
+    duplicate = _take(study, cells[2], None)  # the running cell, queued twice
+    study.enqueue_trial(cells[3])
+    fetched = []
+    get_trial = study._storage.get_trial
+    study._storage.get_trial = lambda trial_id: fetched.append(trial_id) or get_trial(trial_id)
+    try:
+        assert index.next_step(spec) == "take"
+        assert len(fetched) == 3  # the three trials that finished since; nothing else
+        fetched.clear()
+        fresh = TrialIndex(study)
+        assert sorted(index.seeds_of(cells[0], spec), key=str) == sorted(
+            [(cells[0], 0.7), (other_seed, 0.8)], key=str
+        )
+        assert index.seeds_of(cells[0], spec) == fresh.seeds_of(cells[0], spec)
+        assert index.next_step(spec) == fresh.next_step(spec) and not fetched
+        assert "taken by trial" in index.surplus_reason(duplicate, queued_cell(duplicate), spec)
+        assert index.surplus_reason(running, queued_cell(running), spec) is None
+    finally:
+        study._storage.get_trial = get_trial
+
+
+def _same_table_cell(a: dict, b: dict) -> bool:
+    return all(a[k] == b[k] for k in a if k != "seed")
