@@ -89,10 +89,11 @@ table: $(STAMP) ## print and write the comparison tables: make table CATEGORY=sc
 		$(if $(OUT),--out '$(OUT)') $(if $(DATA_ROOT),--data-root '$(DATA_ROOT)') \
 		$(if $(FINGERPRINT),--fingerprint $(FINGERPRINT))
 
-register: $(STAMP) ## register a sweep cell's detector: make register CATEGORY=screw CELL=backbone=X,head=Y,classes=3 [SEED=0] [NAME=screw-detector] [SWEEP=default]
+register: $(STAMP) ## register a sweep cell's detector: make register CATEGORY=screw CELL=backbone=X,head=Y,classes=3 [SEED=0] [NAME=screw-detector] [SWEEP=default] [FINGERPRINT=id]
 	@test -n '$(CELL)' || { echo "make register: pass CELL=backbone=X,head=Y,classes=N (a cell of make table)"; exit 2; }
 	$(BIN)/lightning-ad register --sweep $(SWEEP) --category $(CATEGORY) --cell '$(CELL)' \
-		$(if $(SEED),--seed $(SEED)) $(if $(NAME),--name '$(NAME)') $(if $(DATA_ROOT),--data-root '$(DATA_ROOT)')
+		$(if $(SEED),--seed $(SEED)) $(if $(NAME),--name '$(NAME)') $(if $(DATA_ROOT),--data-root '$(DATA_ROOT)') \
+		$(if $(FINGERPRINT),--fingerprint $(FINGERPRINT))
 
 predict: $(STAMP) ## score images with a detector: make predict MODEL=models:/screw-detector/1 IMAGES=folder [OUT=results.csv] [MAPS=dir]
 	@test -n '$(MODEL)' -a -n '$(IMAGES)' || { echo "make predict: pass MODEL=models:/NAME/VERSION and IMAGES=folder-or-files"; exit 2; }

@@ -645,21 +645,25 @@ def _register(args: argparse.Namespace) -> None:
 
     if (args.run_id is None) == (args.cell is None):
         raise LightningADError("name a RUN_ID, or a sweep cell with --category and --cell")
+    given = [f for f in ("category", "seed", "fingerprint") if getattr(args, f) is not None]
+    if args.run_id is not None and given:
+        raise LightningADError(f"--{given[0]} goes with --cell; a RUN_ID names its run alone")
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
-    run_id = args.run_id
+    run_id, runs = args.run_id, None
     if args.cell is not None:
         if not args.category:
             raise LightningADError("--cell needs --category")
         cell = registry.parse_cell(args.cell)
         [target] = _targets(args)
         fingerprint, _ = _announce_fingerprint(target, args.fingerprint)
+        spec = target.spec
         runs = registry.cell_runs(
-            uri, target.experiment, target.spec.name, fingerprint, target.category, cell
+            uri, target.experiment, spec.name, fingerprint, target.category, cell, spec
         )
         run, chosen = registry.run_of_seed(runs, args.seed)
         print(chosen, file=sys.stderr)
         run_id = run.info.run_id
-    registered = registry.register(uri, run_id, args.name)
+    registered = registry.register(uri, run_id, args.name, runs)
     for key, value in registered.tags.items():
         print(f"  {key}: {value}", file=sys.stderr)
     print(f"registered run {registered.run_id} as {registered.uri}")
@@ -689,6 +693,7 @@ def _add_predict(group: Commands) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from rich.console import Console
     from rich.progress import Progress
 
     from lightning_ad import tracking
@@ -697,12 +702,13 @@ def _predict(args: argparse.Namespace) -> int:
     images = predict.find_images(args.images)
     detector = predict.load_detector(args.model, tracking.resolve_tracking_uri(args.tracking_uri))
     print(f"{args.model}: {detector.threshold.describe()}", file=sys.stderr)
-    with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
+    console = Console(stderr=True)  # stdout may be the CSV
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("scoring", total=len(images))
         rows = predict.predict(detector, images, args.maps, lambda n: bar.advance(task, n))
     failed = rows[rows.error != ""]
-    for image, error in zip(failed.image, failed.error, strict=True):
-        print(f"lightning-ad: skipped {image}: {error}", file=sys.stderr)
+    for error in failed.error:
+        print(f"lightning-ad: skipped: {error}", file=sys.stderr)  # the error names the file
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         rows.to_csv(args.out, index=False)

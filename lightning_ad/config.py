@@ -115,8 +115,8 @@ class TrialConfig:
     def validate(self) -> None:
         """Every name and number checked before anything is written; errors name the value."""
         from lightning_ad.data.twins import build_twin, check_mask_mode
-        from lightning_ad.deploy.detector import check_false_alarm_rate
         from lightning_ad.models.backbones import check_backbone
+        from lightning_ad.models.detector import check_false_alarm_rate
         from lightning_ad.models.heads import check_head
         from lightning_ad.patchcore import check_coreset_fraction
         from lightning_ad.scoring import check_scorer

@@ -77,6 +77,20 @@ def resolve_tracking_uri(explicit: str | None = None) -> str:
     return f"sqlite:///{Path(DEFAULT_TRACKING_URI.removeprefix('sqlite:///')).resolve()}"
 
 
+@contextlib.contextmanager
+def using(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (``mlflow.pyfunc.load_model``, ``register_model``) pointed at
+    ``uri`` for the block, and back where it was after it."""
+    import mlflow
+
+    before = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+
+
 def mlflow_command(*args: str) -> list[str]:
     """``mlflow ARGS`` run by this interpreter (``python -m mlflow``): make and other callers run
     us without the venv's ``bin/`` on PATH, where a bare ``mlflow`` is not found."""

@@ -116,8 +116,8 @@ def run_trial(
         if err.errno == errno.ENOSPC:
             raise LightningADError(
                 f"disk full while writing {err.filename or 'a file'} for run {logger.run_id} "
-                "(marked FAILED); free space, or set artifacts: minimal, and rerun: a sweep "
-                "retries it"
+                "(marked FAILED); free space, or set artifacts: minimal (and log_model: false: "
+                "no detector to register), and rerun: a sweep retries it"
             ) from err
         raise
     return TrialResult(logger.run_id, dict(scores.metrics), seconds, best_loss)

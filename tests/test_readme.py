@@ -97,7 +97,6 @@ def _api(base: str, path: str, body: dict | None = None) -> dict:
 
 
 @pytest.mark.timeout(2400)  # the sweep alone may take 1200 s on a loaded machine
-@pytest.mark.timeout(2400)  # the sweep alone may take 1200 s on a loaded machine
 def test_the_readme_path_works_for_a_newcomer(swept: Path) -> None:
     clone = swept
     commands = readme_commands()

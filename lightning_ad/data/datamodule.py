@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lightning_ad.data.mvtec import MVTecCategory, read_image, read_mask
+from lightning_ad.data.mvtec import MVTecCategory, read_image, read_mask, resize
 from lightning_ad.data.twins import (
     NORMAL,
     Twin,
@@ -57,13 +57,6 @@ def load_masks(paths: tuple[Path | None, ...], size: int) -> np.ndarray:
     )
     masks.flags.writeable = False
     return masks
-
-
-def resize(image: np.ndarray, size: int, interpolation: int) -> np.ndarray:
-    """``image`` as a ``size`` x ``size`` square (unchanged when it is one already)."""
-    if image.shape[:2] == (size, size):
-        return image
-    return cv2.resize(image, (size, size), interpolation=interpolation)
 
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -222,17 +215,20 @@ class AnomalyDataModule(pl.LightningDataModule):
         masks, self.used_mask_mode = object_masks(images, self.mask_mode)
         order = np.random.default_rng([self.seed, 7]).permutation(len(images))
         n_val = max(1, round(self.val_fraction * len(images)))
-        if n_val >= len(images):
+        if len(images) - n_val < 2:  # the scorers need two normals to fit (kNN's scale, LOF)
             raise LightningADError(
                 f"{category.root / 'train' / 'good'} has {len(images)} image(s): "
                 "too few to hold out "
-                f"a validation slice of {self.val_fraction:.0%}; add normal images"
+                f"a validation slice of {self.val_fraction:.0%} and fit on the rest; add normal "
+                "images"
             )
         val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
         self.train_set = TwinDataset(images[train], masks[train], self.twins, self.seed, stream=0)
         self.val_set = TwinDataset(images[val], masks[val], self.twins, self.seed, stream=1)
-        # The scorers are fitted on the train split only: the validation slice stays held out,
-        # so the decision threshold set on its scores meets its false-alarm rate on new parts.
+        # The scorers are fitted on the train split only: the validation slice's normals are
+        # new to them, as a production part is, so the threshold set on their scores is
+        # set on scores like those new parts will get (the twins of these images still pick
+        # the checkpoint, which the scorers do not see).
         good = load_images(tuple(s.path for s in category.train), self.score_image_size)
         self.good_set = TwinDataset(good[train], None, [None], self.seed, stream=2)
         self.val_good_set = TwinDataset(good[val], None, [None], self.seed, stream=3)

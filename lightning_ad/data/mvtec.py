@@ -132,6 +132,13 @@ def decode_image(data: bytes | np.ndarray, source: str) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def resize(image: np.ndarray, size: int, interpolation: int) -> np.ndarray:
+    """``image`` as a ``size`` x ``size`` square (unchanged when it is one already)."""
+    if image.shape[:2] == (size, size):
+        return image
+    return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
 def read_mask(path: Path | str) -> np.ndarray:
     """Decode a ground-truth mask as bool (H, W): any non-zero pixel is defective."""
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None

@@ -22,10 +22,12 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
+from mlflow import MlflowClient
+from mlflow.models import ModelSignature
 
 from lightning_ad.data.mvtec import decode_image
-from lightning_ad.deploy.detector import Detector
 from lightning_ad.errors import LightningADError
+from lightning_ad.models.detector import Detector
 
 MODEL_ARTIFACT = "model"
 """Where a trial run keeps its detector: ``runs:/RUN_ID/model``."""
@@ -36,23 +38,33 @@ IMAGE, SCORE, ANOMALOUS, ERROR, MAP = "image", "score", "anomalous", "error", "m
 
 
 class DetectorModel(mlflow.pyfunc.PythonModel):
-    """``mlflow.pyfunc`` face of a saved :class:`~lightning_ad.deploy.detector.Detector`."""
+    """``mlflow.pyfunc`` face of a saved :class:`~lightning_ad.models.detector.Detector`."""
 
     def load_context(self, context) -> None:
+        """Read the detector's files (``detector/``) from the model's artifacts."""
         self.detector = Detector.load(Path(context.artifacts[DETECTOR_ARTIFACT]))
 
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
+    def predict(
+        self, context, model_input: pd.DataFrame, params: dict | None = None
+    ) -> pd.DataFrame:
+        """One output row per input row; an unscored image has its ``error``, and null
+        ``score`` and ``anomalous`` (never a verdict it did not earn)."""
         if IMAGE not in model_input:
-            raise LightningADError(
+            from mlflow.exceptions import MlflowException
+            from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+            raise MlflowException(  # a 400 from the scoring server, not a 500
                 f"the input has columns {list(model_input.columns)}; it needs one column "
-                f"'{IMAGE}' of encoded image bytes"
+                f"'{IMAGE}' of encoded image bytes",
+                error_code=INVALID_PARAMETER_VALUE,
             )
         encoded = list(model_input[IMAGE])
         names = [f"image {i}" for i in range(len(encoded))]
         out = score_images(self.detector, encoded, names, maps=bool((params or {}).get("maps")))
         if MAP in out:  # JSON has lists, not arrays
             out[MAP] = [None if m is None else m.tolist() for m in out[MAP]]
-        return out
+        # JSON has null, not NaN or pandas' NA
+        return out.astype(object).where(out.notna(), None)
 
 
 def score_images(
@@ -63,7 +75,8 @@ def score_images(
     batch_size: int = BATCH_SIZE,
 ) -> pd.DataFrame:
     """Score encoded images in batches; an image that cannot be read or taken gets its reason
-    in ``error`` (naming it by ``names``) and a NaN score, and the others are still scored.
+    in ``error`` (naming it by ``names``), a NaN score and no verdict (NA), and the others
+    are still scored.
     With ``maps``, a column ``map`` holds each scored image's anomaly map (S, S)."""
     n = len(encoded)
     scores, errors = np.full(n, np.nan), [""] * n
@@ -81,14 +94,16 @@ def score_images(
         scores[list(rows)] = batch_scores
         for row, heatmap in zip(rows, batch_maps, strict=True):
             heatmaps[row] = heatmap
-    out = pd.DataFrame({SCORE: scores, ANOMALOUS: scores > detector.threshold.value, ERROR: errors})
+    verdicts = pd.array(scores > detector.threshold.value, dtype="boolean")
+    verdicts[np.isnan(scores)] = pd.NA  # not scored: no verdict
+    out = pd.DataFrame({SCORE: scores, ANOMALOUS: verdicts, ERROR: errors})
     if maps:
         out[MAP] = heatmaps
     return out
 
 
-def signature():
-    from mlflow.models import ModelSignature
+def signature() -> ModelSignature:
+    """Input: the encoded images; output: score, verdict, error; parameter: maps."""
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
     return ModelSignature(
@@ -104,7 +119,8 @@ def requirements() -> list[str]:
     """The packages the model needs, at this process's versions (lightning_ad itself comes
     from this checkout: ``pip install -e`` it where the model is served)."""
     names = ("torch", "torchvision", "mlflow", "scikit-learn", "opencv-python-headless", "pandas")
-    return [f"{name}=={metadata.version(name)}" for name in names]
+    # A local build tag (torch 2.14.1+cpu) names no package an index has.
+    return [f"{name}=={metadata.version(name).split('+')[0]}" for name in names]
 
 
 def save_detector(folder: Path, detector: Detector, example: np.ndarray) -> Path:
@@ -125,7 +141,12 @@ def save_detector(folder: Path, detector: Detector, example: np.ndarray) -> Path
     return folder
 
 
-def log_detector(client, run_id: str, detector: Detector, example: np.ndarray) -> None:
+def log_detector(
+    client: MlflowClient,
+    run_id: str,
+    detector: Detector,
+    example: np.ndarray,
+) -> None:
     """:func:`save_detector`, logged to the run as ``model``."""
     with tempfile.TemporaryDirectory(prefix="lightning_ad-model-") as tmp:
         folder = save_detector(Path(tmp) / MODEL_ARTIFACT, detector, example)

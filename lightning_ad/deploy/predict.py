@@ -15,13 +15,18 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from lightning_ad import plots
+from lightning_ad import plots, tracking
 from lightning_ad.data.mvtec import IMAGE_SUFFIXES
-from lightning_ad.deploy.detector import Detector
-from lightning_ad.deploy.mlflow_model import BATCH_SIZE, MAP, DetectorModel, score_images
+from lightning_ad.deploy.mlflow_model import (
+    BATCH_SIZE,
+    ERROR,
+    IMAGE,
+    MAP,
+    DetectorModel,
+    score_images,
+)
 from lightning_ad.errors import LightningADError
-
-IMAGE = "image"
+from lightning_ad.models.detector import Detector
 
 
 @dataclass(frozen=True)
@@ -58,9 +63,9 @@ def load_detector(model_uri: str, tracking_uri: str) -> Detector:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    mlflow.set_tracking_uri(tracking_uri)
     try:
-        model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+        with tracking.using(tracking_uri):
+            model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
     except (MlflowException, OSError) as err:
         message = getattr(err, "message", str(err)).splitlines()[0]
         raise LightningADError(
@@ -85,14 +90,24 @@ def predict(
     per scored image into ``maps_dir`` when given."""
     rows = []
     for chunk in _chunks(images, 4 * batch_size):
-        encoded = [_read_bytes(image.path) for image in chunk]
-        names = [str(image.path) for image in chunk]
-        scored = score_images(detector, encoded, names, maps_dir is not None, batch_size)
-        scored.insert(0, IMAGE, names)
+        read, unreadable = {}, {}
+        for i, image in enumerate(chunk):
+            try:
+                read[i] = image.path.read_bytes()
+            except OSError as err:
+                unreadable[i] = f"cannot read {image.path}: {err.strerror or err}"
+        names = [str(chunk[i].path) for i in read]
+        scored = score_images(
+            detector, list(read.values()), names, maps_dir is not None, batch_size
+        )
+        scored.index = list(read)
         if maps_dir is not None:
-            for image, heatmap, data in zip(chunk, scored.pop(MAP), encoded, strict=True):
+            for i, heatmap in zip(read, scored.pop(MAP), strict=True):
                 if heatmap is not None:
-                    _write_map(detector, image, heatmap, data, maps_dir)
+                    _write_map(detector, chunk[i], heatmap, read[i], maps_dir)
+        failed = pd.DataFrame({ERROR: list(unreadable.values())}, index=list(unreadable))
+        scored = pd.concat([scored, failed]).sort_index() if unreadable else scored
+        scored.insert(0, IMAGE, [str(image.path) for image in chunk])
         rows.append(scored)
         advance(len(chunk))
     return pd.concat(rows, ignore_index=True)
@@ -103,20 +118,16 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[start : start + size]
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return b""  # scored as undecodable: one line for this image, the others go on
-
-
 def _write_map(
     detector: Detector, image: ImageFile, heatmap: np.ndarray, data: bytes, maps_dir: Path
 ) -> None:
     from lightning_ad.data.mvtec import decode_image
 
     picture = detector.prepare(decode_image(data, str(image.path)), str(image.path))
-    out = maps_dir / image.name.with_suffix(".png")
+    # part.png -> part.png; part.jpg -> part.jpg.png (beside a part.png of its own)
+    name = image.name if image.name.suffix.lower() == ".png" else Path(f"{image.name}.png")
+    out = maps_dir / name
     out.parent.mkdir(parents=True, exist_ok=True)
     panel = np.hstack([picture, plots.overlay(picture, detector.heat(heatmap))])
-    cv2.imwrite(str(out), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+    if not cv2.imwrite(str(out), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR)):
+        raise LightningADError(f"cannot write {out}; check that the --maps folder is writable")

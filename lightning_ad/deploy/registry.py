@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lightning_ad import tracking
 from lightning_ad.config import GRID_KEYS, check_name
 from lightning_ad.data.twins import TwinClasses
 from lightning_ad.deploy.mlflow_model import MODEL_ARTIFACT
 from lightning_ad.errors import LightningADError
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+    from lightning_ad.sweep.spec import SweepSpec
 
 CELL_KEYS = tuple(k for k in GRID_KEYS if k not in ("category", "seed"))
 """What ``--cell`` names; the category and the seed have flags of their own."""
@@ -45,10 +51,22 @@ def _describe(params: dict[str, str]) -> str:
 
 
 def cell_runs(
-    uri: str, experiment: str, sweep: str, fingerprint: str, category: str, cell: dict[str, str]
-) -> list:
-    """The complete runs of the one cell ``cell`` names (every seed), under ``fingerprint``."""
+    uri: str,
+    experiment: str,
+    sweep: str,
+    fingerprint: str,
+    category: str,
+    cell: dict[str, str],
+    spec: SweepSpec | None = None,
+) -> list[Run]:
+    """The complete runs of the one cell ``cell`` names, one per seed (the latest, as the
+    tables take it) and, given the sweep's ``spec``, only the seeds its grid still holds."""
     runs = tracking.finished_trial_runs(uri, experiment, sweep, fingerprint, category)
+    if spec is not None:
+        grid = {tuple(str(v) for v in key) for key in spec.runnable_keys}
+        runs = [r for r in runs if tuple(r.data.params.get(k) for k in GRID_KEYS) in grid]
+    latest = {tuple(r.data.params.get(k) for k in GRID_KEYS): r for r in runs}  # oldest first
+    runs = list(latest.values())
     matching = [r for r in runs if all(r.data.params.get(k) == v for k, v in cell.items())]
     cells = sorted({_describe(r.data.params) for r in matching})
     if len(cells) > 1:
@@ -65,7 +83,7 @@ def cell_runs(
     return matching
 
 
-def run_of_seed(runs: list, seed: int | None) -> tuple[object, str]:
+def run_of_seed(runs: list[Run], seed: int | None) -> tuple[Run, str]:
     """The run of ``seed`` among a cell's ``runs``; without a seed, the lowest one. Returns the
     run and a line that says which was chosen."""
     by_seed = {int(r.data.params["seed"]): r for r in runs}
@@ -90,10 +108,12 @@ class Registered:
         return f"models:/{self.name}/{self.version}"
 
 
-def register(uri: str, run_id: str, name: str | None = None) -> Registered:
+def register(
+    uri: str, run_id: str, name: str | None = None, seeds: list[Run] | None = None
+) -> Registered:
     """Register run ``run_id``'s detector as a new version of model ``name`` (default
     ``<category>-detector``), tagged with its sweep, cell, fingerprint and the cell's numbers
-    across its seeds."""
+    over ``seeds`` (its cell's runs; default: those its sweep logged under its fingerprint)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -106,20 +126,24 @@ def register(uri: str, run_id: str, name: str | None = None) -> Registered:
     if not any(f.path == f"{MODEL_ARTIFACT}/MLmodel" for f in files):
         raise LightningADError(
             f"run {run_id} has no detector ({MODEL_ARTIFACT}/): it ran with log_model: false "
-            "or before detectors were logged; rerun its cell (make sweep) and register the new run"
+            "or before detectors were logged; train its cell again (lightning-ad train with the "
+            "cell's settings, or a sweep with log_model: true) and register the new run"
         )
     name = name or f"{run.data.params.get('category', 'lightning_ad')}-detector"
     check_name("model name", name)
-    tags = version_tags(uri, client.get_experiment(run.info.experiment_id).name, run)
-    mlflow.set_tracking_uri(uri)
-    version = mlflow.register_model(f"runs:/{run_id}/{MODEL_ARTIFACT}", name, tags=tags)
+    tags = version_tags(uri, client.get_experiment(run.info.experiment_id).name, run, seeds)
+    with tracking.using(uri):
+        version = mlflow.register_model(f"runs:/{run_id}/{MODEL_ARTIFACT}", name, tags=tags)
     client.update_model_version(name, version.version, _description(tags))
     return Registered(name, str(version.version), run_id, tags)
 
 
-def version_tags(uri: str, experiment: str, run) -> dict[str, str]:
+def version_tags(
+    uri: str, experiment: str, run: Run, seeds: list[Run] | None = None
+) -> dict[str, str]:
     """The run's sweep, cell, fingerprint, seed and test numbers; for a sweep trial, also its
-    cell's median test AUROC over the seeds of the same settings (what its table shows)."""
+    cell's median test AUROC over ``seeds`` (default: the cell's runs under the same
+    fingerprint): what its table shows."""
     params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
     out = {
         "run_id": run.info.run_id,
@@ -134,7 +158,7 @@ def version_tags(uri: str, experiment: str, run) -> dict[str, str]:
     sweep, fingerprint = tags.get(tracking.SWEEP_TAG), tags.get(tracking.FINGERPRINT_TAG)
     if sweep and fingerprint:
         cell = {k: params[k] for k in CELL_KEYS}
-        runs = cell_runs(uri, experiment, sweep, fingerprint, out["category"], cell)
+        runs = seeds or cell_runs(uri, experiment, sweep, fingerprint, out["category"], cell)
         aucs = [r.data.metrics["test/auc"] for r in runs if "test/auc" in r.data.metrics]
         out |= {
             "sweep": sweep,

@@ -13,8 +13,13 @@ import torch.nn.functional as F
 
 from lightning_ad import metrics, patchcore, scoring
 from lightning_ad.data.datamodule import LabelledBatch
-from lightning_ad.deploy.detector import DEFAULT_FALSE_ALARM_RATE, Detector, DetectorSpec
 from lightning_ad.errors import LightningADError
+from lightning_ad.models.detector import (
+    DEFAULT_FALSE_ALARM_RATE,
+    Detector,
+    DetectorSpec,
+    Threshold,
+)
 from lightning_ad.models.net import AnomalyNet
 
 
@@ -48,7 +53,7 @@ class AnomalyModule(pl.LightningModule):
             applies to this network (``TrialConfig.score_used``).
         coreset_fraction, seed: PatchCore's memory bank (``patchcore.MemoryBank``).
         false_alarm_rate: the detector's decision threshold, set on the held-out normal images
-            (:class:`~lightning_ad.deploy.detector.Threshold`).
+            (:class:`~lightning_ad.models.detector.Threshold`).
     """
 
     def __init__(
@@ -179,22 +184,25 @@ class AnomalyModule(pl.LightningModule):
             "test/auc" + k.removeprefix(main): v for k, v in results.items() if k.startswith(main)
         }
         results |= pixel_metrics(maps, masks, defects, names)
-        results |= self._threshold_metrics(scores[self.main_score], labels)
+        normals = self.trainer.datamodule.val_good_dataloader()
+        threshold = self.detector.calibrate(normals, self.hparams.false_alarm_rate)
+        results |= threshold_metrics(threshold, scores[self.main_score], labels)
         self.log_dict(results)
         self.test_scores = TestScores(labels, defects, names, scores, results, maps)
 
-    def _threshold_metrics(self, scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-        """The detector's threshold, set on the validation slice's normal images, and what it
-        does on the test split: the share of good images flagged, of defective ones caught."""
-        normals = self.trainer.datamodule.val_good_dataloader()
-        threshold = self.detector.calibrate(normals, self.hparams.false_alarm_rate)
-        flagged = scores > threshold.value
-        return {
-            "val/threshold": threshold.value,
-            "val/false_alarm_rate": threshold.false_alarms / threshold.normals,
-            "test/false_alarm_rate": float(flagged[labels == 0].mean()),
-            "test/detection_rate": float(flagged[labels == 1].mean()),
-        }
+
+def threshold_metrics(
+    threshold: Threshold, scores: np.ndarray, labels: np.ndarray
+) -> dict[str, float]:
+    """The detector's threshold, set on the validation slice's normal images, and what it does
+    on the test split: the share of good images flagged, and of defective ones caught."""
+    flagged = scores > threshold.value
+    return {
+        "val/threshold": threshold.value,
+        "val/false_alarm_rate": threshold.false_alarms / threshold.normals,
+        "test/false_alarm_rate": float(flagged[labels == 0].mean()),
+        "test/detection_rate": float(flagged[labels == 1].mean()),
+    }
 
 
 def pixel_metrics(

@@ -50,7 +50,7 @@ def plan(study: optuna.Study, target: SweepTarget, retry_failed: bool) -> int:
 
     On the local stores two commands started together plan one after the other (a file lock),
     so a cell is queued once; on PostgreSQL a cell queued twice is run once all the same
-    (``surplus_reason``)."""
+    (``TrialIndex.surplus_reason``)."""
     with _planning(target):
         fail_dead_trials(study, target)
         cells = CellStates.of(study)
@@ -174,70 +174,74 @@ class RequeueStaleTrial:
 UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
 
 
-@dataclass(frozen=True)
-class _Finished:
-    cell: dict
-    state: TrialState
-    value: float | None
-
-
 class TrialIndex:
     """One worker's view of the study's trials by cell, read incrementally: a finished trial
-    never changes, so after the first read only the unfinished trials and the ones that
-    finished since are looked at. What a worker asks before and after every trial (which step
-    is next, whether its cell is taken, the seeds of its table cell) stays cheap however many
-    trials the study holds (``make bench`` B10: it scanned the whole study three times a
-    trial, about 60 ms at 7,500 trials)."""
+    never changes, so after the first read only the trials unfinished at the last read and the
+    ones created since are looked at. What a worker asks before and after every trial (which
+    step is next, whether its cell is taken, the seeds of its table cell) then no longer walks
+    the whole study (three walks a trial took about 60 ms at 7,500 trials; ``make bench``
+    B10 measures the whole)."""
 
     def __init__(self, study: optuna.Study) -> None:
         self.study = study
-        self._finished: dict[int, _Finished | None] = {}
-        """Trial number -> its cell, state and value; None: no cell, or surplus."""
+        self._finished: set[int] = set()
         self._complete: dict[tuple, list[tuple[int, dict, float]]] = {}
         """Table cell (grid values but the seed) -> its COMPLETE trials: number, cell, value."""
         self._unfinished: list[optuna.trial.FrozenTrial] | None = None
-        """None until the first read."""
+        """The trials RUNNING or WAITING at the last read; None before the first."""
+        self._cells: dict[int, tuple | None] = {}
+        """Trial number -> its cell's key: fixed when the trial is queued."""
+        self._n = 0
 
     def refresh(self) -> None:
-        storage, study_id = self.study._storage, self.study._study_id
+        """Read what changed since the last call."""
         if self._unfinished is None:
             trials = self.study.get_trials(deepcopy=False)  # the first read: all of them
         else:
+            storage, study_id = self.study._storage, self.study._study_id
             unfinished = self.study.get_trials(deepcopy=False, states=UNFINISHED)
             live = {t.number for t in unfinished}
             n = storage.get_n_trials(study_id)
-            new = set(range(n)).difference(self._finished, live)
+            # Finished since the last read, or created and finished in between.
+            changed = {t.number for t in self._unfinished} | set(range(self._n, n))
             trials = unfinished + [
                 storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, i))
-                for i in sorted(new)
+                for i in sorted(changed - live)
             ]
         self._unfinished = []
         for trial in trials:
+            self._n = max(self._n, trial.number + 1)
             if trial.state in UNFINISHED:
                 self._unfinished.append(trial)
             elif trial.number not in self._finished:
                 self._add_finished(trial)
 
     def _add_finished(self, trial: optuna.trial.FrozenTrial) -> None:
+        self._finished.add(trial.number)
+        self._cells.pop(trial.number, None)
         cell = trial_cell(trial)
-        if cell is None or SURPLUS_ATTR in trial.user_attrs:
-            self._finished[trial.number] = None
+        if cell is None or trial.state != TrialState.COMPLETE or SURPLUS_ATTR in trial.user_attrs:
             return
-        self._finished[trial.number] = _Finished(cell, trial.state, trial.value)
-        if trial.state == TrialState.COMPLETE:
-            entry = (trial.number, cell, trial.value)
-            self._complete.setdefault(_table_cell(cell), []).append(entry)
+        entry = (trial.number, cell, trial.value)
+        self._complete.setdefault(_table_cell(cell), []).append(entry)
+
+    def _cell_key(self, trial: optuna.trial.FrozenTrial) -> tuple | None:
+        if trial.number not in self._cells:
+            self._cells[trial.number] = cell_key(trial_cell(trial))
+        return self._cells[trial.number]
 
     def next_step(self, spec: SweepSpec) -> str:
         """``take`` a queued cell of ``spec``'s grid, ``wait`` for its running trials (they
         finish, or their worker is found dead and their cell queued again), or ``done``. Cells
         queued by a command with another grid on the same study are left to it."""
         self.refresh()
-        runnable = spec.runnable_keys
-        states = {t.state for t in self._unfinished if cell_key(trial_cell(t)) in runnable}
-        if TrialState.WAITING in states:
-            return "take"
-        return "wait" if TrialState.RUNNING in states else "done"
+        runnable, running = spec.runnable_keys, False
+        for trial in self._unfinished:
+            if self._cell_key(trial) in runnable:
+                if trial.state == TrialState.WAITING:
+                    return "take"
+                running = True
+        return "wait" if running else "done"
 
     def surplus_reason(self, trial: optuna.Trial, cell: dict | None, spec: SweepSpec) -> str | None:
         """Why ``trial`` must not run its cell, or None when it is the cell's one live trial.
@@ -253,9 +257,10 @@ class TrialIndex:
         for number, other, _ in self._complete.get(_table_cell(cell), []):
             if other == cell and number != trial.number:
                 return f"its cell was completed by trial {number}"
+        key = cell_key(cell)
         for other in self._unfinished:
             live = other.number < trial.number and SURPLUS_ATTR not in other.user_attrs
-            if live and trial_cell(other) == cell:
+            if live and self._cell_key(other) == key:
                 return f"its cell is taken by trial {other.number}"
         return None
 

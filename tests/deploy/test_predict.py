@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from lightning_ad import metrics, tracking
+from lightning_ad.deploy import predict
 from lightning_ad.train import TrialResult
 from tests.helpers import invoke
 
@@ -34,7 +35,10 @@ def test_predict_on_the_test_folder_reproduces_the_trials_scores_and_auc(
     done = invoke("predict", "--model", registered, str(test), "--out", "scores.csv",
                   "--maps", "maps", "--tracking-uri", store, cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "held-out normal images above it (false-alarm rate asked for: 1.00%)" in done.stderr
+    assert (
+        "0 of 2 held-out normal images above it (false-alarm rate asked for: 1.00%; expected on "
+        "new normal parts: about 33.3%); 99 held-out normals would meet it"
+    ) in done.stderr
     rows = pd.read_csv(tmp_path / "scores.csv", keep_default_na=False)
     logged = tracking.test_scores(store, trial.run_id)
     assert len(rows) == len(logged) and (rows.error == "").all()
@@ -66,7 +70,7 @@ def test_the_threshold_is_logged_with_its_rate_and_met_on_the_held_out_normals(
     assert "of 2 held-out normal images above it" in model.metadata["threshold"]
 
 
-def test_a_corrupt_and_an_unreadable_image_are_skipped_and_the_rest_scored(
+def test_a_corrupt_image_is_skipped_and_the_rest_scored(
     registered: str, store: str, synthetic_root: Path, tmp_path: Path
 ) -> None:
     folder = tmp_path / "parts"
@@ -75,10 +79,26 @@ def test_a_corrupt_and_an_unreadable_image_are_skipped_and_the_rest_scored(
     done = invoke("predict", "--model", registered, str(folder), "--tracking-uri", store,
                   cwd=tmp_path)  # fmt: skip
     assert done.returncode == 1
-    assert f"skipped {folder / 'broken.png'}: cannot decode {folder / 'broken.png'}" in done.stderr
+    broken = folder / "broken.png"
+    assert f"skipped: cannot decode {broken}: the file is corrupt or not an image" in done.stderr
     assert "10 of 11 images scored" in done.stderr
     rows = pd.read_csv(io.StringIO(done.stdout))
-    assert rows.score.notna().sum() == 10 and len(rows) == 11
+    scored = rows.error.isna()
+    assert scored.sum() == 10 and rows.score[scored].notna().all()
+    assert rows.score[~scored].isna().all() and rows.anomalous[~scored].isna().all()
+
+
+def test_an_image_gone_before_it_is_read_is_named_in_its_place(
+    registered: str, store: str, synthetic_root: Path, tmp_path: Path
+) -> None:
+    """A file listed, then gone (or unreadable) when its turn comes: its row says why, in the
+    input's order, and the others are scored."""
+    good = predict.find_images([synthetic_root / "screw" / "test" / "good"])[:3]
+    gone = predict.ImageFile(tmp_path / "gone.png", Path("gone.png"))
+    rows = predict.predict(predict.load_detector(registered, store), [good[0], gone, *good[1:]])
+    assert list(rows.image) == [str(i.path) for i in [good[0], gone, *good[1:]]]
+    assert rows.error[1] == f"cannot read {gone.path}: No such file or directory"
+    assert rows.score.notna().tolist() == [True, False, True, True]
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -15,9 +16,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_ad.data.datamodule import load_images
 from lightning_ad.data.mvtec import MVTecCategory
 from lightning_ad.data.twins import is_grey
-from lightning_ad.deploy.detector import Detector, DetectorSpec, Threshold
 from lightning_ad.deploy.mlflow_model import score_images
 from lightning_ad.errors import LightningADError
+from lightning_ad.models.detector import Detector, DetectorSpec, Threshold
 from lightning_ad.models.net import AnomalyNet
 from lightning_ad.scoring import SCORERS
 
@@ -34,6 +35,13 @@ def test_the_threshold_lets_exactly_the_allowed_share_of_normals_above_it(
     assert threshold.false_alarms / threshold.normals <= rate
     assert threshold.false_alarm_rate == rate and threshold.normals == n
     assert f"{allowed} of {n} held-out normal images" in threshold.describe()
+    assert threshold.expected_rate == (allowed + 1) / (n + 1)
+    assert ("would meet it" in threshold.describe()) == (threshold.expected_rate > rate)
+
+
+def test_scores_that_are_not_finite_are_refused_by_name() -> None:
+    with pytest.raises(LightningADError, match=r"1 held-out normal image\(s\) scored NaN"):
+        Threshold.at_rate(np.array([0.1, np.nan, 0.3]), 0.01)
 
 
 @pytest.mark.parametrize("rate", [0, 1, -0.1, 1.5])
@@ -108,6 +116,8 @@ def test_a_grey_detector_greys_colour_input_and_a_colour_one_refuses_grey(
     with pytest.raises(LightningADError, match=r"grey\.png: a grey image, but this detector was"):
         colour_detector.prepare(grey, "grey.png")
     assert colour_detector.prepare(colour, "part.png").shape == (64, 64, 3)
+    blank = np.zeros((64, 64, 3), np.uint8)  # a dark frame: scored (and likely flagged)
+    assert colour_detector.prepare(blank, "blank.png").shape == (64, 64, 3)
 
 
 def test_a_grey_image_in_a_batch_for_a_colour_detector_is_named_and_the_rest_scored(
@@ -121,4 +131,4 @@ def test_a_grey_image_in_a_batch_for_a_colour_detector_is_named_and_the_rest_sco
     assert list(out.error == "") == [True, False, True]
     assert out.error[1].startswith("b.png: a grey image")
     assert np.isfinite(out.score[[0, 2]]).all() and np.isnan(out.score[1])
-    assert not out.anomalous[1]
+    assert out.anomalous[1] is pd.NA  # not scored: no verdict, neither way

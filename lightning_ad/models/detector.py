@@ -4,13 +4,15 @@ torch and numpy: uint8 images in; anomaly scores, verdicts and PatchCore maps ou
 A trial builds one while it tests (:class:`~lightning_ad.models.module.AnomalyModule` scores the
 test split through it), sets its threshold on the held-out normal images, and saves it; the
 MLflow model of :mod:`lightning_ad.deploy.mlflow_model` loads it back. Both paths run the same
-code, so a saved detector scores a test image exactly as its trial did.
+code: on the trial's device, a saved detector gives a test image its trial's score to float
+rounding (a GPU trial's TF32 convolutions differ from the CPU's at about 1e-3).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import pickle
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from lightning_ad import patchcore, scoring
-from lightning_ad.data.datamodule import resize
+from lightning_ad.data.mvtec import resize
 from lightning_ad.data.twins import is_grey
 from lightning_ad.errors import LightningADError
 from lightning_ad.models.backbones import Backbone, build_backbone
@@ -37,7 +39,9 @@ class Threshold:
     """The decision threshold: a score above ``value`` is anomalous.
 
     Set on held-out normal images so that at most ``false_alarm_rate`` of them lie above it:
-    ``false_alarms`` of ``normals`` did.
+    ``false_alarms`` of ``normals`` did. On new normal parts from the same process the share
+    above it is about ``(false_alarms + 1) / (normals + 1)`` (the rank of a new score among
+    ``normals`` exchangeable ones): a rate of 1 % needs 99 held-out normals or more to be met.
     """
 
     value: float
@@ -53,18 +57,35 @@ class Threshold:
         scores = np.sort(np.asarray(normal_scores, dtype=np.float64))[::-1]
         if not len(scores):
             raise LightningADError("no held-out normal image to set the decision threshold on")
+        if not np.isfinite(scores).all():
+            raise LightningADError(
+                f"{int((~np.isfinite(scores)).sum())} held-out normal image(s) scored NaN or "
+                "infinite: the scorer's reference is degenerate (too few or identical normal "
+                "images?); add normal images"
+            )
         allowed = math.floor(false_alarm_rate * len(scores) + 1e-9)
         value = float(scores[min(allowed, len(scores) - 1)])
         return cls(value, false_alarm_rate, int((scores > value).sum()), len(scores))
 
+    @property
+    def expected_rate(self) -> float:
+        """The share of new normal parts expected above the threshold."""
+        return (self.false_alarms + 1) / (self.normals + 1)
+
     def describe(self) -> str:
-        return (
+        """One line for people: the value, how it was set, what to expect on new parts."""
+        line = (
             f"threshold {self.value:.6g}: {self.false_alarms} of {self.normals} held-out normal "
-            f"images above it (false-alarm rate asked for: {self.false_alarm_rate:.2%})"
+            f"images above it (false-alarm rate asked for: {self.false_alarm_rate:.2%}; "
+            f"expected on new normal parts: about {self.expected_rate:.1%})"
         )
+        if self.expected_rate > self.false_alarm_rate:
+            line += f"; {math.ceil(1 / self.false_alarm_rate) - 1} held-out normals would meet it"
+        return line
 
 
 def check_false_alarm_rate(rate: float) -> None:
+    """A false-alarm rate is a share: strictly between 0 and 1."""
     if not 0 < rate < 1:
         raise LightningADError(
             f"false_alarm_rate {rate} must lie strictly between 0 and 1 (e.g. 0.01: one false "
@@ -160,7 +181,7 @@ class Detector:
         against colour normals and look anomalous for its colour alone."""
         if self.spec.grey:
             image = np.repeat(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
-        elif is_grey(image):
+        elif is_grey(image) and image.min() < image.max():  # a blank frame is scored, not refused
             raise LightningADError(
                 f"{source}: a grey image, but this detector was trained on colour images; "
                 "give it the colour camera's images"
@@ -176,7 +197,10 @@ class Detector:
 
     def calibrate(self, normals: DataLoader, false_alarm_rate: float) -> Threshold:
         """Set the decision threshold on held-out normal images (see :class:`Threshold`)."""
-        scores, maps = zip(*(self.score_batch(images) for images, _ in normals), strict=True)
+        batches = [self.score_batch(images) for images, _ in normals]
+        if not batches:
+            raise LightningADError("no held-out normal image to set the decision threshold on")
+        scores, maps = zip(*batches, strict=True)
         threshold = Threshold.at_rate(np.concatenate(scores), false_alarm_rate)
         map_scale = max(float(m.max()) for m in maps)
         self.spec = replace(self.spec, threshold=threshold, map_scale=map_scale)
@@ -218,8 +242,8 @@ class Detector:
         """A detector saved by :meth:`save`; its weights are read as tensors only."""
         try:
             raw = json.loads((folder / SPEC_FILE).read_text())
-            tensors = torch.load(folder / WEIGHTS_FILE, map_location=device, weights_only=True)
-        except (OSError, ValueError, RuntimeError) as err:
+            tensors = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
             raise LightningADError(
                 f"{folder} is not a saved lightning_ad detector ({err}); point at a trial's "
                 "model (runs:/RUN_ID/model) or a registered version (models:/NAME/VERSION)"
@@ -234,7 +258,7 @@ class Detector:
             frozen.load_state_dict(tensors["frozen"])
             frozen = frozen.to(device).eval()
         bank = patchcore.MemoryBank(spec.coreset_fraction)
-        bank.bank = tensors["bank"]
+        bank.bank = tensors["bank"].to(device)
         reference = {k: v.numpy() for k, v in tensors["reference"].items()}
         return cls(spec, net.to(device).eval(), reference, bank, frozen)
 
@@ -266,6 +290,8 @@ def _collect(embedder: _Embedder, loader: DataLoader) -> dict:
     embedder.net.eval()
     batches = [embedder(images) for images, _ in loader]
     embedder.net.train(was_training)
+    if not batches:
+        raise LightningADError("no normal image to fit the scorers on")
     out = {"patches": torch.cat([b["patches"] for b in batches])}
     for key in ("model", "frozen"):
         if key in batches[0]:
