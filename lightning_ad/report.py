@@ -68,20 +68,21 @@ def fetch_trials(
     (None where the run has none). Cells no longer in the grid are left out."""
     runs = tracking.finished_trial_runs(tracking_uri, experiment, spec.name, fingerprint, category)
     trials = in_grid(trials_frame(runs), spec)
-    trials[SCORES] = [tracking.test_scores(tracking_uri, run_id) for run_id in trials["run_id"]]
+    trials[SCORES] = tracking.runs_test_scores(tracking_uri, list(trials["artifact_uri"]))
     return trials
 
 
 def trials_frame(runs: list) -> pd.DataFrame:
     """Trial runs as a table: the grid keys (``seed`` as int), where each came from, every
-    ``test/*`` metric and the run id; the latest run wins for a repeated cell."""
+    ``test/*`` metric, the run id and artifact root; the latest run wins for a repeated
+    cell."""
     if not runs:
-        return pd.DataFrame(columns=[*GRID_KEYS, MAIN_METRIC, "run_id"])
+        return pd.DataFrame(columns=[*GRID_KEYS, MAIN_METRIC, "run_id", "artifact_uri"])
     rows = []
     for run in runs:
         row = {key: run.data.params.get(key) for key in (*GRID_KEYS, *RUN_FACTS)}
         row |= {k: v for k, v in run.data.metrics.items() if k.startswith("test/")}
-        rows.append(row | {"run_id": run.info.run_id})
+        rows.append(row | {"run_id": run.info.run_id, "artifact_uri": run.info.artifact_uri})
     table = pd.DataFrame(rows)
     table["seed"] = table["seed"].astype(int)
     return table.drop_duplicates(subset=list(GRID_KEYS), keep="last").reset_index(drop=True)

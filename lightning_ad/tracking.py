@@ -246,28 +246,54 @@ SCORES_ARTIFACT = "scores/test_scores.csv"
 paired test of two trials on the same images reads."""
 
 
+SCORE_READERS = 8
+"""Scores files read at once: each read mostly waits (on the disk, or on a tracking server's
+round trip), so a table of thousands of runs reads them side by side."""
+
+
 def test_scores(uri: str, run_id: str):
     """A run's per-image test scores as a DataFrame (shared: do not modify it), or None when it
     has none (older runs) or it cannot be read now."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return _read_test_scores(uri, run_id)
+        return _read_test_scores(uri, client(uri).get_run(run_id).info.artifact_uri)
     except (MlflowException, OSError):
         return None
 
 
-@functools.lru_cache(maxsize=4096)
-def _read_test_scores(uri: str, run_id: str):
+def runs_test_scores(uri: str, artifact_uris: list[str]) -> list:
+    """:func:`test_scores` of many runs, by their artifact roots (what a run search returns:
+    no run is looked up again), read side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlflow.exceptions import MlflowException
+
+    def read(artifact_uri: str):
+        try:
+            return _read_test_scores(uri, artifact_uri)
+        except (MlflowException, OSError):
+            return None
+
+    with ThreadPoolExecutor(SCORE_READERS) as pool:
+        return list(pool.map(read, artifact_uris))
+
+
+@functools.lru_cache(maxsize=16384)
+def _read_test_scores(uri: str, artifact_uri: str):
     """Downloaded once per process: a finished run's artifact never changes, and the parent run
-    rebuilds its tables after every trial. A failure raises, so it is not cached."""
+    rebuilds its tables while the sweep runs. A failure raises, so it is not cached."""
     import pandas as pd
+    from mlflow.artifacts import download_artifacts
     from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 
     # A table reads dozens of these small files: one progress bar each would drown its output.
     MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.set(False)
     with tempfile.TemporaryDirectory(prefix="lightning_ad-scores-") as tmp:
-        return pd.read_csv(client(uri).download_artifacts(run_id, SCORES_ARTIFACT, tmp))
+        path = download_artifacts(
+            artifact_uri=f"{artifact_uri}/{SCORES_ARTIFACT}", dst_path=tmp, tracking_uri=uri
+        )
+        return pd.read_csv(path)
 
 
 def fail_orphan_runs(uri: str, experiment: str, study: str, trial_number: int) -> None:

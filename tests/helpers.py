@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,14 @@ from lightning_ad.sweep.storage import load_study
 REPO = Path(__file__).parents[1]
 SWEEPS = REPO / "sweeps"
 HOLD_TRIAL = Path(__file__).with_name("hold_trial.py")
+TINY = dict(  # a trial in seconds: mobilenet_v2 at 32 px, one epoch, random weights
+    category="screw",
+    backbone="mobilenet_v2",
+    image_size=32,
+    epochs=1,
+    batch_size=8,
+    pretrained="false",
+)
 QUICK_FINISHED = 8
 """sweeps/quick.yaml: 2 seeds x (frozen, arcface class2/class3, adacos class3); 4 cells n/a."""
 
@@ -149,3 +158,19 @@ def assert_grid_filled_once(target: SweepTarget) -> optuna.Study:
     )  # one parent run, holding every trial
     assert parents[0].info.status == "FINISHED"  # closed by the last worker to finish
     return study
+
+
+def wait_for_http(url: str, server: subprocess.Popen, timeout: float = 180) -> str:
+    """The body of ``url`` once ``server`` (a process started to serve it) answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"{server.args} exited with {server.returncode}: "
+                                 f"{server.stdout.read() if server.stdout else ''}")  # fmt: skip
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return response.read().decode()
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"nothing answered on {url} within {timeout:.0f} s")

@@ -17,14 +17,13 @@ import signal
 import subprocess
 import sys
 import sysconfig
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from lightning_ad.services import free_port
-from tests.helpers import QUICK_FINISHED
+from tests.helpers import QUICK_FINISHED, wait_for_http
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).parents[1]
@@ -116,7 +115,7 @@ def test_the_readme_path_works_for_a_newcomer(swept: Path) -> None:
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        page = _wait_for_page(base, ui)
+        page = wait_for_http(base, ui)
         assert "<html" in page.lower()
         experiment = _api(base, "experiments/get-by-name?experiment_name=lightning_ad-quick")
         experiment = experiment["experiment"]
@@ -143,20 +142,6 @@ def test_the_readme_path_works_for_a_newcomer(swept: Path) -> None:
     assert "Traceback" not in output, output
     with pytest.raises(OSError):
         urllib.request.urlopen(base, timeout=5)  # nothing listens any more
-
-
-def _wait_for_page(base: str, ui: subprocess.Popen) -> str:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if ui.poll() is not None:
-            raise AssertionError(f"{ui.args} exited with {ui.returncode}: {ui.stdout.read()}")
-        try:
-            with urllib.request.urlopen(base, timeout=5) as response:
-                if response.status == 200:
-                    return response.read().decode()
-        except OSError:
-            time.sleep(1)
-    raise AssertionError(f"nothing answered on {base} within 180 s")
 
 
 QUICK_CELL = "CELL=backbone=mobilenet_v2,head=arcface,classes=3"
@@ -191,7 +176,7 @@ def test_the_readme_detector_path_works_for_a_newcomer(swept: Path) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     try:
-        _wait_for_page(f"http://127.0.0.1:{port}/ping", server)
+        wait_for_http(f"http://127.0.0.1:{port}/ping", server)
         curl = readme_curl().replace("127.0.0.1:5001", f"127.0.0.1:{port}")
         answer = subprocess.run(
             ["bash", "-c", curl], cwd=clone, capture_output=True, text=True, timeout=120

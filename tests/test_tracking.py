@@ -43,19 +43,24 @@ def test_a_runs_scores_are_downloaded_once_and_a_failed_read_is_retried(
     client = mlflow.MlflowClient(uri)
     run_id = client.create_run(client.create_experiment("scores")).info.run_id
     downloads = []
-    real = mlflow.MlflowClient.download_artifacts
+    real = mlflow.artifacts.download_artifacts
 
-    def counting(self, *args, **kwargs):
-        downloads.append(args)
-        return real(self, *args, **kwargs)
+    def counting(*args, **kwargs):
+        downloads.append(kwargs)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(mlflow.MlflowClient, "download_artifacts", counting)
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", counting)
     assert tracking.test_scores(uri, run_id) is None  # not logged yet: a failure, not cached
     (tmp_path / "test_scores.csv").write_text("image,defect,label,knn\na.png,good,0,0.1\n")
     client.log_artifact(run_id, str(tmp_path / "test_scores.csv"), artifact_path="scores")
     first = tracking.test_scores(uri, run_id)
     assert list(first["knn"]) == [0.1] and tracking.test_scores(uri, run_id) is first
     assert len(downloads) == 2  # the failed try, then one download for two reads
+    other = client.create_run(client.get_experiment_by_name("scores").experiment_id).info
+    many = tracking.runs_test_scores(
+        uri, [client.get_run(run_id).info.artifact_uri, other.artifact_uri]
+    )
+    assert many[0] is first and many[1] is None  # read side by side, from the cache; none
 
 
 class _FakeTime:

@@ -12,16 +12,7 @@ from lightning_ad import tracking
 from lightning_ad.config import TrialConfig
 from lightning_ad.errors import LightningADError
 from lightning_ad.train import run_trial
-from tests.helpers import invoke
-
-TINY = dict(
-    category="screw",
-    backbone="mobilenet_v2",
-    image_size=32,
-    epochs=1,
-    batch_size=8,
-    pretrained="false",
-)
+from tests.helpers import TINY, invoke
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import pytest
 
 from lightning_ad.config import TrialConfig
 from lightning_ad.train import TrialResult, run_trial
+from tests.helpers import TINY
 
 
 @pytest.fixture(scope="session")
@@ -19,15 +20,5 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
 def trial(synthetic_root: Path, store: str) -> TrialResult:
     """mobilenet_v2 + arcface on the tiny screw, scored by ``fused`` (the scorer that needs the
     most: the trained network, its frozen twin and their reference embeddings)."""
-    config = TrialConfig(
-        category="screw",
-        backbone="mobilenet_v2",
-        head="arcface",
-        image_size=32,
-        epochs=1,
-        batch_size=8,
-        pretrained="false",
-        score="fused",
-        data_root=str(synthetic_root),
-    )
+    config = TrialConfig(**TINY, head="arcface", score="fused", data_root=str(synthetic_root))
     return run_trial(config, tracking_uri=store, experiment="deploy", progress_bar=False)

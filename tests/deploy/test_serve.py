@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 from lightning_ad import tracking
 from lightning_ad.services import free_port
 from lightning_ad.train import TrialResult
+from tests.helpers import wait_for_http
 
 pytestmark = pytest.mark.integration
 
@@ -29,19 +29,6 @@ def _post(url: str, body: dict) -> dict:
     )
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
-
-
-def _wait_for_ping(base: str, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"serve exited with {server.returncode}: {server.stdout.read()}")
-        try:
-            urllib.request.urlopen(f"{base}/ping", timeout=2)
-            return
-        except OSError:
-            time.sleep(1)
-    raise AssertionError(f"serve did not answer on {base} within 180 s")
 
 
 def test_serve_answers_one_image_with_the_trials_score(
@@ -58,7 +45,7 @@ def test_serve_answers_one_image_with_the_trials_score(
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_for_ping(base, server)
+        wait_for_http(f"{base}/ping", server)
         logged = tracking.test_scores(store, trial.run_id)
         image = logged.image[len(logged) - 1]  # a defective one
         data = base64.b64encode((synthetic_root / "screw" / image).read_bytes()).decode()
