@@ -4,6 +4,9 @@ once per command, not in a loop."""
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import optuna
 import pytest
 
@@ -122,11 +125,15 @@ def test_a_cell_queued_twice_is_run_by_the_lower_trial_alone(target: SweepTarget
     assert "no longer in the sweep's grid" in index.surplus_reason(second, removed, spec)
 
 
+@pytest.mark.parametrize("storage", ["journal", "sqlite"])
 def test_the_index_reads_only_what_changed_and_agrees_with_a_fresh_read(
-    target: SweepTarget,
+    target: SweepTarget, storage: str, tmp_path: Path
 ) -> None:
     """A worker's TrialIndex, refreshed between other workers' trials, answers as an index
-    that reads the whole study anew, and reads no finished trial twice."""
+    that reads the whole study anew, and reads no finished trial twice (on the journal, and on
+    an RDB storage, which Optuna wraps in its cache)."""
+    if storage == "sqlite":
+        target = dataclasses.replace(target, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     study, spec = load_study(target), target.spec
     cells = spec.runnable_cells()
     [other_seed] = [c for c in cells if c != cells[0] and _same_table_cell(c, cells[0])]
