@@ -24,7 +24,7 @@ from lightning_ad.models.detector import Detector, DetectorSpec
 from lightning_ad.deploy.mlflow_model import BATCH_SIZE, save_detector
 from lightning_ad.models.net import AnomalyNet
 
-BATCH_SIZES = (1, 4, BATCH_SIZE, 32)
+BATCH_SIZES = tuple(sorted({1, 2, 4, 16, BATCH_SIZE}))
 
 
 @benchmark("B11")

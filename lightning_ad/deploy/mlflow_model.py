@@ -32,8 +32,10 @@ from lightning_ad.models.detector import Detector
 MODEL_ARTIFACT = "model"
 """Where a trial run keeps its detector: ``runs:/RUN_ID/model``."""
 DETECTOR_ARTIFACT = "detector"
-BATCH_SIZE = 16
-"""Images per forward pass: past a dozen the CPU is busy and memory grows (make bench B11)."""
+BATCH_SIZE = 2
+"""Images per forward pass. On the 2-core CPU small batches are fastest (``make bench`` B11 at
+256 px: 28.5, 32.0, 25.6 and 20.4 images/s for batches of 1, 2, 4 and 16): a batch's patch
+features and distance blocks stay in cache."""
 IMAGE, SCORE, ANOMALOUS, ERROR, MAP = "image", "score", "anomalous", "error", "map"
 
 
