@@ -143,9 +143,14 @@ def median_metrics(trials: pd.DataFrame) -> dict[str, tuple[float, int]]:
     for its parent run (where the MLflow UI shows them); the frozen baseline's classes are
     ``any``."""
     return {
-        f"median_auc/{backbone}/{head}/{_classes_or_any(head, classes)}": (stats.median, stats.n)
+        median_metric(backbone, head, classes): (stats.median, stats.n)
         for (_category, backbone, head, classes), stats in cell_stats(trials).items()
     }
+
+
+def median_metric(backbone: str, head: str, classes: str) -> str:
+    """The parent run's metric holding one table cell's median."""
+    return f"median_auc/{backbone}/{head}/{_classes_or_any(head, classes)}"
 
 
 def _classes_or_any(head: str, classes: str) -> str:

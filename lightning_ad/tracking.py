@@ -279,7 +279,7 @@ def runs_test_scores(uri: str, artifact_uris: list[str]) -> list:
         return list(pool.map(read, artifact_uris))
 
 
-@functools.lru_cache(maxsize=16384)
+@functools.lru_cache(maxsize=4096)
 def _read_test_scores(uri: str, artifact_uri: str):
     """Downloaded once per process: a finished run's artifact never changes, and the parent run
     rebuilds its tables while the sweep runs. A failure raises, so it is not cached."""

@@ -78,7 +78,8 @@ class CellObjective:
             raise
         trial.set_user_attr("mlflow_run_id", run_id)
         try:  # the trial is done and logged; a tracking hiccup here must not retrain it
-            self.parent.trial_done([*self.index.seeds_of(cell, spec), (cell, auc)])
+            seeds = [value for _, value in self.index.seeds_of(cell, spec)]
+            self.parent.trial_done(cell, [*seeds, auc])
         except Exception as err:  # the next trial, or the sweep's end, refreshes it again
             warnings.warn(f"could not refresh the sweep's parent run: {err}", stacklevel=1)
         return auc

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
+import numpy as np
 
 from lightning_ad import report, tracking
 from lightning_ad.errors import redact
@@ -62,11 +62,12 @@ class SweepParent:
         )
         return cls(target, run_id)
 
-    def trial_done(self, seeds: list[tuple[dict, float]]) -> None:
-        """Log the median of one table cell from its seeds' ``(grid values, test AUC)`` in the
-        grid (the study has them: no run is read back), and the tables when they are due."""
-        frame = pd.DataFrame([{**cell, report.MAIN_METRIC: auc} for cell, auc in seeds])
-        self._log_medians(frame)
+    def trial_done(self, cell: dict, aucs: list[float]) -> None:
+        """Log the median of ``cell``'s table cell from the test AUCs of its seeds in the grid
+        (the study has them: no run is read back), and the tables when they are due."""
+        key = report.median_metric(cell["backbone"], cell["head"], str(cell["classes"]))
+        median = (float(np.median(aucs)), len(aucs))
+        tracking.log_metrics(self.target.tracking_uri, self.run_id, {key: median})
         if time.monotonic() >= self._describe_after:
             self.refresh()
 
