@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from benchmarks.harness import Row, Setup, benchmark, category
 from lightning_ad.data.datamodule import load_images
 from lightning_ad.deploy import predict
-from lightning_ad.models.detector import Detector, DetectorSpec
 from lightning_ad.deploy.mlflow_model import BATCH_SIZE, save_detector
+from lightning_ad.models.detector import Detector, DetectorSpec
 from lightning_ad.models.net import AnomalyNet
 
 BATCH_SIZES = tuple(sorted({1, 2, 4, 16, BATCH_SIZE}))
