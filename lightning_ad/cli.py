@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  lightning-ad data synth --category screw\n"
         "  lightning-ad sweep --sweep quick --category screw\n"
         "  lightning-ad table --sweep quick --category screw\n"
-        "  lightning-ad register --sweep quick --category screw \\\n"
+        "  lightning-ad register --sweep default --category screw \\\n"
         "      --cell backbone=efficientnet_lite0,head=arcface,classes=3 --name screw-detector\n"
         "  lightning-ad predict --model models:/screw-detector/1 photos/ --out results.csv\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -756,8 +756,8 @@ def _serve(args: argparse.Namespace) -> None:
         "models", "serve", "-m", args.model, "--env-manager", "local",
         "--host", args.host, "--port", str(args.port),
     )  # fmt: skip
-    # MLflow starts uvicorn by name: the venv's bin/ must be on PATH, as it is not under make.
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    # MLflow starts uvicorn by name, which the PATH of make (no venv on it) does not find.
+    path = f"{_uvicorn_shim()}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {
         **os.environ,
         "PATH": path,
@@ -765,6 +765,23 @@ def _serve(args: argparse.Namespace) -> None:
     }
     print(" ".join(command), file=sys.stderr)
     os.execve(command[0], command, env)
+
+
+def _uvicorn_shim() -> Path:
+    """A folder holding ``uvicorn``, a script that runs this interpreter's uvicorn module:
+    found whatever PATH says and wherever the package's own script went. Kept in the user's
+    cache (``serve`` execs MLflow, so nothing would remove a temporary one)."""
+    import hashlib
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    digest = hashlib.sha256(sys.executable.encode()).hexdigest()[:12]
+    folder = cache / "lightning_ad" / f"bin-{digest}"
+    shim = folder / "uvicorn"
+    if not shim.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m uvicorn "$@"\n')
+        shim.chmod(0o755)
+    return folder
 
 
 # ---- ui ----------------------------------------------------------------------------------------

@@ -105,7 +105,8 @@ class DetectorSpec:
     image_size: int
     """Side of the square image the network scores; inputs are resized to it (area)."""
     grey: bool
-    """Trained on grey images: inputs are converted to grey; else a grey input is refused."""
+    """Trained on grey images: inputs are converted to grey; else a grey input (one with
+    texture: a blank frame is scored) is refused."""
     coreset_fraction: float
     threshold: Threshold | None = None
     map_scale: float | None = None
@@ -127,13 +128,9 @@ class Detector:
         bank: patchcore.MemoryBank,
         frozen: Backbone | None = None,
     ) -> None:
-        self.spec, self.net, self.reference, self.bank, self.frozen = (
-            spec,
-            net,
-            reference,
-            bank,
-            frozen,
-        )
+        self.spec, self.net, self.bank, self.frozen = spec, net, bank, frozen
+        self.reference = reference
+        """Train embeddings, by view (``model``; ``frozen`` for the fused score)."""
 
     @classmethod
     def fit(
