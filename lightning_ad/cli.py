@@ -770,17 +770,28 @@ def _serve(args: argparse.Namespace) -> None:
 def _uvicorn_shim() -> Path:
     """A folder holding ``uvicorn``, a script that runs this interpreter's uvicorn module:
     found whatever PATH says and wherever the package's own script went. Kept in the user's
-    cache (``serve`` execs MLflow, so nothing would remove a temporary one)."""
+    cache (``serve`` execs MLflow, so nothing would remove a temporary one), or in a new
+    temporary folder where there is no usable cache."""
     import hashlib
+    import shlex
+    import tempfile
 
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    digest = hashlib.sha256(sys.executable.encode()).hexdigest()[:12]
-    folder = cache / "lightning_ad" / f"bin-{digest}"
-    shim = folder / "uvicorn"
-    if not shim.is_file():
+    script = f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m uvicorn "$@"\n'
+    try:
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        digest = hashlib.sha256(script.encode()).hexdigest()[:12]
+        folder = cache / "lightning_ad" / f"bin-{digest}"
         folder.mkdir(parents=True, exist_ok=True)
-        shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m uvicorn "$@"\n')
-        shim.chmod(0o755)
+    except (OSError, RuntimeError):  # no home, or a read-only one
+        folder = Path(tempfile.mkdtemp(prefix="lightning_ad-bin-"))
+    shim = folder / "uvicorn"
+    if not (shim.is_file() and os.access(shim, os.X_OK)):
+        # Written whole and executable before it takes the name: a serve started beside this
+        # one never finds half a script.
+        partial = folder / f".uvicorn-{os.getpid()}"
+        partial.write_text(script)
+        partial.chmod(0o755)
+        os.replace(partial, shim)
     return folder
 
 

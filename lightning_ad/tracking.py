@@ -257,8 +257,8 @@ def test_scores(uri: str, run_id: str):
     from mlflow.exceptions import MlflowException
 
     try:
-        return _read_test_scores(uri, client(uri).get_run(run_id).info.artifact_uri)
-    except (MlflowException, OSError):
+        return runs_test_scores(uri, [client(uri).get_run(run_id).info.artifact_uri])[0]
+    except (MlflowException, OSError):  # the run itself cannot be read
         return None
 
 
@@ -267,12 +267,18 @@ def runs_test_scores(uri: str, artifact_uris: list[str]) -> list:
     no run is looked up again), read side by side."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
     from mlflow.exceptions import MlflowException
+
+    # A table reads thousands of these small files: a progress bar each would drown its
+    # output. Set here, before the threads: setting the environment while another thread
+    # reads it (a DNS lookup) is not safe.
+    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.set(False)
 
     def read(artifact_uri: str):
         try:
             return _read_test_scores(uri, artifact_uri)
-        except (MlflowException, OSError):
+        except (MlflowException, OSError, ValueError):  # ValueError: a file pandas cannot parse
             return None
 
     with ThreadPoolExecutor(SCORE_READERS) as pool:
@@ -285,10 +291,7 @@ def _read_test_scores(uri: str, artifact_uri: str):
     rebuilds its tables while the sweep runs. A failure raises, so it is not cached."""
     import pandas as pd
     from mlflow.artifacts import download_artifacts
-    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 
-    # A table reads dozens of these small files: one progress bar each would drown its output.
-    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.set(False)
     with tempfile.TemporaryDirectory(prefix="lightning_ad-scores-") as tmp:
         path = download_artifacts(
             artifact_uri=f"{artifact_uri}/{SCORES_ARTIFACT}", dst_path=tmp, tracking_uri=uri

@@ -66,8 +66,10 @@ class SweepParent:
         """Log the median of ``cell``'s table cell from the test AUCs of its seeds in the grid
         (the study has them: no run is read back), and the tables when they are due."""
         key = report.median_metric(cell["backbone"], cell["head"], str(cell["classes"]))
-        median = (float(np.median(aucs)), len(aucs))
-        tracking.log_metrics(self.target.tracking_uri, self.run_id, {key: median})
+        finite = [auc for auc in aucs if np.isfinite(auc)]  # as the tables count them
+        if finite:
+            median = (float(np.median(finite)), len(finite))
+            tracking.log_metrics(self.target.tracking_uri, self.run_id, {key: median})
         if time.monotonic() >= self._describe_after:
             self.refresh()
 
