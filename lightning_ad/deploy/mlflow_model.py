@@ -80,15 +80,37 @@ def score_images(
     in ``error`` (naming it by ``names``), a NaN score and no verdict (NA), and the others
     are still scored.
     With ``maps``, a column ``map`` holds each scored image's anomaly map (S, S)."""
-    n = len(encoded)
-    scores, errors = np.full(n, np.nan), [""] * n
-    heatmaps: list[np.ndarray | None] = [None] * n
-    ready: list[tuple[int, np.ndarray]] = []
+    pictures, errors = prepare_images(detector, encoded, names)
+    return score_pictures(detector, pictures, errors, maps, batch_size)
+
+
+def prepare_images(
+    detector: Detector, encoded: list[bytes], names: list[str]
+) -> tuple[list[np.ndarray | None], list[str]]:
+    """Each encoded image decoded and prepared as the detector takes it (None, and its reason
+    in the errors, where it cannot be)."""
+    pictures: list[np.ndarray | None] = []
+    errors = [""] * len(encoded)
     for i, data in enumerate(encoded):
         try:
-            ready.append((i, detector.prepare(decode_image(data, names[i]), names[i])))
+            pictures.append(detector.prepare(decode_image(data, names[i]), names[i]))
         except LightningADError as err:
+            pictures.append(None)
             errors[i] = str(err)
+    return pictures, errors
+
+
+def score_pictures(
+    detector: Detector,
+    pictures: list[np.ndarray | None],
+    errors: list[str],
+    maps: bool = False,
+    batch_size: int = BATCH_SIZE,
+) -> pd.DataFrame:
+    """:func:`score_images` of images already prepared (None: not scored, see ``errors``)."""
+    scores = np.full(len(pictures), np.nan)
+    heatmaps: list[np.ndarray | None] = [None] * len(pictures)
+    ready = [(i, picture) for i, picture in enumerate(pictures) if picture is not None]
     for start in range(0, len(ready), batch_size):
         rows, images = zip(*ready[start : start + batch_size], strict=True)
         batch = torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).copy())

@@ -23,7 +23,8 @@ from lightning_ad.deploy.mlflow_model import (
     IMAGE,
     MAP,
     DetectorModel,
-    score_images,
+    prepare_images,
+    score_pictures,
 )
 from lightning_ad.errors import LightningADError
 from lightning_ad.models.detector import Detector
@@ -97,14 +98,13 @@ def predict(
             except OSError as err:
                 unreadable[i] = f"cannot read {image.path}: {err.strerror or err}"
         names = [str(chunk[i].path) for i in read]
-        scored = score_images(
-            detector, list(read.values()), names, maps_dir is not None, batch_size
-        )
+        pictures, errors = prepare_images(detector, list(read.values()), names)
+        scored = score_pictures(detector, pictures, errors, maps_dir is not None, batch_size)
         scored.index = list(read)
         if maps_dir is not None:
-            for i, heatmap in zip(read, scored.pop(MAP), strict=True):
+            for i, picture, heatmap in zip(read, pictures, scored.pop(MAP), strict=True):
                 if heatmap is not None:
-                    _write_map(detector, chunk[i], heatmap, read[i], maps_dir)
+                    _write_map(detector, chunk[i], picture, heatmap, maps_dir)
         failed = pd.DataFrame({ERROR: list(unreadable.values())}, index=list(unreadable))
         scored = pd.concat([scored, failed]).sort_index() if unreadable else scored
         scored.insert(0, IMAGE, [str(image.path) for image in chunk])
@@ -119,11 +119,13 @@ def _chunks(items: list, size: int) -> Iterator[list]:
 
 
 def _write_map(
-    detector: Detector, image: ImageFile, heatmap: np.ndarray, data: bytes, maps_dir: Path
+    detector: Detector,
+    image: ImageFile,
+    picture: np.ndarray,
+    heatmap: np.ndarray,
+    maps_dir: Path,
 ) -> None:
-    from lightning_ad.data.mvtec import decode_image
-
-    picture = detector.prepare(decode_image(data, str(image.path)), str(image.path))
+    """``picture`` (the image as scored) beside its ``heatmap`` overlaid, into ``maps_dir``."""
     # part.png -> part.png; part.jpg -> part.jpg.png (beside a part.png of its own)
     name = image.name if image.name.suffix.lower() == ".png" else Path(f"{image.name}.png")
     out = maps_dir / name

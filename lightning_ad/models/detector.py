@@ -159,9 +159,9 @@ class Detector:
         out["patch_distances"] = self.bank.distances(out.pop("patches"))
         return out
 
-    def scores(self, features: dict[str, np.ndarray], scorer: str | None = None) -> np.ndarray:
+    def scores(self, features: dict[str, np.ndarray]) -> np.ndarray:
         """The anomaly score of each image whose ``features`` (as numpy) are given."""
-        return scoring.SCORERS[scorer or self.spec.scorer].score(self.scoring_features(features))
+        return scoring.SCORERS[self.spec.scorer].score(self.scoring_features(features))
 
     def scoring_features(self, features: dict[str, np.ndarray]) -> scoring.Features:
         """``features`` of some images paired with the reference they are scored against."""
