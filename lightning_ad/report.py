@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,17 +73,17 @@ def fetch_trials(
     return trials
 
 
-def trials_frame(runs: list) -> pd.DataFrame:
+def trials_frame(runs: Iterable) -> pd.DataFrame:
     """Trial runs as a table: the grid keys (``seed`` as int), where each came from, every
     ``test/*`` metric, the run id and artifact root; the latest run wins for a repeated
-    cell."""
-    if not runs:
-        return pd.DataFrame(columns=[*GRID_KEYS, MAIN_METRIC, "run_id", "artifact_uri"])
+    cell. ``runs`` is read once, so it may be a page-by-page search."""
     rows = []
     for run in runs:
         row = {key: run.data.params.get(key) for key in (*GRID_KEYS, *RUN_FACTS)}
         row |= {k: v for k, v in run.data.metrics.items() if k.startswith("test/")}
         rows.append(row | {"run_id": run.info.run_id, "artifact_uri": run.info.artifact_uri})
+    if not rows:
+        return pd.DataFrame(columns=[*GRID_KEYS, MAIN_METRIC, "run_id", "artifact_uri"])
     table = pd.DataFrame(rows)
     table["seed"] = table["seed"].astype(int)
     return table.drop_duplicates(subset=list(GRID_KEYS), keep="last").reset_index(drop=True)

@@ -44,7 +44,7 @@ class CellObjective:
         trial.set_user_attr("worker", worker_id())
         spec, settings = self.target.spec, self.target.settings
         cell = queued_cell(trial)
-        reason = self.index.surplus_reason(trial, cell, spec)
+        reason = self.index.surplus_reason(trial, cell)
         if reason:
             trial.set_user_attr(SURPLUS_ATTR, reason)
             if cell is not None and cell_key(cell) not in spec.runnable_keys:
@@ -78,8 +78,8 @@ class CellObjective:
             raise
         trial.set_user_attr("mlflow_run_id", run_id)
         try:  # the trial is done and logged; a tracking hiccup here must not retrain it
-            seeds = [value for _, value in self.index.seeds_of(cell, spec)]
-            self.parent.trial_done(cell, [*seeds, auc])
+            seeds = self.index.seeds_of(cell)
+            self.parent.trial_done(cell, [*seeds.values(), auc])
         except Exception as err:  # the next trial, or the sweep's end, refreshes it again
             warnings.warn(f"could not refresh the sweep's parent run: {err}", stacklevel=1)
         return auc

@@ -66,9 +66,10 @@ class SweepParent:
         """Log the median of ``cell``'s table cell from the test AUCs of its seeds in the grid
         (the study has them: no run is read back), and the tables when they are due."""
         key = report.median_metric(cell["backbone"], cell["head"], str(cell["classes"]))
-        finite = [auc for auc in aucs if np.isfinite(auc)]  # as the tables count them
-        if finite:
-            median = (float(np.median(finite)), len(finite))
+        values = np.asarray(aucs, dtype=float)
+        finite = values[np.isfinite(values)]  # as the tables count them
+        if finite.size:
+            median = (float(np.median(finite)), int(finite.size))
             tracking.log_metrics(self.target.tracking_uri, self.run_id, {key: median})
         if time.monotonic() >= self._describe_after:
             self.refresh()

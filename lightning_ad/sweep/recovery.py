@@ -1,5 +1,6 @@
-"""The queue of cells: every cell of the grid without a finished trial is queued once; nothing
-finished is lost, nothing unfinished is left behind; and where the grid stands. The one module
+"""The queue of cells: every cell of the grid without a finished trial is queued once (a few
+dozen at a time); nothing finished is lost, nothing unfinished is left behind; and where the
+grid stands. The one module
 that reads Optuna's internals (a trial's ``fixed_params``, the storage's trial states), so that
 an Optuna upgrade touches one file.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import random
 import socket
 import warnings
 from collections.abc import Iterator
@@ -42,37 +44,56 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def plan(study: optuna.Study, target: SweepTarget, retry_failed: bool) -> int:
-    """Fail the trials of dead workers, and queue every runnable cell that has no finished,
-    running or queued trial; cells whose last trial raised an error only when
-    ``retry_failed`` (once per command, at its start: a cell that fails is not retried in a
-    loop). Returns how many cells were queued.
+QUEUE_AHEAD = 64
+"""Cells queued at a time. Optuna reads every WAITING trial whenever a worker asks for one
+(on PostgreSQL, from the database), so a queue holding the whole grid made each trial cost
+O(grid): 2.2x slower per trial at 10,000 cells than at 100 (``make bench`` B10). Workers queue
+the next cells when the queue runs dry."""
 
-    On the local stores two commands started together plan one after the other (a file lock),
-    so a cell is queued once; on PostgreSQL a cell queued twice is run once all the same
-    (``TrialIndex.surplus_reason``)."""
-    with _planning(target):
+
+def trial_count(study: optuna.Study) -> int:
+    """How many trials the study holds: a command's trials are numbered from here on."""
+    return study._storage.get_n_trials(study._study_id)
+
+
+def plan(study: optuna.Study, target: SweepTarget, retry_failed_before: int) -> int:
+    """Fail the trials of dead workers, then queue the next runnable cells (up to
+    ``QUEUE_AHEAD`` waiting, in grid order) that have no finished, running or queued trial.
+    A cell whose last trial raised an error is queued only when that trial is numbered below
+    ``retry_failed_before`` (the study's ``trial_count`` when this command started): a failing
+    cell is retried once per command, not in a loop. Returns how many cells were queued.
+
+    On the local stores two commands or workers plan one after the other (a file lock), so a
+    cell is queued once; on PostgreSQL a cell queued twice is run once all the same
+    (``TrialIndex.surplus_reason``), and each worker starts from a random point of what is left
+    so that two of them seldom queue the same cells."""
+    with _planning(target) as locked:
         fail_dead_trials(study, target)
         cells = CellStates.of(study)
-        queued = 0
-        skip = cells.finished | cells.pending | (set() if retry_failed else set(cells.errors))
-        for cell in target.spec.runnable_cells():
-            if cell_key(cell) not in skip:
-                study.enqueue_trial(cell)
-                queued += 1
-        return queued
+        runnable = target.spec.runnable_keys
+        room = QUEUE_AHEAD - len(cells.waiting & runnable)
+        retried = {key for key, number in cells.failed_in.items() if number < retry_failed_before}
+        skip = cells.finished | cells.pending | (set(cells.errors) - retried)
+        todo = [cell for cell in target.spec.runnable_cells() if cell_key(cell) not in skip]
+        if not locked and len(todo) > room:
+            start = random.randrange(len(todo))
+            todo = todo[start:] + todo[:start]
+        for cell in todo[: max(room, 0)]:
+            study.enqueue_trial(cell)
+        return min(len(todo), max(room, 0))
 
 
 @contextlib.contextmanager
-def _planning(target: SweepTarget) -> Iterator[None]:
+def _planning(target: SweepTarget) -> Iterator[bool]:
+    """The local stores' planning lock; yields whether there is one."""
     folder = worker_locks(target.storage)
     if folder is None:
-        yield
+        yield False
         return
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "plan.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+        yield True
 
 
 def fail_dead_trials(study: optuna.Study, target: SweepTarget) -> None:
@@ -112,35 +133,44 @@ class CellStates:
 
     finished: set[tuple]
     """Cells with a COMPLETE trial."""
-    pending: set[tuple]
-    """Cells with a RUNNING or WAITING trial."""
     running: set[tuple]
     """Cells with a RUNNING trial."""
+    waiting: set[tuple]
+    """Cells with a WAITING (queued) trial."""
     errors: dict[tuple, str]
     """Cells neither finished nor pending whose last trial failed (not interrupted): the
     error's first line."""
+    failed_in: dict[tuple, int]
+    """The number of the trial each of ``errors`` failed in."""
+
+    @property
+    def pending(self) -> set[tuple]:
+        """Cells with a RUNNING or WAITING trial."""
+        return self.running | self.waiting
 
     @classmethod
     def of(cls, study: optuna.Study) -> CellStates:
-        finished, pending, running, errors = set(), set(), set(), {}
+        finished, running, waiting, failures = set(), set(), set(), {}
         for trial in study.get_trials(deepcopy=False):
             key = cell_key(trial_cell(trial))
             if key is None or SURPLUS_ATTR in trial.user_attrs:
                 continue
             if trial.state == TrialState.COMPLETE:
                 finished.add(key)
-            elif trial.state in (TrialState.RUNNING, TrialState.WAITING):
-                pending.add(key)
-                if trial.state == TrialState.RUNNING:
-                    running.add(key)
+            elif trial.state == TrialState.RUNNING:
+                running.add(key)
+            elif trial.state == TrialState.WAITING:
+                waiting.add(key)
             elif trial.state == TrialState.FAIL:
-                errors.pop(key, None)
+                failures.pop(key, None)
                 if not trial.user_attrs.get(INTERRUPTED):
                     error = str(trial.user_attrs.get("error") or "failed (no error recorded)")
-                    errors[key] = error.strip().splitlines()[0]
-        done = finished | pending
-        errors = {k: e for k, e in errors.items() if k not in done}
-        return cls(finished, pending, running, errors)
+                    failures[key] = (trial.number, error.strip().splitlines()[0])
+        done = finished | running | waiting
+        failures = {k: f for k, f in failures.items() if k not in done}
+        errors = {k: error for k, (_, error) in failures.items()}
+        failed_in = {k: number for k, (number, _) in failures.items()}
+        return cls(finished, running, waiting, errors, failed_in)
 
 
 def trial_cell(trial: optuna.trial.FrozenTrial) -> dict | None:
@@ -175,18 +205,21 @@ UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
 
 
 class TrialIndex:
-    """One worker's view of the study's trials by cell, read incrementally: a finished trial
-    never changes, so after the first read only the trials unfinished at the last read and the
-    ones created since are looked at. What a worker asks before and after every trial (which
-    step is next, whether its cell is taken, the seeds of its table cell) then no longer walks
-    the whole study (three walks a trial took about 60 ms at 7,500 trials; ``make bench``
-    B10 measures the whole)."""
+    """One worker's view of the study's trials of ``spec``'s grid, by cell, kept up to date
+    incrementally: a finished trial never changes, so after the first read only the trials
+    unfinished at the last read and the ones created since are looked at. What a worker asks
+    before and after every trial (which step is next, whether its cell is taken, the seeds of
+    its table cell) then no longer walks the whole study (three walks a trial took about 60 ms
+    at 7,500 trials; ``make bench`` B10 measures the whole)."""
 
-    def __init__(self, study: optuna.Study) -> None:
-        self.study = study
+    def __init__(self, study: optuna.Study, spec: SweepSpec) -> None:
+        self.study, self.spec = study, spec
         self._finished: set[int] = set()
-        self._complete: dict[tuple, list[tuple[int, dict, float]]] = {}
-        """Table cell (grid values but the seed) -> its COMPLETE trials: number, cell, value."""
+        self._values: dict[tuple, dict[tuple, float]] = {}
+        """Table cell (grid values but the seed) -> key of a runnable cell -> the value of its
+        latest COMPLETE trial."""
+        self._completed_by: dict[tuple, int] = {}
+        """Key of a runnable cell -> the number of that trial."""
         self._unfinished: list[optuna.trial.FrozenTrial] | None = None
         """The trials RUNNING or WAITING at the last read; None before the first."""
         self._cells: dict[int, tuple | None] = {}
@@ -195,22 +228,17 @@ class TrialIndex:
 
     def refresh(self) -> None:
         """Read what changed since the last call."""
+        # One list of every trial, which the storage itself keeps up to date incrementally
+        # (the journal replays new lines, Optuna's RDB cache reads unfinished and new rows);
+        # a trial's number is its position in it.
+        trials = self.study.get_trials(deepcopy=False)
         if self._unfinished is None:
-            trials = self.study.get_trials(deepcopy=False)  # the first read: all of them
+            changed = trials
         else:
-            storage, study_id = self.study._storage, self.study._study_id
-            unfinished = self.study.get_trials(deepcopy=False, states=UNFINISHED)
-            live = {t.number for t in unfinished}
-            n = storage.get_n_trials(study_id)
-            # Finished since the last read, or created and finished in between.
-            changed = {t.number for t in self._unfinished} | set(range(self._n, n))
-            trials = unfinished + [
-                storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, i))
-                for i in sorted(changed - live)
-            ]
+            changed = [trials[t.number] for t in self._unfinished] + trials[self._n :]
+        self._n = len(trials)
         self._unfinished = []
-        for trial in trials:
-            self._n = max(self._n, trial.number + 1)
+        for trial in changed:
             if trial.state in UNFINISHED:
                 self._unfinished.append(trial)
             elif trial.number not in self._finished:
@@ -220,22 +248,24 @@ class TrialIndex:
         self._finished.add(trial.number)
         self._cells.pop(trial.number, None)
         cell = trial_cell(trial)
-        if cell is None or trial.state != TrialState.COMPLETE or SURPLUS_ATTR in trial.user_attrs:
+        key = cell_key(cell)
+        if key not in self.spec.runnable_keys or trial.state != TrialState.COMPLETE:
             return
-        entry = (trial.number, cell, trial.value)
-        self._complete.setdefault(_table_cell(cell), []).append(entry)
+        if SURPLUS_ATTR not in trial.user_attrs:
+            self._values.setdefault(_table_cell(cell), {})[key] = trial.value
+            self._completed_by[key] = trial.number
 
     def _cell_key(self, trial: optuna.trial.FrozenTrial) -> tuple | None:
         if trial.number not in self._cells:
             self._cells[trial.number] = cell_key(trial_cell(trial))
         return self._cells[trial.number]
 
-    def next_step(self, spec: SweepSpec) -> str:
-        """``take`` a queued cell of ``spec``'s grid, ``wait`` for its running trials (they
-        finish, or their worker is found dead and their cell queued again), or ``done``. Cells
-        queued by a command with another grid on the same study are left to it."""
+    def next_step(self) -> str:
+        """``take`` a queued cell of the grid, ``wait`` for its running trials (they finish,
+        or their worker is found dead and their cell queued again), or ``done``. Cells queued
+        by a command with another grid on the same study are left to it."""
         self.refresh()
-        runnable, running = spec.runnable_keys, False
+        runnable, running = self.spec.runnable_keys, False
         for trial in self._unfinished:
             if self._cell_key(trial) in runnable:
                 if trial.state == TrialState.WAITING:
@@ -243,7 +273,7 @@ class TrialIndex:
                 running = True
         return "wait" if running else "done"
 
-    def surplus_reason(self, trial: optuna.Trial, cell: dict | None, spec: SweepSpec) -> str | None:
+    def surplus_reason(self, trial: optuna.Trial, cell: dict | None) -> str | None:
         """Why ``trial`` must not run its cell, or None when it is the cell's one live trial.
 
         Of several trials queued for one cell (two recoveries on PostgreSQL at once), the
@@ -251,29 +281,24 @@ class TrialIndex:
         first."""
         if cell is None:
             return "no queued cell"
-        if cell_key(cell) not in spec.runnable_keys:
+        key = cell_key(cell)
+        if key not in self.spec.runnable_keys:
             return "its cell is no longer in the sweep's grid"
         self.refresh()
-        for number, other, _ in self._complete.get(_table_cell(cell), []):
-            if other == cell and number != trial.number:
-                return f"its cell was completed by trial {number}"
-        key = cell_key(cell)
+        number = self._completed_by.get(key, trial.number)
+        if number != trial.number:
+            return f"its cell was completed by trial {number}"
         for other in self._unfinished:
             live = other.number < trial.number and SURPLUS_ATTR not in other.user_attrs
             if live and self._cell_key(other) == key:
                 return f"its cell is taken by trial {other.number}"
         return None
 
-    def seeds_of(self, cell: dict, spec: SweepSpec) -> list[tuple[dict, float]]:
-        """``(grid values, value)`` of every complete trial of ``cell``'s table cell in
-        ``spec``'s grid: the cells that differ from it in the seed alone (a seed removed from
-        the grid not)."""
+    def seeds_of(self, cell: dict) -> dict[tuple, float]:
+        """Cell key -> value of every complete cell of the grid in ``cell``'s table cell: the
+        cells that differ from it in the seed alone."""
         self.refresh()
-        return [
-            (other, value)
-            for _, other, value in self._complete.get(_table_cell(cell), [])
-            if cell_key(other) in spec.runnable_keys
-        ]
+        return dict(self._values.get(_table_cell(cell), {}))
 
 
 def _table_cell(cell: dict) -> tuple:

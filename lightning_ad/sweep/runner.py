@@ -3,8 +3,9 @@ are the grid's cells, each an MLflow child run of the sweep's parent run, with a
 processes as asked for.
 
 - ``preflight`` checks the data, weights, tracking URI and storage before anything is written.
-- Every cell without a finished trial is queued (``recovery.plan``); workers take queued cells
-  until none is left and wait for the ones running elsewhere. The study lives in a storage the
+- Cells without a finished trial are queued, the next ones whenever the queue runs dry
+  (``recovery.plan``); workers take queued cells until none is left and wait for the ones
+  running elsewhere. The study lives in a storage the
   caller chooses (default: a journal file under ``mlruns/`` that local processes share safely;
   any Optuna storage URL, e.g. PostgreSQL, for many machines).
 - Rerunning the same command resumes: finished cells are kept; failed, interrupted or orphaned
@@ -34,7 +35,7 @@ from lightning_ad.sweep.liveness import WorkerLock
 from lightning_ad.sweep.objective import CellObjective
 from lightning_ad.sweep.parent import SweepParent
 from lightning_ad.sweep.preflight import preflight
-from lightning_ad.sweep.recovery import GridStatus, TrialIndex, grid_status, plan
+from lightning_ad.sweep.recovery import GridStatus, TrialIndex, grid_status, plan, trial_count
 from lightning_ad.sweep.spec import SweepTarget
 from lightning_ad.sweep.storage import load_study, worker_locks
 
@@ -61,11 +62,12 @@ def run_sweep(target: SweepTarget, workers: int = 1, show_progress: bool = True)
     tracking.ensure_reachable(target.tracking_uri)
     study = load_study(target)
     parent = SweepParent.find_or_create(target)
-    plan(study, target, retry_failed=True)
+    first_trial = trial_count(study)  # failures before it are retried once by this command
+    plan(study, target, retry_failed_before=first_trial)
     if not grid_status(study, target.spec).finished:
         parent.reopen()
     try:
-        _run_workers(parent, workers, show_progress)
+        _run_workers(parent, first_trial, workers, show_progress)
     except KeyboardInterrupt:
         parent.close(grid_status(study, target.spec), interrupted=True)
         raise
@@ -77,10 +79,12 @@ def run_sweep(target: SweepTarget, workers: int = 1, show_progress: bool = True)
     return SweepOutcome(files, status)
 
 
-def work(parent: SweepParent, threads: int | None = None) -> None:
-    """One worker: take queued cells until none is left, then wait for the ones running
-    elsewhere (the body of each ``--workers`` process). A tracking server that stays
-    unreachable for ``tracking.OUTAGE_PATIENCE_S`` stops it with one line; no cell is lost."""
+def work(parent: SweepParent, first_trial: int, threads: int | None = None) -> None:
+    """One worker: take queued cells, queue the next ones when none is left, then wait for the
+    ones running elsewhere (the body of each ``--workers`` process). Cells that failed in
+    trials numbered from ``first_trial`` on (this command's) are not retried. A tracking server
+    that stays unreachable for ``tracking.OUTAGE_PATIENCE_S`` stops it with one line; no cell
+    is lost."""
     if threads:
         import torch
 
@@ -90,17 +94,21 @@ def work(parent: SweepParent, threads: int | None = None) -> None:
     locks = worker_locks(target.storage)
     poll = LOCAL_POLL_S if locks is not None else min(target.heartbeat, 10)
     with WorkerLock.held(locks) as lock:
-        index = TrialIndex(study)
+        index = TrialIndex(study, target.spec)
         objective = CellObjective(parent, index, lock)
-        while (step := index.next_step(target.spec)) != "done":
+        while True:
+            step = index.next_step()
             if step == "take":
                 tracking.ensure_reachable(target.tracking_uri, tracking.OUTAGE_PATIENCE_S)
                 # catch: a failing trial (NaN loss, bad data) is recorded as FAIL; the sweep
                 # goes on.
                 study.optimize(objective, n_trials=1, catch=(Exception,))
-            else:  # running elsewhere: if that worker died, its cell is queued again
+            elif plan(study, target, retry_failed_before=first_trial):
+                continue  # the queue ran dry: its next cells, or a dead worker's
+            elif step == "wait":  # running elsewhere: if that worker dies, its cell is queued
                 time.sleep(poll)
-                plan(study, target, retry_failed=False)
+            else:
+                return
 
 
 def quiet_libraries() -> None:
@@ -115,29 +123,30 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", module="pytorch_lightning")
 
 
-def _worker_process(parent: SweepParent, threads: int) -> None:
+def _worker_process(parent: SweepParent, first_trial: int, threads: int) -> None:
     quiet_libraries()
     # The parent reports the interruption; SIGTERM ends a trial here as Ctrl-C does.
     with contextlib.suppress(KeyboardInterrupt), interrupts.sigterm_as_interrupt():
         try:
-            work(parent, threads)
+            work(parent, first_trial, threads)
         except LightningADError as err:  # e.g. the tracking server stayed away: one line
             print(f"lightning-ad: worker stopped: {redact(str(err))}", file=sys.stderr)
             sys.exit(WORKER_STOPPED)
 
 
-def _run_workers(parent: SweepParent, workers: int, show_progress: bool) -> None:
+def _run_workers(parent: SweepParent, first_trial: int, workers: int, show_progress: bool) -> None:
     target = parent.target
     threads = max(1, (os.cpu_count() or 1) // workers)
     with SweepProgress(
         target.study_name, target.spec, lambda: load_study(target), enabled=show_progress
     ):
         if workers == 1:
-            work(parent)
+            work(parent, first_trial)
             return
         context = multiprocessing.get_context("spawn")
         processes = [
-            context.Process(target=_worker_process, args=(parent, threads)) for _ in range(workers)
+            context.Process(target=_worker_process, args=(parent, first_trial, threads))
+            for _ in range(workers)
         ]
         for process in processes:
             process.start()

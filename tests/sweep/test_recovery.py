@@ -19,6 +19,7 @@ from lightning_ad.sweep.recovery import (
     grid_status,
     plan,
     queued_cell,
+    trial_count,
 )
 from lightning_ad.sweep.spec import SweepTarget, cell_key
 from lightning_ad.sweep.storage import load_study, worker_locks
@@ -53,7 +54,7 @@ def test_a_dead_workers_trial_is_failed_and_queued_a_live_ones_is_left(
         live_trial = _take(study, live_cell, live)
         crashed_trial = _take(study, target.spec.runnable_cells()[2], None)
         study._storage.set_trial_user_attr(crashed_trial._trial_id, "worker_lock", "crashed.lock")
-        plan(study, target, retry_failed=True)
+        plan(study, target, retry_failed_before=trial_count(study))
         states = {t.number: t.state for t in study.get_trials()}
         assert states[dead_trial.number] == FAIL and states[crashed_trial.number] == FAIL
         assert states[live_trial.number] == RUNNING  # its lock is held: alive, whatever its host
@@ -91,10 +92,10 @@ def test_an_interrupted_cell_is_queued_again_a_failed_one_once_per_command(
         study.tell(trial, state=FAIL)
     others = len(target.spec.runnable_cells()) - 2
     assert grid_status(study, target.spec).failed == {cell_key(failed): "RuntimeError: boom"}
-    # Inside a command (a worker waiting): the failed cell is not run again in a loop.
-    assert plan(study, target, retry_failed=False) == others + 1
+    # Inside the command it failed in (a worker waiting): the cell is not run again in a loop.
+    assert plan(study, target, retry_failed_before=0) == others + 1
     # A new command: it is.
-    assert plan(study, target, retry_failed=True) == 1
+    assert plan(study, target, retry_failed_before=trial_count(study)) == 1
 
 
 def test_cells_queued_by_a_command_with_another_grid_are_left_to_it(
@@ -102,10 +103,10 @@ def test_cells_queued_by_a_command_with_another_grid_are_left_to_it(
 ) -> None:
     study = load_study(target)
     study.enqueue_trial({**target.spec.runnable_cells()[0], "seed": 99})  # a grown grid's cell
-    index = TrialIndex(study)
-    assert index.next_step(target.spec) == "done"
+    index = TrialIndex(study, target.spec)
+    assert index.next_step() == "done"
     study.enqueue_trial(target.spec.runnable_cells()[0])
-    assert index.next_step(target.spec) == "take"
+    assert index.next_step() == "take"
 
 
 def test_a_cell_queued_twice_is_run_by_the_lower_trial_alone(target: SweepTarget) -> None:
@@ -115,14 +116,14 @@ def test_a_cell_queued_twice_is_run_by_the_lower_trial_alone(target: SweepTarget
     study.enqueue_trial(cell)
     study.enqueue_trial(cell)
     first, second = study.ask(), study.ask()  # two workers take them at the same moment
-    spec, index = target.spec, TrialIndex(study)
-    assert index.surplus_reason(first, cell, spec) is None
-    assert "taken by trial" in index.surplus_reason(second, cell, spec)
+    index = TrialIndex(study, target.spec)
+    assert index.surplus_reason(first, cell) is None
+    assert "taken by trial" in index.surplus_reason(second, cell)
     study.tell(first, 0.9)
-    assert "completed by trial" in index.surplus_reason(second, cell, spec)
-    assert "no queued cell" in index.surplus_reason(second, None, spec)
+    assert "completed by trial" in index.surplus_reason(second, cell)
+    assert "no queued cell" in index.surplus_reason(second, None)
     removed = {**cell, "seed": 99}
-    assert "no longer in the sweep's grid" in index.surplus_reason(second, removed, spec)
+    assert "no longer in the sweep's grid" in index.surplus_reason(second, removed)
 
 
 @pytest.mark.parametrize("storage", ["journal", "sqlite"])
@@ -137,7 +138,7 @@ def test_the_index_reads_only_what_changed_and_agrees_with_a_fresh_read(
     study, spec = load_study(target), target.spec
     cells = spec.runnable_cells()
     [other_seed] = [c for c in cells if c != cells[0] and _same_table_cell(c, cells[0])]
-    index = TrialIndex(study)
+    index = TrialIndex(study, spec)
     index.refresh()
     study.tell(_take(study, cells[0], None), 0.7)  # other workers' trials, meanwhile
     study.tell(_take(study, other_seed, None), 0.8)
@@ -145,23 +146,20 @@ def test_the_index_reads_only_what_changed_and_agrees_with_a_fresh_read(
     running = _take(study, cells[2], None)
     duplicate = _take(study, cells[2], None)  # the running cell, queued twice
     study.enqueue_trial(cells[3])
-    fetched = []
-    get_trial = study._storage.get_trial
-    study._storage.get_trial = lambda trial_id: fetched.append(trial_id) or get_trial(trial_id)
-    try:
-        assert index.next_step(spec) == "take"
-        assert len(fetched) == 3  # the three trials that finished since; nothing else
-        fetched.clear()
-        fresh = TrialIndex(study)
-        assert sorted(index.seeds_of(cells[0], spec), key=str) == sorted(
-            [(cells[0], 0.7), (other_seed, 0.8)], key=str
-        )
-        assert index.seeds_of(cells[0], spec) == fresh.seeds_of(cells[0], spec)
-        assert index.next_step(spec) == fresh.next_step(spec) and not fetched
-        assert "taken by trial" in index.surplus_reason(duplicate, queued_cell(duplicate), spec)
-        assert index.surplus_reason(running, queued_cell(running), spec) is None
-    finally:
-        study._storage.get_trial = get_trial
+    added = []
+    add_finished = index._add_finished
+    index._add_finished = lambda trial: added.append(trial.number) or add_finished(trial)
+    assert index.next_step() == "take"
+    assert len(added) == 3  # the three trials that finished since; nothing else
+    fresh = TrialIndex(study, spec)
+    assert index.seeds_of(cells[0]) == {cell_key(cells[0]): 0.7, cell_key(other_seed): 0.8}
+    assert index.seeds_of(cells[0]) == fresh.seeds_of(cells[0])
+    assert index.next_step() == fresh.next_step() and len(added) == 3
+    assert "taken by trial" in index.surplus_reason(duplicate, queued_cell(duplicate))
+    assert index.surplus_reason(running, queued_cell(running)) is None
+    queued = study.ask()  # the trial WAITING at the last read, taken and finished since
+    study.tell(queued, 0.6)
+    assert index.seeds_of(cells[3])[cell_key(cells[3])] == 0.6 and added[3:] == [queued.number]
 
 
 def _same_table_cell(a: dict, b: dict) -> bool:

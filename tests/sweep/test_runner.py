@@ -3,6 +3,7 @@ resume, failures, the parent run, the in-cell search, Ctrl-C."""
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 from pathlib import Path
 
@@ -12,9 +13,10 @@ import optuna
 import pytest
 import yaml
 
+from benchmarks.orchestration import NoOpTrials
 from lightning_ad import cli, report, tracking
 from lightning_ad.errors import LightningADError
-from lightning_ad.sweep import objective
+from lightning_ad.sweep import objective, recovery
 from lightning_ad.sweep.runner import run_sweep
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget
 from lightning_ad.sweep.storage import load_study, open_storage
@@ -126,6 +128,29 @@ def test_a_failing_trial_is_recorded_and_retried_on_rerun(
         (r.data.params["head"], r.data.params["classes"], r.data.params["seed"]) for r in children
     ]
     assert len(set(keys)) == 8
+
+
+@pytest.mark.parametrize("storage", ["journal", "sqlite"])
+def test_a_grid_larger_than_the_queue_runs_each_cell_once(
+    target: SweepTarget, storage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue holds ``QUEUE_AHEAD`` cells and the worker queues the next ones when it runs
+    dry (on an RDB storage, which has no planning lock, from a random point of the rest)."""
+    if storage == "sqlite":
+        target = dataclasses.replace(target, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    monkeypatch.setattr(recovery, "QUEUE_AHEAD", 3)
+    noop, waiting = NoOpTrials(), []
+
+    def run_trial(config, *args, **kwargs):
+        waiting.append(
+            len(load_study(target).get_trials(states=(optuna.trial.TrialState.WAITING,)))
+        )
+        return noop(config, *args, **kwargs)
+
+    monkeypatch.setattr(objective, "run_trial", run_trial)
+    assert run_sweep(target, show_progress=False).status.all_complete
+    assert_grid_filled_once(target)
+    assert len(waiting) == 8 and max(waiting) == 2  # three queued, one of them taken
 
 
 @pytest.mark.e2e
