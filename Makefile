@@ -9,6 +9,8 @@ VENV     ?= .venv
 CATEGORY ?= screw
 SWEEP    ?= default
 WORKERS  ?= 1
+CELLS    ?= 100,1000
+STORES   ?= local
 FORMAT   ?= md
 OUT      ?=
 HOST     ?= 127.0.0.1
@@ -41,7 +43,7 @@ endif
 STAMP    := $(VENV)/.installed-$(shell { cat setup.cfg pyproject.toml; echo '$(CURDIR)'; } | sha256sum | cut -c1-16)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-e2e test-integration test-all lint format data preview sweep table register predict serve services ui bench clean
+.PHONY: help install test test-e2e test-integration test-all lint format data preview sweep table register predict serve services ui bench bench-orchestration clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -115,6 +117,10 @@ ui: $(STAMP) ## the MLflow UI over mlruns/ on http://$(HOST):$(PORT) [AUTH=1 for
 
 bench: $(STAMP) ## where a trial's time goes, measured side by side (under 15 minutes); JSON in reports/bench
 	$(BIN)/python benchmarks/run.py
+
+bench-orchestration: $(STAMP) ## B10: a sweep's cost per no-op trial (CELLS=100,1000 STORES=local|postgres WORKERS=1,4)
+	LIGHTNING_AD_B10_CELLS=$(CELLS) LIGHTNING_AD_B10_STORES=$(STORES) LIGHTNING_AD_B10_WORKERS=$(WORKERS) \
+		$(BIN)/python benchmarks/run.py --only B10
 
 clean: ## remove generated data and caches (keeps the venv and mlruns/)
 	rm -rf data reports .pytest_cache .ruff_cache lightning_logs

@@ -159,6 +159,7 @@ def _stores(stores: str, root: Path) -> Iterator[tuple[str, str]]:
         return
     from lightning_ad.services import free_port, local_services
 
+    root.chmod(0o755)  # PostgreSQL runs as "postgres": its folder below must be reachable
     with local_services(root / "services", free_port()) as services:
         yield services.storage, services.tracking_uri
 

@@ -1,8 +1,7 @@
 """The queue of cells: every cell of the grid without a finished trial is queued once (a few
 dozen at a time); nothing finished is lost, nothing unfinished is left behind; and where the
-grid stands. The one module
-that reads Optuna's internals (a trial's ``fixed_params``, the storage's trial states), so that
-an Optuna upgrade touches one file.
+grid stands. The one module that reads Optuna's internals (a trial's ``fixed_params``, the
+storage's trial states), so that an Optuna upgrade touches one file.
 
 Cells are queued with ``study.enqueue_trial`` and workers take queued trials only: a cell is
 identified by its grid values (in the study of one settings fingerprint), not by a position in a
@@ -46,9 +45,10 @@ def worker_id() -> str:
 
 QUEUE_AHEAD = 64
 """Cells queued at a time. Optuna reads every WAITING trial whenever a worker asks for one
-(on PostgreSQL, from the database), so a queue holding the whole grid made each trial cost
-O(grid): 2.2x slower per trial at 10,000 cells than at 100 (``make bench`` B10). Workers queue
-the next cells when the queue runs dry."""
+(on PostgreSQL, from the database), and so did our index, several times a trial: with the whole
+grid queued, a trial's cost grew with the grid (B10, ``make bench-orchestration``: 2.2x slower
+per trial at 10,000 cells than at 100 before, 1.17x after). Workers queue the next cells when
+the queue runs dry."""
 
 
 def trial_count(study: optuna.Study) -> int:

@@ -5,9 +5,9 @@ processes as asked for.
 - ``preflight`` checks the data, weights, tracking URI and storage before anything is written.
 - Cells without a finished trial are queued, the next ones whenever the queue runs dry
   (``recovery.plan``); workers take queued cells until none is left and wait for the ones
-  running elsewhere. The study lives in a storage the
-  caller chooses (default: a journal file under ``mlruns/`` that local processes share safely;
-  any Optuna storage URL, e.g. PostgreSQL, for many machines).
+  running elsewhere. The study lives in a storage the caller chooses (default: a journal file
+  under ``mlruns/`` that local processes share safely; any Optuna storage URL, e.g.
+  PostgreSQL, for many machines).
 - Rerunning the same command resumes: finished cells are kept; failed, interrupted or orphaned
   (worker killed) cells are queued again. A local worker holds a file lock while it lives, so a
   dead one is found for sure (``liveness``); on PostgreSQL every running trial sends heartbeats
