@@ -118,7 +118,7 @@ ui: $(STAMP) ## the MLflow UI over mlruns/ on http://$(HOST):$(PORT) [AUTH=1 for
 bench: $(STAMP) ## where a trial's time goes, measured side by side (under 15 minutes); JSON in reports/bench
 	$(BIN)/python benchmarks/run.py
 
-bench-orchestration: $(STAMP) ## B10: a sweep's cost per no-op trial (CELLS=100,1000 STORES=local|postgres WORKERS=1,4)
+bench-orchestration: $(STAMP) ## B10: a sweep's cost per no-op trial (CELLS=100,1000 STORES=local,postgres WORKERS=1,4)
 	LIGHTNING_AD_B10_CELLS=$(CELLS) LIGHTNING_AD_B10_STORES=$(STORES) LIGHTNING_AD_B10_WORKERS=$(WORKERS) \
 		$(BIN)/python benchmarks/run.py --only B10
 

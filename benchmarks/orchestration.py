@@ -109,7 +109,8 @@ def measure(
     """One sweep of ``cells`` no-op cells on fresh ``stores`` (``local``: journal + SQLite;
     ``postgres``: PostgreSQL + ``mlflow server``) with ``workers`` processes: orchestration
     seconds per trial (median, p95), the sweep's wall time, ``table`` time, the RSS growth of
-    the first worker from its 100th trial to its last, and on ``postgres`` the UI's page load."""
+    the worker with the most trials from its 100th trial to its last, and on ``postgres`` the
+    UI's page load."""
     spec = SweepSpec.from_dict(
         {
             "grid": {
@@ -144,7 +145,8 @@ def measure(
             outcome = run_sweep(target, workers=workers, show_progress=False)
             wall = time.perf_counter() - t0
         assert outcome.status.all_complete, outcome.status
-        result = _trial_times(target.reports) | {"wall": wall, "table": _table_seconds(target)}
+        result = _trial_times(target.reports, workers)
+        result |= {"wall": wall, "table": _table_seconds(target)}
         result |= _exactly_once(target)
         if stores == "postgres":
             result["ui"] = _ui_seconds(target)
@@ -190,10 +192,12 @@ def _noop_worker_process(parent: SweepParent, first_trial: int, threads: int) ->
         noop.save(Path(parent.target.reports))
 
 
-def _trial_times(reports: Path) -> dict[str, float]:
+def _trial_times(reports: Path, started: int) -> dict[str, float]:
     """Median and p95 of the intervals between one worker's successive trial starts, over all
-    workers; the RSS growth of the worker with the most trials."""
+    ``started`` workers (each leaves its file, trials or none); the RSS growth of the worker
+    with the most trials."""
     workers = [json.loads(p.read_text()) for p in reports.glob(STARTS.format(pid="*"))]
+    assert len(workers) == started, f"{len(workers)} of {started} workers finished"
     intervals = np.concatenate([np.diff(w["starts"]) for w in workers])
     rss = max(workers, key=lambda w: len(w["rss"]))["rss"]
     return {

@@ -22,8 +22,12 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lightning_ad.errors import LightningADError, redact
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_EXPERIMENT = "lightning_ad"
@@ -205,7 +209,7 @@ def _quoted(value: object) -> str:
 
 def search_pages(
     uri: str, experiment: str, query: str, order_by: list[str] | None = None
-) -> Iterator[list]:
+) -> Iterator[list[Run]]:
     """The runs of ``experiment`` matching ``query``, a page of up to 1,000 at a time (none if
     it is missing): a caller that keeps a few fields of each run never holds 10,000 runs with
     all their metrics, params and tags at once."""
@@ -234,7 +238,7 @@ def finished_trial_runs(
     sweep: str,
     fingerprint: str,
     category: str | None = None,
-) -> Iterator:
+) -> Iterator[Run]:
     """The complete trial runs of a sweep's settings ``fingerprint`` that stand for their
     cell, oldest first, read a page at a time; only one category's when given."""
     query = (
@@ -277,8 +281,8 @@ def gc_paused() -> Iterator[None]:
 
 
 def test_scores(uri: str, run_id: str):
-    """A run's per-image test scores as a DataFrame, or None when it
-    has none (older runs) or it cannot be read now."""
+    """A run's per-image test scores as a DataFrame, or None when it has none (older runs) or
+    it cannot be read now."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -307,8 +311,10 @@ def runs_test_scores(uri: str, artifact_uris: list[str]) -> list:
         except (MlflowException, OSError, ValueError):  # ValueError: a file pandas cannot parse
             return None
 
-    local = all(get_local_path_or_none(artifact_uri) for artifact_uri in artifact_uris)
-    with gc_paused(), ThreadPoolExecutor(1 if local else SCORE_READERS) as pool:
+    if all(get_local_path_or_none(artifact_uri) for artifact_uri in artifact_uris):
+        with gc_paused():
+            return [read(artifact_uri) for artifact_uri in artifact_uris]
+    with ThreadPoolExecutor(SCORE_READERS) as pool:
         return list(pool.map(read, artifact_uris))
 
 

@@ -46,9 +46,9 @@ def worker_id() -> str:
 QUEUE_AHEAD = 64
 """Cells queued at a time. Optuna reads every WAITING trial whenever a worker asks for one
 (on PostgreSQL, from the database), and so did our index, several times a trial: with the whole
-grid queued, a trial's cost grew with the grid (B10, ``make bench-orchestration``: 2.2x slower
-per trial at 10,000 cells than at 100 before, 1.17x after). Workers queue the next cells when
-the queue runs dry."""
+grid queued, a trial's cost grew with the grid. Workers queue the next cells when the queue
+runs dry (B10, ``make bench-orchestration``: with this and a leaner ``TrialIndex``, a trial at
+10,000 cells costs 1.17x one at 100, 2.2x before)."""
 
 
 def trial_count(study: optuna.Study) -> int:
@@ -57,30 +57,40 @@ def trial_count(study: optuna.Study) -> int:
 
 
 def plan(study: optuna.Study, target: SweepTarget, retry_failed_before: int) -> int:
-    """Fail the trials of dead workers, then queue the next runnable cells (up to
-    ``QUEUE_AHEAD`` waiting, in grid order) that have no finished, running or queued trial.
-    A cell whose last trial raised an error is queued only when that trial is numbered below
+    """Fail the trials of dead workers, then queue the next runnable cells that have no
+    finished, running or queued trial, until ``QUEUE_AHEAD`` are waiting. A cell whose last
+    trial raised an error is queued only when that trial is numbered below
     ``retry_failed_before`` (the study's ``trial_count`` when this command started): a failing
-    cell is retried once per command, not in a loop. Returns how many cells were queued.
+    cell is retried once per command, not in a loop (a trial another command started before
+    this one, and that failed since, is retried too: once). Returns how many of the grid's
+    cells are waiting: none means nothing is left to queue.
 
     On the local stores two commands or workers plan one after the other (a file lock), so a
     cell is queued once; on PostgreSQL a cell queued twice is run once all the same
-    (``TrialIndex.surplus_reason``), and each worker starts from a random point of what is left
-    so that two of them seldom queue the same cells."""
+    (``TrialIndex.surplus_reason``)."""
     with _planning(target) as locked:
         fail_dead_trials(study, target)
         cells = CellStates.of(study)
         runnable = target.spec.runnable_keys
-        room = QUEUE_AHEAD - len(cells.waiting & runnable)
-        retried = {key for key, number in cells.failed_in.items() if number < retry_failed_before}
-        skip = cells.finished | cells.pending | (set(cells.errors) - retried)
+        waiting = len(cells.waiting & runnable)
+        retried = {
+            key for key, (number, _) in cells.failures.items() if number < retry_failed_before
+        }
+        skip = cells.finished | cells.pending | (set(cells.failures) - retried)
         todo = [cell for cell in target.spec.runnable_cells() if cell_key(cell) not in skip]
-        if not locked and len(todo) > room:
-            start = random.randrange(len(todo))
-            todo = todo[start:] + todo[:start]
-        for cell in todo[: max(room, 0)]:
+        for cell in _next_cells(todo, max(QUEUE_AHEAD - waiting, 0), spread=not locked):
             study.enqueue_trial(cell)
-        return min(len(todo), max(room, 0))
+            waiting += 1
+        return waiting
+
+
+def _next_cells(todo: list[dict], room: int, spread: bool) -> list[dict]:
+    """The first ``room`` cells of ``todo`` (grid order); with ``spread``, from a random point
+    of it, so that workers planning at once without a lock seldom queue the same cells."""
+    if spread and len(todo) > room:
+        start = random.randrange(len(todo))
+        todo = todo[start:] + todo[:start]
+    return todo[:room]
 
 
 @contextlib.contextmanager
@@ -137,11 +147,9 @@ class CellStates:
     """Cells with a RUNNING trial."""
     waiting: set[tuple]
     """Cells with a WAITING (queued) trial."""
-    errors: dict[tuple, str]
-    """Cells neither finished nor pending whose last trial failed (not interrupted): the
-    error's first line."""
-    failed_in: dict[tuple, int]
-    """The number of the trial each of ``errors`` failed in."""
+    failures: dict[tuple, tuple[int, str]]
+    """Cells neither finished nor pending whose last trial failed (not interrupted): that
+    trial's number and the error's first line."""
 
     @property
     def pending(self) -> set[tuple]:
@@ -168,9 +176,7 @@ class CellStates:
                     failures[key] = (trial.number, error.strip().splitlines()[0])
         done = finished | running | waiting
         failures = {k: f for k, f in failures.items() if k not in done}
-        errors = {k: error for k, (_, error) in failures.items()}
-        failed_in = {k: number for k, (number, _) in failures.items()}
-        return cls(finished, running, waiting, errors, failed_in)
+        return cls(finished, running, waiting, failures)
 
 
 def trial_cell(trial: optuna.trial.FrozenTrial) -> dict | None:
@@ -209,12 +215,12 @@ class TrialIndex:
     incrementally: a finished trial never changes, so after the first read only the trials
     unfinished at the last read and the ones created since are looked at. What a worker asks
     before and after every trial (which step is next, whether its cell is taken, the seeds of
-    its table cell) then no longer walks the whole study (three walks a trial took about 60 ms
-    at 7,500 trials; ``make bench`` B10 measures the whole)."""
+    its table cell) then costs one list of the study's trials from the storage (which reads
+    only what changed) instead of walks over every trial (three walks a trial took about 60 ms
+    at 7,500 trials; B10 measures the whole)."""
 
     def __init__(self, study: optuna.Study, spec: SweepSpec) -> None:
         self.study, self.spec = study, spec
-        self._finished: set[int] = set()
         self._values: dict[tuple, dict[tuple, float]] = {}
         """Table cell (grid values but the seed) -> key of a runnable cell -> the value of its
         latest COMPLETE trial."""
@@ -232,6 +238,11 @@ class TrialIndex:
         # (the journal replays new lines, Optuna's RDB cache reads unfinished and new rows);
         # a trial's number is its position in it.
         trials = self.study.get_trials(deepcopy=False)
+        if trials and trials[-1].number != len(trials) - 1:  # never seen; guards the above
+            raise RuntimeError(
+                f"study {self.study.study_name}: its trials are not numbered 0 to n-1, as "
+                "Optuna numbers them; this TrialIndex cannot follow it"
+            )
         if self._unfinished is None:
             changed = trials
         else:
@@ -241,11 +252,10 @@ class TrialIndex:
         for trial in changed:
             if trial.state in UNFINISHED:
                 self._unfinished.append(trial)
-            elif trial.number not in self._finished:
+            else:  # looked at once: it was unfinished at the last read, or is new
                 self._add_finished(trial)
 
     def _add_finished(self, trial: optuna.trial.FrozenTrial) -> None:
-        self._finished.add(trial.number)
         self._cells.pop(trial.number, None)
         cell = trial_cell(trial)
         key = cell_key(cell)
@@ -329,7 +339,7 @@ class GridStatus:
 def grid_status(study: optuna.Study, spec: SweepSpec) -> GridStatus:
     runnable = spec.runnable_keys
     cells = CellStates.of(study)
-    failed = {k: e for k, e in cells.errors.items() if k in runnable}
+    failed = {k: error for k, (_, error) in cells.failures.items() if k in runnable}
     return GridStatus(
         len(runnable), len(runnable & cells.finished), len(runnable & cells.running), failed
     )

@@ -104,7 +104,7 @@ def work(parent: SweepParent, first_trial: int, threads: int | None = None) -> N
                 # goes on.
                 study.optimize(objective, n_trials=1, catch=(Exception,))
             elif plan(study, target, retry_failed_before=first_trial):
-                continue  # the queue ran dry: its next cells, or a dead worker's
+                continue  # cells wait: queued now (the next ones, a dead worker's) or by another
             elif step == "wait":  # running elsewhere: if that worker dies, its cell is queued
                 time.sleep(poll)
             else:

@@ -4,13 +4,14 @@ once per command, not in a loop."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 
 import optuna
 import pytest
 
-from lightning_ad.sweep import liveness
+from lightning_ad.sweep import liveness, recovery
 from lightning_ad.sweep.liveness import WorkerLock
 from lightning_ad.sweep.recovery import (
     INTERRUPTED,
@@ -93,9 +94,49 @@ def test_an_interrupted_cell_is_queued_again_a_failed_one_once_per_command(
     others = len(target.spec.runnable_cells()) - 2
     assert grid_status(study, target.spec).failed == {cell_key(failed): "RuntimeError: boom"}
     # Inside the command it failed in (a worker waiting): the cell is not run again in a loop.
-    assert plan(study, target, retry_failed_before=0) == others + 1
+    assert plan(study, target, retry_failed_before=0) == others + 1  # cells now waiting
     # A new command: it is.
-    assert plan(study, target, retry_failed_before=trial_count(study)) == 1
+    assert plan(study, target, retry_failed_before=trial_count(study)) == others + 2
+
+
+def test_the_queue_is_refilled_a_few_cells_at_a_time_and_retries_old_failures_once(
+    target: SweepTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three cells failed before this command; the queue holds two cells. Refills queue the
+    old failures as room frees up, never a cell that failed again in this command."""
+    monkeypatch.setattr(recovery, "QUEUE_AHEAD", 2)
+    study, cells = load_study(target), target.spec.runnable_cells()
+    for cell in cells[:3]:
+        study.tell(_take(study, cell, None), state=FAIL)
+    first_trial = trial_count(study)
+    assert plan(study, target, retry_failed_before=first_trial) == 2
+    assert plan(study, target, retry_failed_before=first_trial) == 2  # full: nothing more
+    again, done = study.ask(), study.ask()
+    assert [queued_cell(t) for t in (again, done)] == cells[:2]
+    study.tell(again, state=FAIL)  # this command's failure
+    study.tell(done, 0.8)
+    assert plan(study, target, retry_failed_before=first_trial) == 2
+    waiting = [queued_cell(t) for t in study.get_trials(states=(WAITING,))]
+    assert waiting == [cells[2], cells[3]]  # the old failure, then a new cell; not cells[0]
+
+
+def test_without_a_planning_lock_workers_queue_from_a_random_point_of_the_rest(
+    target: SweepTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL (no file lock) two workers refilling at once seldom queue the same
+    cells: each takes a run of the remaining cells that starts at a random one."""
+
+    @contextlib.contextmanager
+    def unlocked(_target):
+        yield False
+
+    monkeypatch.setattr(recovery, "_planning", unlocked)
+    monkeypatch.setattr(recovery, "QUEUE_AHEAD", 3)
+    monkeypatch.setattr(recovery.random, "randrange", lambda n: n - 2)
+    study, cells = load_study(target), target.spec.runnable_cells()
+    assert plan(study, target, retry_failed_before=0) == 3
+    waiting = [queued_cell(t) for t in study.get_trials(states=(WAITING,))]
+    assert waiting == [cells[-2], cells[-1], cells[0]]
 
 
 def test_cells_queued_by_a_command_with_another_grid_are_left_to_it(

@@ -135,7 +135,7 @@ def test_a_grid_larger_than_the_queue_runs_each_cell_once(
     target: SweepTarget, storage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The queue holds ``QUEUE_AHEAD`` cells and the worker queues the next ones when it runs
-    dry (on an RDB storage, which has no planning lock, from a random point of the rest)."""
+    dry, on the journal and on an RDB storage (whose trials send heartbeats)."""
     if storage == "sqlite":
         target = dataclasses.replace(target, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     monkeypatch.setattr(recovery, "QUEUE_AHEAD", 3)
