@@ -116,7 +116,7 @@ def test_the_queue_is_refilled_a_few_cells_at_a_time_and_retries_old_failures_on
     study.tell(again, state=FAIL)  # this command's failure
     study.tell(done, 0.8)
     assert plan(study, target, retry_failed_before=first_trial) == 2
-    waiting = [queued_cell(t) for t in study.get_trials(states=(WAITING,))]
+    waiting = [recovery.trial_cell(t) for t in study.get_trials(states=(WAITING,))]
     assert waiting == [cells[2], cells[3]]  # the old failure, then a new cell; not cells[0]
 
 
@@ -135,7 +135,7 @@ def test_without_a_planning_lock_workers_queue_from_a_random_point_of_the_rest(
     monkeypatch.setattr(recovery.random, "randrange", lambda n: n - 2)
     study, cells = load_study(target), target.spec.runnable_cells()
     assert plan(study, target, retry_failed_before=0) == 3
-    waiting = [queued_cell(t) for t in study.get_trials(states=(WAITING,))]
+    waiting = [recovery.trial_cell(t) for t in study.get_trials(states=(WAITING,))]
     assert waiting == [cells[-2], cells[-1], cells[0]]
 
 
