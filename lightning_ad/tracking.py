@@ -305,29 +305,30 @@ def runs_test_scores(uri: str, artifact_uris: list[str]) -> list:
     # reads it (a DNS lookup) is not safe.
     MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.set(False)
 
-    def read(artifact_uri: str):
+    def read(artifact_uri: str, local: str | None):
         try:
-            return _read_test_scores(uri, artifact_uri)
+            return _read_test_scores(uri, artifact_uri, local)
         except (MlflowException, OSError, ValueError):  # ValueError: a file pandas cannot parse
             return None
 
-    if all(get_local_path_or_none(artifact_uri) for artifact_uri in artifact_uris):
+    local = [get_local_path_or_none(artifact_uri) for artifact_uri in artifact_uris]
+    if all(local):
         with gc_paused():
-            return [read(artifact_uri) for artifact_uri in artifact_uris]
+            return [read(*run) for run in zip(artifact_uris, local, strict=True)]
     with ThreadPoolExecutor(SCORE_READERS) as pool:
-        return list(pool.map(read, artifact_uris))
+        return list(pool.map(read, artifact_uris, local))
 
 
-def _read_test_scores(uri: str, artifact_uri: str):
-    """Read anew each time, not cached: a sweep's worker that kept every run's scores between
-    the parent's refreshes grew by 60 MB more over 3,000 trials (B10), for reads that cost
-    about 1 ms a run and a tenth of the sweep at most (``parent.DESCRIBE_EVERY_S``)."""
+def _read_test_scores(uri: str, artifact_uri: str, local: str | None):
+    """A run's scores file, read in place from the ``local`` folder of its artifact root
+    (None: downloaded from the tracking server). Read anew each time, not cached: a sweep's
+    worker that kept every run's scores between the parent's refreshes grew by 60 MB more over
+    3,000 trials (B10), for reads that cost about 1 ms a run and a tenth of the sweep at most
+    (``parent.DESCRIBE_EVERY_S``)."""
     import pandas as pd
     from mlflow.artifacts import download_artifacts
-    from mlflow.utils.file_utils import get_local_path_or_none
 
-    local = get_local_path_or_none(artifact_uri)
-    if local is not None:  # a local artifact store: read in place, no copy (B10's table)
+    if local is not None:
         return pd.read_csv(Path(local) / SCORES_ARTIFACT)
     with tempfile.TemporaryDirectory(prefix="lightning_ad-scores-") as tmp:
         path = download_artifacts(
