@@ -43,6 +43,7 @@ from lightning_ad.train import TrialResult
 GOAL_MEDIAN_S = 0.15
 GOAL_GROWTH = 1.5
 GOAL_TABLE_S = 30.0
+GOAL_RSS_GROWTH = 1.10
 METRICS = 30
 STARTS = "noop-starts-{pid}.json"
 """What each worker process leaves in the sweep's reports folder: its no-op trials' starts."""
@@ -301,10 +302,13 @@ def _row(stores: str, workers: int, results: dict[int, dict[str, float]]) -> Row
         "B10",
         f"orchestration per no-op trial, {stores} stores, {workers} worker(s)",
         f"median <= {GOAL_MEDIAN_S} s at the largest grid, growth <= {GOAL_GROWTH}x, "
-        f"table <= {GOAL_TABLE_S:.0f} s",
+        f"table <= {GOAL_TABLE_S:.0f} s, RSS last / at trial 100 <= {GOAL_RSS_GROWTH}",
         f"{detail}; growth {growth:.2f}x",
         last["median"],
         min(medians),
         max(medians),
-        last["median"] <= GOAL_MEDIAN_S and growth <= GOAL_GROWTH and last["table"] <= GOAL_TABLE_S,
+        last["median"] <= GOAL_MEDIAN_S
+        and growth <= GOAL_GROWTH
+        and last["table"] <= GOAL_TABLE_S
+        and last["rss_growth"] <= GOAL_RSS_GROWTH,
     )

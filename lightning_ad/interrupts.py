@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 from collections.abc import Iterator
 
 SIGINT_STATUS = 130
@@ -40,3 +41,19 @@ def received_sigterm() -> bool:
 
 def exit_status() -> int:
     return SIGTERM_STATUS if _received_sigterm else SIGINT_STATUS
+
+
+@contextlib.contextmanager
+def children_ignore_ctrl_c() -> Iterator[None]:
+    """Processes started while open ignore Ctrl-C for life (an ignored signal stays ignored
+    across exec), for a helper that its parent stops itself: Ctrl-C reaches the terminal's
+    whole process group. Outside the main thread, where no handler can be set, it does
+    nothing. A Ctrl-C in the few milliseconds a start takes is lost; press it again."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
