@@ -383,7 +383,6 @@ def _add_sweep(group: Commands) -> None:
 
 def _sweep(args: argparse.Namespace) -> int:
     from lightning_ad.sweep.preflight import preflight
-    from lightning_ad.sweep.runner import run_sweep
 
     if args.workers < 1:
         raise LightningADError(f"--workers must be at least 1, got {args.workers}")
@@ -391,6 +390,9 @@ def _sweep(args: argparse.Namespace) -> int:
         raise LightningADError(f"--heartbeat must be at least 1 second, got {args.heartbeat}")
     targets = _targets(args)
     preflight(targets)  # every category, before the first one starts
+    # After the preflight: a typo in a URL is told before training's imports (seconds).
+    from lightning_ad.sweep.runner import run_sweep
+
     incomplete, failed = 0, 0
     for target in targets:
         started = time.perf_counter()
