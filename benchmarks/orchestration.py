@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import tempfile
 import time
 import urllib.request
@@ -110,8 +111,8 @@ def measure(
     """One sweep of ``cells`` no-op cells on fresh ``stores`` (``local``: journal + SQLite;
     ``postgres``: PostgreSQL + ``mlflow server``) with ``workers`` processes: orchestration
     seconds per trial (median, p95), the sweep's wall time, ``table`` time, the RSS growth of
-    the worker with the most trials from its 100th trial to its last, and on ``postgres`` the
-    UI's page load."""
+    the worker with the most trials from its 100th trial to its last, with one worker the peak
+    RSS of the largest description process yet, and on ``postgres`` the UI's page load."""
     spec = SweepSpec.from_dict(
         {
             "grid": {
@@ -148,6 +149,8 @@ def measure(
         assert outcome.status.all_complete, outcome.status
         result = _trial_times(target.reports, workers)
         result |= {"wall": wall, "table": _table_seconds(target)}
+        if workers == 1:  # this process's largest child so far: a description process
+            result["describer_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         result |= _exactly_once(target)
         if stores == "postgres":
             result["ui"] = _ui_seconds(target)
@@ -294,6 +297,7 @@ def _row(stores: str, workers: int, results: dict[int, dict[str, float]]) -> Row
     detail = "; ".join(
         f"{n} cells: median {r['median']:.3f} s, p95 {r['p95']:.3f} s, wall {r['wall']:.0f} s, "
         f"table {r['table']:.1f} s, RSS x{r['rss_growth']:.2f}, {r['trials']} trials"
+        + (f", description process peak {r['describer_mb']:.0f} MB" if "describer_mb" in r else "")
         + (f", UI {r['ui']:.2f} s" if "ui" in r else "")
         for n, r in results.items()
     )

@@ -14,7 +14,12 @@ server and grew the worker's memory by a fifth (B10).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
+import os
+import signal
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -30,22 +35,28 @@ from lightning_ad.sweep.spec import SweepTarget
 from lightning_ad.sweep.storage import DEFAULT_STORAGE
 
 DESCRIBE_EVERY_S = 30.0
+DESCRIBER_NAME = "describe"
+"""The description process's name (``multiprocessing.active_children``)."""
 _SPAWN = multiprocessing.get_context("spawn")
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass
 class SweepParent:
     """The parent run of ``target`` (picklable: each worker process gets its own copy, without
-    this one's description process)."""
+    this one's description process). ``describing``: whether this process rewrites the
+    description while the sweep runs (with several worker processes, their parent does it for
+    them); the first time ``DESCRIBE_EVERY_S`` after this object is made."""
 
     target: SweepTarget
     run_id: str
+    describing: bool = True
     _describe_after: float = field(
         default_factory=lambda: time.monotonic() + DESCRIBE_EVERY_S, repr=False
     )
     _describer: _Describer | None = field(default=None, repr=False)
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, object]:
         return {**self.__dict__, "_describer": None}
 
     @classmethod
@@ -84,10 +95,13 @@ class SweepParent:
         if finite.size:
             median = (float(np.median(finite)), int(finite.size))
             tracking.log_metrics(self.target.tracking_uri, self.run_id, {key: median})
-        self._describe_when_due()
+        self.describe_when_due()
 
-    def _describe_when_due(self) -> None:
-        """Start a description process (:meth:`refresh`) when one is due and none runs."""
+    def describe_when_due(self) -> None:
+        """Start a description process (:meth:`refresh`) when this process is ``describing``,
+        one is due and none runs."""
+        if not self.describing:
+            return
         describer = self._describer
         if describer is not None:
             if describer.process.is_alive():
@@ -98,9 +112,9 @@ class SweepParent:
         if time.monotonic() >= self._describe_after:
             self._describer = _Describer.start(self.target, self.run_id)
 
-    def _stop_describing(self) -> None:
-        """End a description process still running: what this process writes next (the final
-        tables, or the run's end) supersedes it."""
+    def stop_describing(self) -> None:
+        """End a description process still running: what comes next (the final tables, or the
+        run's end) supersedes it."""
         if self._describer is not None:
             self._describer.process.terminate()
             self._describer.process.join()
@@ -109,7 +123,6 @@ class SweepParent:
     def refresh(self, write_reports: bool = False) -> list[Path]:
         """Every median and the description from all the sweep's runs (and, at the end, every
         table into ``reports/<sweep>/<category>/``, logged as the run's ``report/`` artifacts)."""
-        self._stop_describing()
         target = self.target
         trials = report.fetch_trials(
             target.tracking_uri, target.experiment, target.spec, target.fingerprint
@@ -138,7 +151,6 @@ class SweepParent:
         failed cells as a tag; KILLED when interrupted with no other worker running. While
         another worker's trial runs it stays RUNNING: the last worker to see the grid finished
         closes it."""
-        self._stop_describing()
         client = tracking.client(self.target.tracking_uri)
         client.set_tag(self.run_id, tracking.FAILED_CELLS_TAG, str(len(status.failed)))
         if interrupted:
@@ -150,37 +162,52 @@ class SweepParent:
 
 @dataclass(frozen=True)
 class _Describer:
-    """A process rewriting a parent run's description (:meth:`SweepParent.refresh`), which
-    ignores Ctrl-C (its parent ends it) and leaves the seconds it took in ``seconds``."""
+    """A process rewriting a parent run's description (:meth:`SweepParent.refresh`). It
+    ignores Ctrl-C and ends with the process that started it, which ends it otherwise."""
 
     process: BaseProcess
-    seconds: object  # a shared double: -1 until the process ends
+    ended: object  # a shared double: the monotonic clock (system-wide) when it ended, or -1
     started: float
 
     @classmethod
     def start(cls, target: SweepTarget, run_id: str) -> _Describer:
-        seconds = _SPAWN.RawValue("d", -1.0)
+        ended = _SPAWN.RawValue("d", -1.0)
         process = _SPAWN.Process(
-            target=_describe, args=(target, run_id, seconds), name="describe", daemon=True
+            target=_describe,
+            args=(target, run_id, os.getpid(), ended),
+            name=DESCRIBER_NAME,
+            daemon=True,
         )
         started = time.monotonic()
         with interrupts.children_ignore_ctrl_c():
             process.start()
-        return cls(process, seconds, started)
+        return cls(process, ended, started)
 
     def next_due(self) -> float:
         """When the next one may start: ``DESCRIBE_EVERY_S`` after this one ended, or ten times
-        as long as it took."""
-        took = max(self.seconds.value, 0.0)
-        return self.started + took + max(DESCRIBE_EVERY_S, 10 * took)
+        as long as it took from its start (its imports included)."""
+        ended = self.ended.value if self.ended.value >= 0 else time.monotonic()  # it crashed
+        return ended + max(DESCRIBE_EVERY_S, 10 * (ended - self.started))
 
 
-def _describe(target: SweepTarget, run_id: str, seconds) -> None:
+def _describe(target: SweepTarget, run_id: str, parent_pid: int, ended) -> None:
     """The body of a description process."""
-    started = time.monotonic()
+    _end_with_parent(parent_pid)
     try:
-        SweepParent(target, run_id).refresh()
+        SweepParent(target, run_id, describing=False).refresh()
     except Exception as err:  # the next one, or the sweep's end, writes it
-        warnings.warn(f"could not refresh the sweep's parent run: {redact(str(err))}", stacklevel=1)
+        warnings.warn(
+            f"could not rewrite the sweep's description: {redact(str(err))}", stacklevel=1
+        )
     finally:
-        seconds.value = time.monotonic() - started
+        ended.value = time.monotonic()
+
+
+def _end_with_parent(parent_pid: int) -> None:
+    """Have the kernel end this process when its parent ends (Linux ``PR_SET_PDEATHSIG``): a
+    worker killed (out of memory) would leave it to write a description older than the one of
+    the sweep's end."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux: its parent's exit ends it
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # it ended before the request
+        sys.exit(0)

@@ -17,6 +17,7 @@ processes as asked for.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -71,6 +72,8 @@ def run_sweep(target: SweepTarget, workers: int = 1, show_progress: bool = True)
     except KeyboardInterrupt:
         parent.close(grid_status(study, target.spec), interrupted=True)
         raise
+    finally:
+        parent.stop_describing()
     # The workers may have stopped because the tracking server went away: one line, then.
     tracking.ensure_reachable(target.tracking_uri, tracking.OUTAGE_PATIENCE_S)
     files = parent.refresh(write_reports=True)
@@ -144,15 +147,19 @@ def _run_workers(parent: SweepParent, first_trial: int, workers: int, show_progr
             work(parent, first_trial)
             return
         context = multiprocessing.get_context("spawn")
+        # One description for all: this process writes it while its workers run trials.
+        worker_parent = dataclasses.replace(parent, describing=False)
         processes = [
-            context.Process(target=_worker_process, args=(parent, first_trial, threads))
+            context.Process(target=_worker_process, args=(worker_parent, first_trial, threads))
             for _ in range(workers)
         ]
         for process in processes:
             process.start()
         try:
             for process in processes:
-                process.join()
+                while process.is_alive():
+                    parent.describe_when_due()
+                    process.join(LOCAL_POLL_S)
             stopped = sum(process.exitcode == WORKER_STOPPED for process in processes)
             if stopped:
                 raise LightningADError(

@@ -4,27 +4,44 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import signal
 
 import pytest
 
+from benchmarks.orchestration import NoOpTrials
 from lightning_ad import tracking
+from lightning_ad.sweep import objective
 from lightning_ad.sweep import parent as parent_module
-from lightning_ad.sweep.parent import SweepParent
-from lightning_ad.sweep.recovery import GridStatus
+from lightning_ad.sweep.parent import DESCRIBER_NAME, SweepParent
+from lightning_ad.sweep.runner import run_sweep
 from lightning_ad.sweep.spec import SweepTarget
 
 CELL = {"backbone": "resnet18", "head": "arcface", "classes": "class2", "seed": 0}
 
 
 def describers() -> list[multiprocessing.process.BaseProcess]:
-    return [child for child in multiprocessing.active_children() if child.name == "describe"]
+    """This process's description processes still running."""
+    return [child for child in multiprocessing.active_children() if child.name == DESCRIBER_NAME]
 
 
 @pytest.fixture
-def due_parent(target: SweepTarget, monkeypatch: pytest.MonkeyPatch) -> SweepParent:
-    """The quick sweep's parent run, its description due after every trial."""
+def started(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every description process started, each due as soon as the last one ended."""
     monkeypatch.setattr(parent_module, "DESCRIBE_EVERY_S", 0.0)
+    starts, start = [], parent_module._Describer.start
+
+    def counted(*args):
+        starts.append(start(*args))
+        return starts[-1]
+
+    monkeypatch.setattr(parent_module._Describer, "start", counted)
+    return starts
+
+
+@pytest.fixture
+def due_parent(target: SweepTarget, started: list) -> SweepParent:
+    """The quick sweep's parent run, a description due after every trial."""
     return SweepParent.find_or_create(target)
 
 
@@ -37,15 +54,23 @@ def test_a_description_process_ignores_ctrl_c_and_writes_the_overview(
     describer.join(timeout=120)
     assert describer.exitcode == 0
     run = tracking.client(due_parent.target.tracking_uri).get_run(due_parent.run_id)
-    assert "screw" in run.data.tags[tracking.NOTE_TAG]
-    assert run.data.metrics == {"median_auc/resnet18/arcface/class2": 0.75}
-    assert not describers()
+    assert run.data.tags[tracking.NOTE_TAG].startswith("**quick**: 0 finished trials.")
 
 
-def test_the_sweep_end_stops_a_description_process_still_running(
-    due_parent: SweepParent,
+def test_one_description_process_runs_at_a_time_and_stays_with_its_process(
+    due_parent: SweepParent, started: list
 ) -> None:
     due_parent.trial_done(CELL, [0.75])
-    assert describers()
-    due_parent.close(GridStatus(cells=1, complete=1, running=0, failed={}), interrupted=False)
+    due_parent.trial_done(CELL, [0.75, 0.8])  # running, or ended and not due for 10x its time
+    assert len(started) == 1
+    pickle.dumps(due_parent)  # what a worker process gets: the run, not the process
+    due_parent.stop_describing()
     assert not describers()
+
+
+def test_a_sweep_ends_its_description_process(
+    target: SweepTarget, started: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(objective, "run_trial", NoOpTrials())
+    assert run_sweep(target, show_progress=False).status.all_complete
+    assert started and not describers()
