@@ -34,6 +34,7 @@ from benchmarks.harness import Row, Setup, benchmark
 from lightning_ad import tracking
 from lightning_ad.config import TrialConfig
 from lightning_ad.sweep import objective, runner
+from lightning_ad.sweep import parent as parent_module
 from lightning_ad.sweep.parent import SweepParent
 from lightning_ad.sweep.recovery import trial_count
 from lightning_ad.sweep.runner import run_sweep
@@ -48,6 +49,8 @@ GOAL_RSS_GROWTH = 1.10
 METRICS = 30
 STARTS = "noop-starts-{pid}.json"
 """What each worker process leaves in the sweep's reports folder: its no-op trials' starts."""
+DESCRIBED = "described-{pid}.json"
+"""What each description process leaves there: its peak RSS."""
 
 
 class NoOpTrials:
@@ -111,8 +114,8 @@ def measure(
     """One sweep of ``cells`` no-op cells on fresh ``stores`` (``local``: journal + SQLite;
     ``postgres``: PostgreSQL + ``mlflow server``) with ``workers`` processes: orchestration
     seconds per trial (median, p95), the sweep's wall time, ``table`` time, the RSS growth of
-    the worker with the most trials from its 100th trial to its last, with one worker the peak
-    RSS of the largest description process yet, and on ``postgres`` the UI's page load."""
+    the worker with the most trials from its 100th trial to its last, the largest peak RSS of
+    a description process (0: none ran), and on ``postgres`` the UI's page load."""
     spec = SweepSpec.from_dict(
         {
             "grid": {
@@ -149,8 +152,6 @@ def measure(
         assert outcome.status.all_complete, outcome.status
         result = _trial_times(target.reports, workers)
         result |= {"wall": wall, "table": _table_seconds(target)}
-        if workers == 1:  # this process's largest child so far: a description process
-            result["describer_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         result |= _exactly_once(target)
         if stores == "postgres":
             result["ui"] = _ui_seconds(target)
@@ -175,12 +176,15 @@ def _noop_workers(reports: Path) -> Iterator[None]:
     """Every worker, in this process or a spawned one, runs no-op trials and leaves its starts
     in ``reports``."""
     real_run_trial, real_worker = objective.run_trial, runner._worker_process
+    real_describe = parent_module._describe
     noop = NoOpTrials()
     objective.run_trial, runner._worker_process = noop, _noop_worker_process
+    parent_module._describe = _measured_describe
     try:
         yield
     finally:
         objective.run_trial, runner._worker_process = real_run_trial, real_worker
+        parent_module._describe = real_describe
         if noop.starts:  # one worker, this process
             noop.save(reports)
 
@@ -196,6 +200,18 @@ def _noop_worker_process(parent: SweepParent, first_trial: int, threads: int) ->
         noop.save(Path(parent.target.reports))
 
 
+def _measured_describe(target: SweepTarget, run_id: str, *args) -> None:
+    """``parent._describe`` (the body of a description process), leaving its peak RSS in the
+    reports folder (a spawned process imports ``parent`` afresh: the real one is what it
+    calls)."""
+    try:
+        parent_module._describe(target, run_id, *args)
+    finally:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        path = Path(target.reports) / DESCRIBED.format(pid=os.getpid())
+        path.write_text(json.dumps({"peak_mb": peak_mb}))
+
+
 def _trial_times(reports: Path, started: int) -> dict[str, float]:
     """Median and p95 of the intervals between one worker's successive trial starts, over all
     ``started`` workers (each leaves its file, trials or none); the RSS growth of the worker
@@ -204,7 +220,9 @@ def _trial_times(reports: Path, started: int) -> dict[str, float]:
     assert len(workers) == started, f"{len(workers)} of {started} workers finished"
     intervals = np.concatenate([np.diff(w["starts"]) for w in workers])
     rss = max(workers, key=lambda w: len(w["rss"]))["rss"]
+    described = [json.loads(p.read_text()) for p in reports.glob(DESCRIBED.format(pid="*"))]
     return {
+        "describer_mb": max((d["peak_mb"] for d in described), default=0.0),
         "median": float(np.median(intervals)),
         "p95": float(np.percentile(intervals, 95)),
         "rss_growth": rss[-1] / rss[min(100, len(rss)) - 1],
@@ -297,7 +315,7 @@ def _row(stores: str, workers: int, results: dict[int, dict[str, float]]) -> Row
     detail = "; ".join(
         f"{n} cells: median {r['median']:.3f} s, p95 {r['p95']:.3f} s, wall {r['wall']:.0f} s, "
         f"table {r['table']:.1f} s, RSS x{r['rss_growth']:.2f}, {r['trials']} trials"
-        + (f", description process peak {r['describer_mb']:.0f} MB" if "describer_mb" in r else "")
+        + (f", description process peak {r['describer_mb']:.0f} MB" if r["describer_mb"] else "")
         + (f", UI {r['ui']:.2f} s" if "ui" in r else "")
         for n, r in results.items()
     )

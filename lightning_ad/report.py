@@ -66,10 +66,16 @@ def fetch_trials(
 ) -> pd.DataFrame:
     """The complete trial runs of ``spec``'s grid under a settings ``fingerprint``, one row per
     run (see :func:`trials_frame`), each with its per-image test scores in column ``scores``
-    (None where the run has none). Cells no longer in the grid are left out."""
+    (None where the run has none): from the parent runs' bundles where they hold the run
+    (:data:`tracking.SCORES_BUNDLE`), else read. Cells no longer in the grid are left out."""
     runs = tracking.finished_trial_runs(tracking_uri, experiment, spec.name, fingerprint, category)
     trials = in_grid(trials_frame(runs), spec)
-    trials[SCORES] = tracking.runs_test_scores(tracking_uri, list(trials["artifact_uri"]))
+    parents = tracking.sweep_parents(tracking_uri, experiment, spec.name, category, fingerprint)
+    trials[SCORES] = tracking.runs_test_scores(
+        tracking_uri,
+        list(zip(trials["run_id"], trials["artifact_uri"], strict=True)),
+        tracking.bundled_test_scores(tracking_uri, [parent.info.run_id for parent in parents]),
+    )
     return trials
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import http.server
+import shutil
 import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 
 from lightning_ad import tracking
@@ -52,9 +54,38 @@ def test_a_runs_scores_are_read_in_place_from_a_local_store_and_none_when_missin
     assert list(tracking.test_scores(uri, run_id)["knn"]) == [0.1]  # logged since: read now
     other = client.create_run(client.get_experiment_by_name("scores").experiment_id).info
     many = tracking.runs_test_scores(
-        uri, [client.get_run(run_id).info.artifact_uri, other.artifact_uri]
+        uri,
+        [(run_id, client.get_run(run_id).info.artifact_uri), (other.run_id, other.artifact_uri)],
     )
     assert list(many[0]["label"]) == [0] and many[1] is None and not downloads
+
+
+def test_a_parents_bundle_gives_each_runs_scores_as_its_own_file_does(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("bundle")
+    files = {  # a scorer left empty, a comma in a name, floats that print long
+        "a": "image,defect,label,knn,lof\na.png,good,0,0.1,\nb.png,x,1,0.9,1e-07\n",
+        "b": 'image,defect,label,knn\n"test/good/q,1.png",good,0,0.3333333333333333\n',
+    }
+    runs = []
+    for name, text in files.items():
+        run = client.create_run(experiment).info
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "test_scores.csv").write_text(text)
+        client.log_artifact(run.run_id, str(tmp_path / name / "test_scores.csv"), "scores")
+        runs.append((run.run_id, run.artifact_uri))
+    read = tracking.runs_test_scores(uri, runs)
+    parent, bare = (client.create_run(experiment).info.run_id for _ in range(2))
+    tracking.log_scores_bundle(uri, parent, {runs[0][0]: read[0], runs[1][0]: read[1], "x": None})
+
+    bundled = tracking.bundled_test_scores(uri, [parent, bare])
+    assert set(bundled) == {runs[0][0], runs[1][0]}
+    for (run_id, _), frame in zip(runs, read, strict=True):
+        pd.testing.assert_frame_equal(bundled[run_id], frame)
+    shutil.rmtree(tracking.local_artifacts(runs[0][1]))  # a bundled run is not read again
+    assert tracking.runs_test_scores(uri, runs)[0] is None
+    pd.testing.assert_frame_equal(tracking.runs_test_scores(uri, runs, bundled)[0], read[0])
 
 
 class _FakeTime:

@@ -9,7 +9,7 @@ import optuna
 
 from lightning_ad import tracking
 from lightning_ad.config import GRID_KEYS
-from lightning_ad.errors import describe
+from lightning_ad.errors import describe, redact
 from lightning_ad.sweep.liveness import WorkerLock
 from lightning_ad.sweep.parent import SweepParent
 from lightning_ad.sweep.recovery import (
@@ -80,8 +80,8 @@ class CellObjective:
         try:  # the trial is done and logged; a tracking hiccup here must not retrain it
             seeds = self.index.seeds_of(cell)
             self.parent.trial_done(cell, [*seeds.values(), auc])
-        except Exception as err:  # the next trial, or the sweep's end, refreshes it again
-            warnings.warn(f"could not refresh the sweep's parent run: {err}", stacklevel=1)
+        except Exception as err:  # the next trial, or the sweep's end, logs it again
+            warnings.warn(f"could not log the cell's median: {redact(str(err))}", stacklevel=1)
         return auc
 
     def _train(self, cell: dict, tuned: dict, callbacks: list, tags: dict[str, str]) -> TrialResult:

@@ -121,13 +121,17 @@ class SweepParent:
             self._describer = None
 
     def refresh(self, write_reports: bool = False) -> list[Path]:
-        """Every median and the description from all the sweep's runs (and, at the end, every
-        table into ``reports/<sweep>/<category>/``, logged as the run's ``report/`` artifacts)."""
+        """Every median and the description from all the sweep's runs, and on a tracking
+        server the bundle of their scores files (``tracking.SCORES_BUNDLE``); at the end, every
+        table into ``reports/<sweep>/<category>/``, logged as the run's ``report/`` artifacts."""
         target = self.target
         trials = report.fetch_trials(
             target.tracking_uri, target.experiment, target.spec, target.fingerprint
         )
         self._log_medians(trials)
+        if not all(map(tracking.local_artifacts, trials["artifact_uri"])):  # a server's
+            scores = dict(zip(trials["run_id"], trials[report.SCORES], strict=True))
+            tracking.log_scores_bundle(target.tracking_uri, self.run_id, scores)
         client = tracking.client(target.tracking_uri)
         description = report.parent_description(trials, target.spec, target.settings)
         client.set_tag(self.run_id, tracking.NOTE_TAG, description)

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import mlflow
 import optuna
+import pandas as pd
 import pytest
 
-from lightning_ad import report
+from lightning_ad import report, tracking
 from lightning_ad.errors import LightningADError
 from lightning_ad.mlflow_server import ServerOptions
 from lightning_ad.services import PG_USER, Services, app_password, free_port, local_services
@@ -117,6 +118,18 @@ def test_two_workers_on_postgres_and_mlflow_server(
     for (head, classes), values in _values_by_cell(study).items():
         key = f"median_auc/mobilenet_v2/{head}/{classes}"
         assert medians[key][0] == pytest.approx(statistics.median(values))  # (median, seeds)
+
+    # Over HTTP the scores come from the parent's bundle, as each run's own file gives them.
+    [parent] = tracking.sweep_parents(
+        target.tracking_uri, target.experiment, target.spec.name, fingerprint=target.fingerprint
+    )
+    assert set(tracking.bundled_test_scores(target.tracking_uri, [parent.info.run_id])) == set(
+        trials["run_id"]
+    )
+    runs = list(zip(trials["run_id"], trials["artifact_uri"], strict=True))
+    files = tracking.runs_test_scores(target.tracking_uri, runs)
+    for bundled, file in zip(trials[report.SCORES], files, strict=True):
+        pd.testing.assert_frame_equal(bundled, file)
 
 
 def _values_by_cell(study: optuna.Study) -> dict[tuple[str, str], list[float]]:
