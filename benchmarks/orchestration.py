@@ -50,7 +50,9 @@ METRICS = 30
 STARTS = "noop-starts-{pid}.json"
 """What each worker process leaves in the sweep's reports folder: its no-op trials' starts."""
 DESCRIBED = "described-{pid}.json"
-"""What each description process leaves there: its peak RSS."""
+"""What each description process leaves there: its RSS at its start and its peak. Spawned by
+this benchmark, it imports what this benchmark imports (torch, ~1 GB), unlike one spawned by
+``lightning-ad sweep``; its growth over its start is what the description itself costs."""
 
 
 class NoOpTrials:
@@ -115,7 +117,8 @@ def measure(
     ``postgres``: PostgreSQL + ``mlflow server``) with ``workers`` processes: orchestration
     seconds per trial (median, p95), the sweep's wall time, ``table`` time, the RSS growth of
     the worker with the most trials from its 100th trial to its last, the largest peak RSS of
-    a description process (0: none ran), and on ``postgres`` the UI's page load."""
+    a description process and its largest growth over its start (0: none ran), and on
+    ``postgres`` the UI's page load."""
     spec = SweepSpec.from_dict(
         {
             "grid": {
@@ -204,12 +207,13 @@ def _measured_describe(target: SweepTarget, run_id: str, *args) -> None:
     """``parent._describe`` (the body of a description process), leaving its peak RSS in the
     reports folder (a spawned process imports ``parent`` afresh: the real one is what it
     calls)."""
+    start_mb = _rss_bytes() / 2**20
     try:
         parent_module._describe(target, run_id, *args)
     finally:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         path = Path(target.reports) / DESCRIBED.format(pid=os.getpid())
-        path.write_text(json.dumps({"peak_mb": peak_mb}))
+        path.write_text(json.dumps({"start_mb": start_mb, "peak_mb": peak_mb}))
 
 
 def _trial_times(reports: Path, started: int) -> dict[str, float]:
@@ -223,6 +227,7 @@ def _trial_times(reports: Path, started: int) -> dict[str, float]:
     described = [json.loads(p.read_text()) for p in reports.glob(DESCRIBED.format(pid="*"))]
     return {
         "describer_mb": max((d["peak_mb"] for d in described), default=0.0),
+        "describer_growth_mb": max((d["peak_mb"] - d["start_mb"] for d in described), default=0.0),
         "median": float(np.median(intervals)),
         "p95": float(np.percentile(intervals, 95)),
         "rss_growth": rss[-1] / rss[min(100, len(rss)) - 1],
@@ -315,7 +320,12 @@ def _row(stores: str, workers: int, results: dict[int, dict[str, float]]) -> Row
     detail = "; ".join(
         f"{n} cells: median {r['median']:.3f} s, p95 {r['p95']:.3f} s, wall {r['wall']:.0f} s, "
         f"table {r['table']:.1f} s, RSS x{r['rss_growth']:.2f}, {r['trials']} trials"
-        + (f", description process peak {r['describer_mb']:.0f} MB" if r["describer_mb"] else "")
+        + (
+            f", description process peak {r['describer_mb']:.0f} MB "
+            f"(+{r['describer_growth_mb']:.0f} MB over its start)"
+            if r["describer_mb"]
+            else ""
+        )
         + (f", UI {r['ui']:.2f} s" if "ui" in r else "")
         for n, r in results.items()
     )
