@@ -74,7 +74,7 @@ def fetch_trials(
     trials[SCORES] = tracking.runs_test_scores(
         tracking_uri,
         list(zip(trials["run_id"], trials["artifact_uri"], strict=True)),
-        tracking.bundled_test_scores(tracking_uri, [parent.info.run_id for parent in parents]),
+        tracking.bundled_test_scores(tracking_uri, parents),
     )
     return trials
 

@@ -257,13 +257,16 @@ SETTINGS_ARTIFACT = "settings.json"
 """A parent run's settings: what its fingerprint stands for."""
 SCORES_ARTIFACT = "scores/test_scores.csv"
 """Every trial's per-image test scores (image, defect, label, one column per scorer): what a
-paired test of two trials on the same images reads."""
-
-
-SCORES_BUNDLE = "scores/trials_test_scores.parquet"
-"""On a parent run whose artifacts are on a tracking server: its trial runs' scores files, one
-row each (``run_id``, ``csv``), logged by every rewrite of its description, so that a reader
-downloads one file for the runs it holds, not one per run (1,000 runs over HTTP: 17 s)."""
+paired test of two trials on the same images reads. Written once, by ``train``: a run's file
+never changes, which the bundle relies on."""
+SCORES_BUNDLE = "scores/trials_test_scores.v1.parquet"
+"""On a parent run whose artifacts are on a tracking server: its trial runs' scores files as
+logged, one row each (``run_id``, ``csv``: the file's text), logged by the rewrites of its
+description, so that a reader downloads one file for the runs it holds, not one per run (over
+HTTP: 17 s for 1,000 runs read one by one, eight at a time). ``v1``: the format."""
+SCORES_TEXT, BUNDLED = "csv", "bundled"
+"""A scores DataFrame's ``attrs`` keys: its file's text (what goes into a bundle); whether it
+came from one."""
 SCORE_READERS = 8
 """Scores files read at once from a tracking server's artifact store: each read mostly waits on
 its round trip. Local files are read one after the other (parsing holds the GIL: 8 threads
@@ -343,40 +346,45 @@ def local_artifacts(artifact_uri: str) -> str | None:
     return get_local_path_or_none(artifact_uri)
 
 
-def bundled_test_scores(uri: str, parent_ids: Iterable[str]) -> dict:
-    """Trial run id -> scores, from the :data:`SCORES_BUNDLE` of each of the ``parent_ids``
-    runs (none from a parent without one yet, or where it cannot be read now)."""
+def bundled_test_scores(uri: str, parents: Iterable[Run]) -> dict:
+    """Trial run id -> scores, from the :data:`SCORES_BUNDLE` of each of the ``parents`` whose
+    artifacts are on a tracking server (none from one without a bundle yet, or where it cannot
+    be read now); each DataFrame's ``attrs`` hold its file's text."""
     import pandas as pd
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
     _no_download_progress()
     bundled = {}
-    for parent_id in parent_ids:
+    for parent in parents:
+        if local_artifacts(parent.info.artifact_uri):  # never bundled: read in place instead
+            continue
         try:
             with tempfile.TemporaryDirectory(prefix="lightning_ad-bundle-") as tmp:
                 path = download_artifacts(
-                    run_id=parent_id, artifact_path=SCORES_BUNDLE, dst_path=tmp, tracking_uri=uri
+                    artifact_uri=f"{parent.info.artifact_uri}/{SCORES_BUNDLE}",
+                    dst_path=tmp,
+                    tracking_uri=uri,
                 )
                 bundle = pd.read_parquet(path)
-        except (MlflowException, OSError, ValueError):
+            with gc_paused():
+                for run_id, text in zip(bundle["run_id"], bundle["csv"], strict=True):
+                    bundled[run_id] = _parse_scores(text)
+                    bundled[run_id].attrs[BUNDLED] = True
+        except (MlflowException, OSError, ValueError, KeyError):  # none, torn, or not ours
             continue
-        with gc_paused():
-            bundled |= {
-                run_id: pd.read_csv(io.StringIO(text))
-                for run_id, text in zip(bundle["run_id"], bundle["csv"], strict=True)
-            }
     return bundled
 
 
-def log_scores_bundle(uri: str, run_id: str, scores: Mapping[str, object]) -> None:
-    """Log ``scores`` (trial run id -> its scores, None where it has none) as ``run_id``'s
-    :data:`SCORES_BUNDLE`."""
+def log_scores_bundle(uri: str, run_id: str, scores: Iterable[tuple[str, object]]) -> None:
+    """Log ``scores`` ((trial run id, its scores as read here, or None)) as ``run_id``'s
+    :data:`SCORES_BUNDLE`, unless every one came from a bundle."""
     import pandas as pd
 
-    rows = [
-        (trial, frame.to_csv(index=False)) for trial, frame in scores.items() if frame is not None
-    ]
+    rows = [(trial, frame) for trial, frame in scores if frame is not None]
+    if all(frame.attrs.get(BUNDLED) for _, frame in rows):
+        return
+    rows = [(trial, frame.attrs[SCORES_TEXT]) for trial, frame in rows]
     with tempfile.TemporaryDirectory(prefix="lightning_ad-bundle-") as tmp:
         path = Path(tmp) / Path(SCORES_BUNDLE).name
         pd.DataFrame(rows, columns=["run_id", "csv"]).to_parquet(path, index=False)
@@ -385,18 +393,27 @@ def log_scores_bundle(uri: str, run_id: str, scores: Mapping[str, object]) -> No
 
 def _read_test_scores(uri: str, artifact_uri: str, local: str | None):
     """A run's scores file, read in place from the ``local`` folder of its artifact root
-    (None: downloaded from the tracking server). Not cached: each reader (``table``, a
+    (None: downloaded from the tracking server). Not cached: a sweep's worker that kept every
+    run's scores grew by 60 MB more over 3,000 trials (B10); each reader (``table``, a
     description process) reads each run once."""
-    import pandas as pd
     from mlflow.artifacts import download_artifacts
 
     if local is not None:
-        return pd.read_csv(Path(local) / SCORES_ARTIFACT)
+        return _parse_scores((Path(local) / SCORES_ARTIFACT).read_text(encoding="utf-8"))
     with tempfile.TemporaryDirectory(prefix="lightning_ad-scores-") as tmp:
         path = download_artifacts(
             artifact_uri=f"{artifact_uri}/{SCORES_ARTIFACT}", dst_path=tmp, tracking_uri=uri
         )
-        return pd.read_csv(path)
+        return _parse_scores(Path(path).read_text(encoding="utf-8"))
+
+
+def _parse_scores(text: str):
+    """A scores file's DataFrame, its text kept in ``attrs`` (:data:`SCORES_TEXT`)."""
+    import pandas as pd
+
+    frame = pd.read_csv(io.StringIO(text))
+    frame.attrs[SCORES_TEXT] = text
+    return frame
 
 
 def fail_orphan_runs(uri: str, experiment: str, study: str, trial_number: int) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from mlflow.utils.file_utils import local_file_uri_to_path
 
 from lightning_ad import tracking
 from lightning_ad.errors import LightningADError
@@ -60,12 +61,15 @@ def test_a_runs_scores_are_read_in_place_from_a_local_store_and_none_when_missin
     assert list(many[0]["label"]) == [0] and many[1] is None and not downloads
 
 
-def test_a_parents_bundle_gives_each_runs_scores_as_its_own_file_does(tmp_path: Path) -> None:
+def test_a_parents_bundle_gives_each_runs_scores_file_as_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tracking, "local_artifacts", lambda uri: None)  # as on a server
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)
     experiment = client.create_experiment("bundle")
-    files = {  # a scorer left empty, a comma in a name, floats that print long
-        "a": "image,defect,label,knn,lof\na.png,good,0,0.1,\nb.png,x,1,0.9,1e-07\n",
+    files = {  # an empty scorer, a flag, a comma in a name, floats that print long
+        "a": "image,defect,label,knn,lof,ok\na.png,good,0,0.1,,True\nb.png,x,1,0.9,,False\n",
         "b": 'image,defect,label,knn\n"test/good/q,1.png",good,0,0.3333333333333333\n',
     }
     runs = []
@@ -77,15 +81,18 @@ def test_a_parents_bundle_gives_each_runs_scores_as_its_own_file_does(tmp_path: 
         runs.append((run.run_id, run.artifact_uri))
     read = tracking.runs_test_scores(uri, runs)
     parent, bare = (client.create_run(experiment).info.run_id for _ in range(2))
-    tracking.log_scores_bundle(uri, parent, {runs[0][0]: read[0], runs[1][0]: read[1], "x": None})
+    tracking.log_scores_bundle(uri, parent, [(runs[0][0], read[0]), (runs[1][0], read[1])])
 
-    bundled = tracking.bundled_test_scores(uri, [parent, bare])
+    bundled = tracking.bundled_test_scores(uri, [client.get_run(parent), client.get_run(bare)])
     assert set(bundled) == {runs[0][0], runs[1][0]}
-    for (run_id, _), frame in zip(runs, read, strict=True):
-        pd.testing.assert_frame_equal(bundled[run_id], frame)
-    shutil.rmtree(tracking.local_artifacts(runs[0][1]))  # a bundled run is not read again
+    for (run_id, _), text, frame in zip(runs, files.values(), read, strict=True):
+        assert bundled[run_id].attrs[tracking.SCORES_TEXT] == text
+        pd.testing.assert_frame_equal(bundled[run_id], frame, check_exact=True)
+    shutil.rmtree(local_file_uri_to_path(runs[0][1]))  # a bundled run is not read again
     assert tracking.runs_test_scores(uri, runs)[0] is None
     pd.testing.assert_frame_equal(tracking.runs_test_scores(uri, runs, bundled)[0], read[0])
+    monkeypatch.setattr(tracking, "client", lambda uri: pytest.fail("nothing new, logged"))
+    tracking.log_scores_bundle(uri, parent, list(bundled.items()))
 
 
 class _FakeTime:

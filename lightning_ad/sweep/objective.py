@@ -81,7 +81,10 @@ class CellObjective:
             seeds = self.index.seeds_of(cell)
             self.parent.trial_done(cell, [*seeds.values(), auc])
         except Exception as err:  # the next trial, or the sweep's end, logs it again
-            warnings.warn(f"could not log the cell's median: {redact(str(err))}", stacklevel=1)
+            warnings.warn(
+                f"could not log the cell's median to the sweep's parent run: {redact(str(err))}",
+                stacklevel=1,
+            )
         return auc
 
     def _train(self, cell: dict, tuned: dict, callbacks: list, tags: dict[str, str]) -> TrialResult:

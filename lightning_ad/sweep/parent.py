@@ -129,18 +129,30 @@ class SweepParent:
             target.tracking_uri, target.experiment, target.spec, target.fingerprint
         )
         self._log_medians(trials)
-        if not all(map(tracking.local_artifacts, trials["artifact_uri"])):  # a server's
-            scores = dict(zip(trials["run_id"], trials[report.SCORES], strict=True))
-            tracking.log_scores_bundle(target.tracking_uri, self.run_id, scores)
         client = tracking.client(target.tracking_uri)
         description = report.parent_description(trials, target.spec, target.settings)
         client.set_tag(self.run_id, tracking.NOTE_TAG, description)
+        self._log_scores_bundle(trials)
         if not write_reports:
             return []
         files = report.write_report(trials, target.spec, target.reports)
         for path in files:
             client.log_artifact(self.run_id, str(path), artifact_path="report")
         return files
+
+    def _log_scores_bundle(self, trials) -> None:
+        """The bundle of ``trials``' scores files, where their artifacts are on a tracking
+        server; only a speed-up for readers, so a failure (a proxy refusing a large upload) is
+        a warning."""
+        from mlflow.exceptions import MlflowException
+
+        if all(map(tracking.local_artifacts, trials["artifact_uri"])):
+            return
+        scores = zip(trials["run_id"], trials[report.SCORES], strict=True)
+        try:
+            tracking.log_scores_bundle(self.target.tracking_uri, self.run_id, scores)
+        except (MlflowException, OSError) as err:
+            warnings.warn(f"could not log the scores bundle: {redact(str(err))}", stacklevel=1)
 
     def _log_medians(self, trials) -> None:
         """``median_auc/...`` of each cell in ``trials``, its step the cell's seed count."""
