@@ -48,8 +48,10 @@ def children_ignore_ctrl_c() -> Iterator[None]:
     """Processes started while open ignore Ctrl-C for life (an ignored signal stays ignored
     across exec), for a helper that its parent stops itself: Ctrl-C reaches the terminal's
     whole process group. Outside the main thread, where no handler can be set, it does
-    nothing. A Ctrl-C in the few milliseconds a start takes is lost; press it again."""
-    if threading.current_thread() is not threading.main_thread():
+    nothing, as where a handler set outside Python could not be put back. A Ctrl-C in the few
+    milliseconds a start takes is lost; press it again."""
+    outside_python = signal.getsignal(signal.SIGINT) is None
+    if outside_python or threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)

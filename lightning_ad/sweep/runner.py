@@ -56,7 +56,9 @@ class SweepOutcome:
 
 def run_sweep(target: SweepTarget, workers: int = 1, show_progress: bool = True) -> SweepOutcome:
     """Run (or resume) the sweep of one category: the report files, and where the grid stands
-    (failed cells are reported, not raised: the others still ran)."""
+    (failed cells are reported, not raised: the others still ran). It starts processes by
+    spawning (workers, the description's): a script calling it needs the usual
+    ``if __name__ == "__main__":`` guard."""
     quiet_libraries()
     tracking.use_retries()
     preflight([target])
