@@ -5,11 +5,12 @@ Overview in the UI), and the report.
 After each trial the median of that trial's table cell is logged, from the values the Optuna
 study already holds (reading the cell's runs back from MLflow cost a second per trial at 1,000
 seeds: ``make bench`` B10). The description (every table, from every run) is rewritten while
-the sweep runs by a process of its own, one at a time, ``DESCRIBE_EVERY_S`` after the last one
-ended or ten times as long as it took (so it costs a tenth of a core at most however many runs
-it reads), and once more at the sweep's end. A worker neither waits for it nor holds what it
-reads: rewritten in the worker, it stalled a trial for minutes at 10,000 runs on a tracking
-server and grew the worker's memory by a fifth (B10).
+the sweep runs by a process of its own, one per sweep command and one at a time,
+``DESCRIBE_EVERY_S`` after the last one ended or ten times as long as it took, and once more at
+the sweep's end. A worker neither waits for it nor holds what it reads: rewritten in the
+worker, it stalled a trial for minutes at 10,000 runs on a tracking server and grew the
+worker's memory by a fifth (B10). On a tracking server each rewrite also logs the bundle of
+the trials' scores files, which readers download instead of one file per run.
 """
 
 from __future__ import annotations
