@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import resource
 import tempfile
 import time
 import urllib.request
@@ -103,6 +102,14 @@ class NoOpTrials:
             path = Path(tmp) / "test_scores.csv"
             path.write_text("\n".join(rows) + "\n")
             client.log_artifact(run_id, str(path), artifact_path="scores")
+
+
+def _peak_rss_bytes() -> int:
+    """This process's peak RSS since it started (``VmHWM``; ``ru_maxrss`` would carry the
+    high-water mark of the process that forked it across the exec)."""
+    with open("/proc/self/status") as status:
+        [line] = [line for line in status if line.startswith("VmHWM:")]
+    return int(line.split()[1]) * 1024
 
 
 def _rss_bytes() -> int:
@@ -211,7 +218,7 @@ def _measured_describe(target: SweepTarget, run_id: str, *args) -> None:
     try:
         parent_module._describe(target, run_id, *args)
     finally:
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak_mb = _peak_rss_bytes() / 2**20
         path = Path(target.reports) / DESCRIBED.format(pid=os.getpid())
         path.write_text(json.dumps({"start_mb": start_mb, "peak_mb": peak_mb}))
 
@@ -219,7 +226,8 @@ def _measured_describe(target: SweepTarget, run_id: str, *args) -> None:
 def _trial_times(reports: Path, started: int) -> dict[str, float]:
     """Median and p95 of the intervals between one worker's successive trial starts, over all
     ``started`` workers (each leaves its file, trials or none); the RSS growth of the worker
-    with the most trials."""
+    with the most trials; the largest peak RSS of a description process and its largest
+    growth over its start (0: none ran)."""
     workers = [json.loads(p.read_text()) for p in reports.glob(STARTS.format(pid="*"))]
     assert len(workers) == started, f"{len(workers)} of {started} workers finished"
     intervals = np.concatenate([np.diff(w["starts"]) for w in workers])

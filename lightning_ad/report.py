@@ -71,11 +71,9 @@ def fetch_trials(
     runs = tracking.finished_trial_runs(tracking_uri, experiment, spec.name, fingerprint, category)
     trials = in_grid(trials_frame(runs), spec)
     parents = tracking.sweep_parents(tracking_uri, experiment, spec.name, category, fingerprint)
-    trials[SCORES] = tracking.runs_test_scores(
-        tracking_uri,
-        list(zip(trials["run_id"], trials["artifact_uri"], strict=True)),
-        tracking.bundled_test_scores(tracking_uri, parents),
-    )
+    bundled = tracking.bundled_test_scores(tracking_uri, parents, set(trials["run_id"]))
+    runs = list(zip(trials["run_id"], trials["artifact_uri"], strict=True))
+    trials[SCORES] = tracking.runs_test_scores(tracking_uri, runs, bundled)
     return trials
 
 

@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -262,11 +262,14 @@ never changes, which the bundle relies on."""
 SCORES_BUNDLE = "scores/trials_test_scores.v1.parquet"
 """On a parent run whose artifacts are on a tracking server: its trial runs' scores files as
 logged, one row each (``run_id``, ``csv``: the file's text), logged by the rewrites of its
-description, so that a reader downloads one file for the runs it holds, not one per run (over
-HTTP: 17 s for 1,000 runs read one by one, eight at a time). ``v1``: the format."""
-SCORES_TEXT, BUNDLED = "csv", "bundled"
-"""A scores DataFrame's ``attrs`` keys: its file's text (what goes into a bundle); whether it
-came from one."""
+description when it holds new runs, so that a reader downloads one file for the runs it
+holds, not one per run (over HTTP: 17 s for 1,000 runs, each file on its own, eight at a
+time). ``v1``: the format."""
+SCORES_TEXT = "csv"
+"""The ``attrs`` key of a scores DataFrame downloaded from a tracking server: its file's text,
+what goes into a bundle."""
+BUNDLED = "bundled"
+"""The ``attrs`` key of a scores DataFrame taken from a bundle."""
 SCORE_READERS = 8
 """Scores files read at once from a tracking server's artifact store: each read mostly waits on
 its round trip. Local files are read one after the other (parsing holds the GIL: 8 threads
@@ -346,10 +349,11 @@ def local_artifacts(artifact_uri: str) -> str | None:
     return get_local_path_or_none(artifact_uri)
 
 
-def bundled_test_scores(uri: str, parents: Iterable[Run]) -> dict:
-    """Trial run id -> scores, from the :data:`SCORES_BUNDLE` of each of the ``parents`` whose
-    artifacts are on a tracking server (none from one without a bundle yet, or where it cannot
-    be read now); each DataFrame's ``attrs`` hold its file's text."""
+def bundled_test_scores(uri: str, parents: Iterable[Run], wanted: Collection[str]) -> dict:
+    """Trial run id -> scores of the ``wanted`` runs, from the :data:`SCORES_BUNDLE` of each of
+    the ``parents`` whose artifacts are on a tracking server (nothing from one without a bundle
+    yet, or whose bundle cannot be read now, whole); each DataFrame's ``attrs`` hold its file's
+    text."""
     import pandas as pd
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
@@ -368,11 +372,16 @@ def bundled_test_scores(uri: str, parents: Iterable[Run]) -> dict:
                 )
                 bundle = pd.read_parquet(path)
             with gc_paused():
-                for run_id, text in zip(bundle["run_id"], bundle["csv"], strict=True):
-                    bundled[run_id] = _parse_scores(text)
-                    bundled[run_id].attrs[BUNDLED] = True
+                parsed = {
+                    run_id: _parse_scores(text)
+                    for run_id, text in zip(bundle["run_id"], bundle["csv"], strict=True)
+                    if run_id in wanted
+                }
         except (MlflowException, OSError, ValueError, KeyError):  # none, torn, or not ours
             continue
+        for frame in parsed.values():
+            frame.attrs[BUNDLED] = True
+        bundled |= parsed
     return bundled
 
 
@@ -393,13 +402,14 @@ def log_scores_bundle(uri: str, run_id: str, scores: Iterable[tuple[str, object]
 
 def _read_test_scores(uri: str, artifact_uri: str, local: str | None):
     """A run's scores file, read in place from the ``local`` folder of its artifact root
-    (None: downloaded from the tracking server). Not cached: a sweep's worker that kept every
-    run's scores grew by 60 MB more over 3,000 trials (B10); each reader (``table``, a
-    description process) reads each run once."""
+    (None: downloaded from the tracking server, its text kept for a bundle). Not cached: a
+    sweep's worker that kept every run's scores grew by 60 MB more over 3,000 trials (B10);
+    each reader (``table``, a description process) reads each run once."""
+    import pandas as pd
     from mlflow.artifacts import download_artifacts
 
     if local is not None:
-        return _parse_scores((Path(local) / SCORES_ARTIFACT).read_text(encoding="utf-8"))
+        return pd.read_csv(Path(local) / SCORES_ARTIFACT)
     with tempfile.TemporaryDirectory(prefix="lightning_ad-scores-") as tmp:
         path = download_artifacts(
             artifact_uri=f"{artifact_uri}/{SCORES_ARTIFACT}", dst_path=tmp, tracking_uri=uri

@@ -83,7 +83,9 @@ def test_a_parents_bundle_gives_each_runs_scores_file_as_logged(
     parent, bare = (client.create_run(experiment).info.run_id for _ in range(2))
     tracking.log_scores_bundle(uri, parent, [(runs[0][0], read[0]), (runs[1][0], read[1])])
 
-    bundled = tracking.bundled_test_scores(uri, [client.get_run(parent), client.get_run(bare)])
+    parents = [client.get_run(parent), client.get_run(bare)]
+    assert set(tracking.bundled_test_scores(uri, parents, {runs[1][0], "x"})) == {runs[1][0]}
+    bundled = tracking.bundled_test_scores(uri, parents, {runs[0][0], runs[1][0]})
     assert set(bundled) == {runs[0][0], runs[1][0]}
     for (run_id, _), text, frame in zip(runs, files.values(), read, strict=True):
         assert bundled[run_id].attrs[tracking.SCORES_TEXT] == text

@@ -145,14 +145,12 @@ class SweepParent:
         """The bundle of ``trials``' scores files, where their artifacts are on a tracking
         server; only a speed-up for readers, so a failure (a proxy refusing a large upload) is
         a warning."""
-        from mlflow.exceptions import MlflowException
-
         if all(map(tracking.local_artifacts, trials["artifact_uri"])):
             return
         scores = zip(trials["run_id"], trials[report.SCORES], strict=True)
         try:
             tracking.log_scores_bundle(self.target.tracking_uri, self.run_id, scores)
-        except (MlflowException, OSError) as err:
+        except Exception as err:  # the tables stand without it
             warnings.warn(f"could not log the scores bundle: {redact(str(err))}", stacklevel=1)
 
     def _log_medians(self, trials) -> None:
@@ -183,7 +181,7 @@ class _Describer:
     ignores Ctrl-C and ends with the process that started it, which ends it otherwise."""
 
     process: BaseProcess
-    ended: object  # a shared double: the monotonic clock (system-wide) when it ended, or -1
+    ended: ctypes.c_double  # shared: the monotonic clock (system-wide) when it ended, or -1
     started: float
 
     @classmethod
@@ -221,9 +219,9 @@ def _describe(target: SweepTarget, run_id: str, parent_pid: int, ended) -> None:
 
 
 def _end_with_parent(parent_pid: int) -> None:
-    """Have the kernel end this process when its parent ends (Linux ``PR_SET_PDEATHSIG``): a
-    worker killed (out of memory) would leave it to write a description older than the one of
-    the sweep's end."""
+    """Have the kernel end this process when its parent ends (Linux ``PR_SET_PDEATHSIG``): if
+    the process that started it were killed (out of memory), it would write a description
+    older than the one of the sweep's end."""
     with contextlib.suppress(AttributeError, OSError):  # not Linux: its parent's exit ends it
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent_pid:  # it ended before the request

@@ -72,6 +72,7 @@ def run_sweep(target: SweepTarget, workers: int = 1, show_progress: bool = True)
     try:
         _run_workers(parent, first_trial, workers, show_progress)
     except KeyboardInterrupt:
+        parent.stop_describing()  # first: it ignores Ctrl-C and would write after the close
         parent.close(grid_status(study, target.spec), interrupted=True)
         raise
     finally:
