@@ -386,14 +386,16 @@ def bundled_test_scores(uri: str, parents: Iterable[Run], wanted: Collection[str
 
 
 def log_scores_bundle(uri: str, run_id: str, scores: Iterable[tuple[str, object]]) -> None:
-    """Log ``scores`` ((trial run id, its scores as read here, or None)) as ``run_id``'s
-    :data:`SCORES_BUNDLE`, unless every one came from a bundle."""
+    """Log the downloaded ones of ``scores`` ((trial run id, its scores as read here, or None):
+    those holding their file's text) as ``run_id``'s :data:`SCORES_BUNDLE`, unless each of them
+    came from a bundle. Scores read from local disk carry no text: they are never bundled."""
     import pandas as pd
 
-    rows = [(trial, frame) for trial, frame in scores if frame is not None]
-    if all(frame.attrs.get(BUNDLED) for _, frame in rows):
+    frames = [(trial, frame) for trial, frame in scores if frame is not None]
+    downloaded = [(trial, frame) for trial, frame in frames if SCORES_TEXT in frame.attrs]
+    if all(frame.attrs.get(BUNDLED) for _, frame in downloaded):
         return
-    rows = [(trial, frame.attrs[SCORES_TEXT]) for trial, frame in rows]
+    rows = [(trial, frame.attrs[SCORES_TEXT]) for trial, frame in downloaded]
     with tempfile.TemporaryDirectory(prefix="lightning_ad-bundle-") as tmp:
         path = Path(tmp) / Path(SCORES_BUNDLE).name
         pd.DataFrame(rows, columns=["run_id", "csv"]).to_parquet(path, index=False)

@@ -142,11 +142,8 @@ class SweepParent:
         return files
 
     def _log_scores_bundle(self, trials) -> None:
-        """The bundle of ``trials``' scores files, where their artifacts are on a tracking
-        server; only a speed-up for readers, so a failure (a proxy refusing a large upload) is
-        a warning."""
-        if all(map(tracking.local_artifacts, trials["artifact_uri"])):
-            return
+        """The bundle of ``trials``' scores files downloaded from a tracking server; only a
+        speed-up for readers, so a failure (a proxy refusing a large upload) is a warning."""
         scores = zip(trials["run_id"], trials[report.SCORES], strict=True)
         try:
             tracking.log_scores_bundle(self.target.tracking_uri, self.run_id, scores)
