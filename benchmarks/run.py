@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("reports/bench"))
     parser.add_argument("--data-dir", type=Path, default=Path("data/synthetic"))
     args = parser.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="bench-data-")) if args.tiny else args.data_dir
+    # Absolute: B7 starts its sweeps in a folder of their own.
+    root = Path(tempfile.mkdtemp(prefix="bench-data-")) if args.tiny else args.data_dir.resolve()
     generate_category(
         "screw", root, image_size=64 if args.tiny else 256, max_per_folder=12 if args.tiny else None
     )

@@ -57,6 +57,16 @@ class TrialConfig:
     )
     epochs: int = _setting(8, "the most training epochs (early stopping on val/loss)")
     batch_size: int = _setting(32, "images per batch, all classes mixed")
+    samples_per_epoch: int | None = _setting(
+        None,
+        "training samples per epoch whatever the class count; default: as many as the train "
+        "split's normal images",
+    )
+    bn_mode: str = _setting(
+        "frozen",
+        "frozen: BatchNorm keeps the pretrained statistics while training; train: they follow "
+        "the twin batches",
+    )
     lr: float = _setting(1e-4, "Adam's learning rate")
     backbone_lr: float | None = _setting(
         None, "the backbone's learning rate, to keep its pretrained features; default: lr"
@@ -118,6 +128,7 @@ class TrialConfig:
         from lightning_ad.models.backbones import check_backbone
         from lightning_ad.models.detector import check_false_alarm_rate
         from lightning_ad.models.heads import check_head
+        from lightning_ad.models.net import check_bn_mode
         from lightning_ad.patchcore import check_coreset_fraction
         from lightning_ad.scoring import check_scorer
 
@@ -130,11 +141,12 @@ class TrialConfig:
         check_scorer(self.score)
         check_coreset_fraction(self.coreset_fraction)
         check_mask_mode(self.mask_mode)
+        check_bn_mode(self.bn_mode)
         check_false_alarm_rate(self.false_alarm_rate)
         if self.artifacts not in ARTIFACT_LEVELS:
             raise unknown("artifacts level", self.artifacts, ARTIFACT_LEVELS)
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
+        for name in ("epochs", "batch_size", "samples_per_epoch"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise LightningADError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("lr", "backbone_lr"):
             value = getattr(self, name)

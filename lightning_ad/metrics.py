@@ -1,18 +1,17 @@
-"""Detection and localisation metrics, and the paired test that compares two detectors.
+"""Detection and localisation metrics.
 
 - image AUROC, overall and per defect type (good = 0, every defect = 1);
-- pixel AUROC and AUPRO of anomaly maps against the ground-truth masks;
-- DeLong's test for two correlated AUROCs measured on the same test images.
+- pixel AUROC and AUPRO of anomaly maps against the ground-truth masks.
+
+Comparing two recipes over training runs is :mod:`lightning_ad.verdict`'s job.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.stats import norm
 from sklearn.metrics import auc, roc_auc_score
 
 AUPRO_MAX_FPR = 0.3
@@ -106,51 +105,3 @@ def binned_roc(
         np.concatenate([[0.0], false / false[-1]]),
         np.concatenate([[0.0], hits / hits[-1]]),
     )
-
-
-@dataclass(frozen=True)
-class DeLong:
-    """DeLong's test of AUROC(b) - AUROC(a) on the same images: the difference, its standard
-    error, z and the two-sided p-value."""
-
-    delta: float
-    se: float
-    z: float
-    p: float
-
-
-def delong(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> DeLong:
-    """DeLong, DeLong & Clarke-Pearson (Biometrics 1988): two correlated AUROCs.
-
-    Each AUROC is the mean of its structural components (per positive: the share of negatives
-    it outranks; per negative: the share of positives that outrank it, ties counting half);
-    their covariances across the two scorers give the variance of the difference.
-    """
-    positive, negative = labels == 1, labels == 0
-    m, n = int(positive.sum()), int(negative.sum())
-    if m < 2 or n < 2:  # no variance to estimate: no test
-        return DeLong(float("nan"), float("nan"), float("nan"), float("nan"))
-    v10, v01 = [], []
-    for scores in (scores_a, scores_b):
-        pos, neg = scores[positive][:, None], scores[negative][None, :]
-        psi = (pos > neg) + 0.5 * (pos == neg)
-        v10.append(psi.mean(axis=1))  # one per positive image
-        v01.append(psi.mean(axis=0))  # one per negative image
-    s10, s01 = np.cov(np.stack(v10)), np.cov(np.stack(v01))
-    contrast = np.array([-1.0, 1.0])
-    variance = contrast @ s10 @ contrast / m + contrast @ s01 @ contrast / n
-    delta = float(v10[1].mean() - v10[0].mean())
-    se = float(np.sqrt(max(variance, 0.0)))
-    # se = 0: identical rankings (nothing to test), or a difference with no variance to weigh
-    # it against (a constant scorer), which is no evidence either way: NaN, not p = 0.
-    z = delta / se if se > 0 else (0.0 if delta == 0 else float("nan"))
-    return DeLong(delta, se, z, float(2 * norm.sf(abs(z))))
-
-
-def stouffer(z_values: Sequence[float]) -> float:
-    """Two-sided p of independent z scores combined (Stouffer): one p across seeds."""
-    known = [z for z in z_values if np.isfinite(z)]
-    if not known:
-        return float("nan")
-    z = sum(known) / np.sqrt(len(known))
-    return float(2 * norm.sf(abs(z)))

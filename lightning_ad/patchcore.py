@@ -20,7 +20,7 @@ from torchvision.transforms.functional import gaussian_blur
 from lightning_ad.errors import LightningADError
 from lightning_ad.models.backbones import Backbone
 
-PROJECTION_DIM = 128
+PROJECTION_DIM = 32
 """Coreset selection runs on a random projection of the patches to this many dimensions (the
 paper's Johnson-Lindenstrauss step): the distances barely move, the selection gets cheaper."""
 BLUR_SIGMA_AT_256 = 4.0
@@ -100,8 +100,9 @@ class MemoryBank:
         self.bank: torch.Tensor | None = None
 
     def fit(self, patches: torch.Tensor) -> MemoryBank:
-        """``patches``: (N, C, h, w) features of the train/good images."""
-        rows = _rows(patches)
+        """``patches``: (N, C, h, w) features of the train/good images, or their rows (M, C)
+        (:func:`patch_rows`: built batch by batch, they spare a second copy of every patch)."""
+        rows = patches if patches.dim() == 2 else patch_rows(patches)
         size = math.ceil(self.coreset_fraction * len(rows))
         self.bank = rows if size >= len(rows) else rows[greedy_coreset(rows, size, self.seed)]
         return self
@@ -111,14 +112,14 @@ class MemoryBank:
         if self.bank is None:
             raise LightningADError("MemoryBank.distances before fit")
         n, _, h, w = patches.shape
-        rows = _rows(patches)
+        rows = patch_rows(patches)
         nearest = torch.cat(
             [torch.cdist(chunk, self.bank).amin(dim=1) for chunk in rows.split(CHUNK)]
         )
         return nearest.view(n, h, w)
 
 
-def _rows(patches: torch.Tensor) -> torch.Tensor:
+def patch_rows(patches: torch.Tensor) -> torch.Tensor:
     """(N, C, h, w) -> (N * h * w, C), one row per patch."""
     return patches.permute(0, 2, 3, 1).reshape(-1, patches.shape[1]).contiguous()
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from lightning_ad import metrics, tracking
+from lightning_ad import tracking, verdict
 from lightning_ad.config import GRID_KEYS, NO_HEAD, cell_label
 from lightning_ad.data.twins import CLASS2, CLASS3, TwinClasses
 
@@ -43,10 +43,14 @@ FILE_NAMES = {
     "defects": "class3_vs_class2_by_defect",
 }
 DELTA_COLUMNS = [
-    "category", "backbone", "head", "median_delta", "pairs", "wins", "losses", "p_wilcoxon",
-    "p_delong",
+    "category", "backbone", "head", "scorer", "seeds", "wins", "losses", "mean_delta",
+    "median_delta", "ci_low", "ci_high", "p", "df", "ceiling", "claim", "p_delong_by_seed",
 ]  # fmt: skip
-DEFECT_COLUMNS = [*DELTA_COLUMNS[:3], "defect", *DELTA_COLUMNS[3:]]
+"""A verdict row (:mod:`lightning_ad.verdict`): ``mean_delta`` with its 95 % interval
+``ci_low``-``ci_high`` and ``p`` over seeds and test images (``df``: the t-interval's degrees of
+freedom); at the ``ceiling`` all four are NaN; ``p_delong_by_seed``: each seed's DeLong p, the
+test set's noise alone."""
+DEFECT_COLUMNS = [*DELTA_COLUMNS[:4], "defect", *DELTA_COLUMNS[4:], "p_holm"]
 RUN_FACTS = ("dataset", "data_root", "git_commit", "score_used")
 """Run parameters that say where a cell's numbers came from; the tidy table carries them."""
 MAIN_METRIC = "test/auc"
@@ -203,93 +207,129 @@ def _joined(values: pd.Series | None) -> str:
     return ";".join(sorted({str(v) for v in values.dropna()}))
 
 
-def paired_deltas(
-    trials: pd.DataFrame, metric: str, defect: str | None = None, a: str = CLASS2, b: str = CLASS3
+def paired_verdicts(
+    trials: pd.DataFrame,
+    defect: str | None = None,
+    main_only: bool = False,
+    a: str = CLASS2,
+    b: str = CLASS3,
 ) -> pd.DataFrame:
-    """Per (category, backbone, head): ``b - a`` of ``metric`` paired by seed, with two tests.
-
-    - Wilcoxon's signed-rank test over the seeds (two-sided; NaN with fewer than 2 pairs): do
-      the seeds agree? With 3 seeds its smallest p is 0.25.
-    - DeLong's test on the same test images, per seed, combined across seeds (Stouffer):
-      is the AUROC difference larger than the test set's noise? Needs the runs' per-image scores
-      (column ``scores``); restricted to good images and ``defect`` when given.
-    """
-    from scipy.stats import wilcoxon
-
+    """Per (category, backbone, head) and scorer: the verdict on ``b - a`` over the seeds that
+    ran both (:func:`lightning_ad.verdict.compare`), from the runs' per-image test scores
+    (column ``scores``); restricted to good images and ``defect`` when given; only the trials'
+    own scorer (``score_used``) when ``main_only``."""
     rows = []
-    if trials.empty or metric not in trials:
+    if trials.empty or SCORES not in trials:
         return pd.DataFrame(rows, columns=DELTA_COLUMNS)
     for (category, backbone, head), group in trials.groupby(["category", "backbone", "head"]):
-        pairs = _pairs(group, metric, a, b)
-        if pairs.empty:
-            continue
-        delta = (pairs[f"{metric}_b"] - pairs[f"{metric}_a"]).to_numpy(float)
-        p = float("nan")
-        if len(delta) >= 2 and np.any(delta != 0):
-            p = float(wilcoxon(delta).pvalue)
-        rows.append(
-            {
-                "category": category,
-                "backbone": backbone,
-                "head": head,
-                "median_delta": float(np.median(delta)),
-                "pairs": len(delta),
-                "wins": int((delta > 0).sum()),
-                "losses": int((delta < 0).sum()),
-                "p_wilcoxon": p,
-                "p_delong": _delong_across_seeds(pairs, defect),
-            }
-        )
+        pairs = _pairs(group, a, b)
+        scorers = _scorers(pairs, main_only)
+        for scorer in scorers:
+            labels, scores_a, scores_b = _aligned(pairs, scorer, defect)
+            result = verdict.compare(labels, scores_a, scores_b)
+            if result.seeds:
+                rows.append(_verdict_row((category, backbone, head, scorer), result))
     return pd.DataFrame(rows, columns=DELTA_COLUMNS)
 
 
-def _pairs(group: pd.DataFrame, metric: str, a: str, b: str) -> pd.DataFrame:
-    """One row per seed run with both class counts: ``<column>_a`` and ``<column>_b``."""
-    keep = [c for c in ("seed", metric, SCORES, "score_used") if c in group]
-    runs = group.dropna(subset=[metric])[["classes", *keep]]
-    return pd.merge(
+def _verdict_row(key: tuple[str, str, str, str], result: verdict.Verdict) -> dict:
+    deltas = np.array(result.deltas)
+    return dict(zip(DELTA_COLUMNS[:4], key, strict=True)) | {
+        "seeds": result.seeds,
+        "wins": int((deltas > 0).sum()),
+        "losses": int((deltas < 0).sum()),
+        "mean_delta": result.mean,
+        "median_delta": result.median,
+        "ci_low": result.low,
+        "ci_high": result.high,
+        "p": result.p,
+        "df": result.df,
+        "ceiling": result.ceiling,
+        "claim": result.claim,
+        "p_delong_by_seed": ";".join(f"{p:.3g}" for p in result.p_delong),
+    }
+
+
+def _pairs(group: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+    """One row per seed that ran both class counts with scores: ``scores_a``, ``scores_b`` and
+    ``score_used``."""
+    runs = group[group[SCORES].notna()][["classes", "seed", SCORES, "score_used"]]
+    pairs = pd.merge(
         runs[runs["classes"] == a].drop(columns="classes"),
-        runs[runs["classes"] == b].drop(columns="classes"),
+        runs[runs["classes"] == b].drop(columns=["classes", "score_used"]),
         on="seed",
         suffixes=("_a", "_b"),
     )
+    return pairs.sort_values("seed")
 
 
-def _delong_across_seeds(pairs: pd.DataFrame, defect: str | None) -> float:
-    """Stouffer's combination of each seed's DeLong z for AUROC(b) - AUROC(a)."""
-    if f"{SCORES}_a" not in pairs:
-        return float("nan")
-    z_values = []
-    for pair in pairs.itertuples(index=False):
-        a, b = getattr(pair, f"{SCORES}_a"), getattr(pair, f"{SCORES}_b")
-        scorer = getattr(pair, "score_used_a", None)
-        if a is None or b is None or scorer not in a or scorer not in b:
-            continue
-        both = pd.merge(a, b, on=["image", "defect", "label"], suffixes=("_a", "_b"))
-        if defect is not None:
-            both = both[both["defect"].isin(["good", defect])]
-        if both["label"].nunique() < 2:
-            continue
-        labels = both["label"].to_numpy(int)
-        test = metrics.delong(
-            labels, both[f"{scorer}_a"].to_numpy(), both[f"{scorer}_b"].to_numpy()
-        )
-        z_values.append(test.z)
-    return metrics.stouffer(z_values)
+def _scorers(pairs: pd.DataFrame, main_only: bool) -> list[str]:
+    """The scorers every paired run logged scores for (or the runs' own one)."""
+    if pairs.empty:
+        return []
+    if main_only:
+        return sorted(set(pairs["score_used"].dropna()))
+    frames = [*pairs[f"{SCORES}_a"], *pairs[f"{SCORES}_b"]]
+    common = set.intersection(*(set(f.columns) for f in frames)) - {"image", "defect", "label"}
+    return sorted(common)
 
 
-def defect_deltas(trials: pd.DataFrame) -> pd.DataFrame:
-    """class3 - class2 per defect type, from ``test/auc/<defect>`` (the reported scorer's):
-    which defects the third class helps and which it hurts."""
-    frames = []
-    for column in sorted(c for c in trials.columns if c.startswith(f"{MAIN_METRIC}/")):
-        defect = column.rsplit("/", 1)[1]
-        deltas = paired_deltas(trials, column, defect=defect)
-        if not deltas.empty:
-            frames.append(deltas.assign(defect=defect))
+def _aligned(
+    pairs: pd.DataFrame, scorer: str, defect: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels (n,) and scores of both class counts (seeds, n) on the test images every paired
+    run scored, in one order; good images and ``defect`` only when given."""
+    frames = [f for f in (*pairs[f"{SCORES}_a"], *pairs[f"{SCORES}_b"]) if scorer in f]
+    if len(frames) < 2 * len(pairs) or pairs.empty:
+        return np.array([]), np.empty((0, 0)), np.empty((0, 0))
+    images = set.intersection(*(set(f["image"]) for f in frames))
+    kept = [f[f["image"].isin(images)].sort_values("image") for f in frames]
+    if defect is not None:
+        kept = [f[f["defect"].isin(["good", defect])] for f in kept]
+    labels = kept[0]["label"].to_numpy(int)
+    scores = np.array([f[scorer].to_numpy(float) for f in kept])
+    return labels, scores[: len(pairs)], scores[len(pairs) :]
+
+
+def defect_verdicts(trials: pd.DataFrame) -> pd.DataFrame:
+    """class3 - class2 per defect type (good images and that defect's), the trials' own scorer,
+    with Holm's adjustment over the defect types of each (category, backbone, head): which
+    defects the third class helps and which it hurts, corrected for asking several times."""
+    defects = sorted(
+        {d for frame in trials.get(SCORES, pd.Series()).dropna() for d in frame["defect"]}
+        - {"good"}
+    )
+    frames = [paired_verdicts(trials, d, main_only=True).assign(defect=d) for d in defects]
+    frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame(columns=DEFECT_COLUMNS)
-    return pd.concat(frames)[DEFECT_COLUMNS]
+    table = pd.concat(frames, ignore_index=True)
+    family = ["category", "backbone", "head", "scorer"]
+    table["p_holm"] = table.groupby(family)["p"].transform(lambda p: verdict.holm(p.to_numpy()))
+    return table.sort_values([*family, "defect"])[DEFECT_COLUMNS].reset_index(drop=True)
+
+
+def verdict_display(table: pd.DataFrame) -> pd.DataFrame:
+    """A verdict table for people: the interval in one column, ``ceiling`` spelled out."""
+    shown = [c for c in ("category", "backbone", "head", "scorer", "defect") if c in table]
+    rows = []
+    for row in table.to_dict("records"):
+        interval = (
+            "ceiling"
+            if row["ceiling"]
+            else f"{row['mean_delta']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
+        )
+        out = {c: row[c] for c in shown}
+        out |= {
+            "seeds (won/lost)": f"{row['seeds']} ({row['wins']}/{row['losses']})",
+            "class3 − class2 [95 % CI]": interval,
+            "p": "–" if row["ceiling"] else _fmt("p", row["p"]),
+        }
+        if "p_holm" in row:
+            out["p (Holm)"] = "–" if row["ceiling"] else _fmt("p", row["p_holm"])
+        out |= {"verdict": row["claim"], "DeLong p per seed": row["p_delong_by_seed"]}
+        rows.append(out)
+    return pd.DataFrame(rows)
 
 
 def main_table(
@@ -376,10 +416,12 @@ def _markdown(table: pd.DataFrame) -> str:
 
 
 def _fmt(column: str, value) -> str:
-    """Deltas with their sign, other numbers plain, three decimals."""
+    """Deltas with their sign, p-values down to 0.001, other numbers plain, three decimals."""
     if isinstance(value, float):
         if math.isnan(value):
             return "n/a"
+        if column.startswith("p") and value < 0.001:
+            return "<0.001"
         return f"{value:+.3f}" if "delta" in column else f"{value:.3f}"
     return str(value)
 
@@ -389,7 +431,7 @@ def tidy_table(trials: pd.DataFrame, spec: SweepSpec, name: str) -> pd.DataFrame
     and ``aupro`` are columns of the tidy ``median`` table."""
     if name in ("median", *MAP_METRICS):
         return tidy_medians(trials, spec)
-    table = paired_deltas(trials, MAIN_METRIC) if name == "delta" else defect_deltas(trials)
+    table = paired_verdicts(trials) if name == "delta" else defect_verdicts(trials)
     table.insert(0, "sweep", spec.name)
     return table
 
@@ -403,8 +445,8 @@ def display_table(
     if name in MAP_METRICS:
         return main_table(trials, spec, long=fmt == "html", metric=MAP_METRICS[name]), True
     if name == "delta":
-        return paired_deltas(trials, MAIN_METRIC), False
-    return defect_deltas(trials), False
+        return verdict_display(paired_verdicts(trials)), False
+    return verdict_display(defect_verdicts(trials)), False
 
 
 def write_table(trials: pd.DataFrame, spec: SweepSpec, name: str, fmt: str, path: Path) -> Path:
@@ -451,9 +493,10 @@ def summary_text(
         "median": "Median test AUC over seeds (n seeds)",
         "pixel": "Median pixel AUROC of the anomaly maps (n seeds)",
         "aupro": "Median AUPRO of the anomaly maps, up to FPR 0.3 (n seeds)",
-        "delta": "class3 - class2, paired by seed (Wilcoxon over seeds; DeLong on the same "
-        "test images, combined over seeds)",
-        "defects": "class3 - class2 per defect type (the reported scorer's AUROC)",
+        "delta": "class3 - class2 per scorer: mean over seeds, 95 % interval over training "
+        "runs and the shared test images (ceiling: every run at AUROC 1, no information)",
+        "defects": "class3 - class2 per defect type (the trials' own scorer; p Holm-adjusted "
+        "over the defect types)",
     }
     parts = []
     for name in tables:
@@ -471,7 +514,7 @@ def parent_description(trials: pd.DataFrame, spec: SweepSpec, settings: Settings
         f"Settings {settings.describe()} (all of them: `settings.json`).\n\n"
         + summary_text(trials, spec, "md", ("median", "delta"))
         .replace("Median test AUC", "### Median test AUC")
-        .replace("class3 - class2, paired", "### class3 - class2, paired")
+        .replace("class3 - class2 per scorer", "### class3 - class2 per scorer")
     )
     return text[: tracking.MAX_TAG_LENGTH]
 

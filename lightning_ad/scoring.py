@@ -70,13 +70,18 @@ class Scorer:
     score: Callable[[Features], np.ndarray]
     needs_training: bool
     """Needs a trained head (its classifier, or a trained network beside the frozen one)."""
+    needs_frozen: bool = False
+    """Reads the frozen backbone's embeddings: a second backbone pass over every image, made
+    only when this scorer is the trial's own (:func:`needs_frozen_view`)."""
 
 
 SCORERS: dict[str, Scorer] = {
     "lof": Scorer(lambda f: lof_scores(*f.model), needs_training=False),
     "knn": Scorer(lambda f: knn_scores(*f.model), needs_training=False),
     "prob": Scorer(lambda f: 1.0 - f.p_normal, needs_training=True),
-    "fused": Scorer(lambda f: fused_scores(f.model, f.frozen), needs_training=True),
+    "fused": Scorer(
+        lambda f: fused_scores(f.model, f.frozen), needs_training=True, needs_frozen=True
+    ),
     # PatchCore's image score: the largest patch distance (lightning_ad.patchcore).
     "patch": Scorer(
         lambda f: f.patch_distances.reshape(len(f.patch_distances), -1).max(axis=1),
@@ -98,10 +103,17 @@ def scorer_for(name: str, trained: bool) -> str:
     return UNTRAINED_FALLBACK if SCORERS[name].needs_training and not trained else name
 
 
+def needs_frozen_view(name: str, trained: bool) -> bool:
+    """Whether scoring with ``name`` needs the frozen backbone beside a trained network."""
+    return trained and SCORERS[name].needs_frozen
+
+
 def score_all(features: Features, trained: bool) -> dict[str, np.ndarray]:
-    """Every scorer that applies: all of them for a trained network, the rest otherwise."""
+    """Every scorer that applies: those that need a trained head only for a trained network,
+    those that read the frozen backbone only when its embeddings were computed."""
     return {
         name: scorer.score(features)
         for name, scorer in SCORERS.items()
-        if trained or not scorer.needs_training
+        if (trained or not scorer.needs_training)
+        and (features.frozen is not None or not scorer.needs_frozen)
     }

@@ -71,6 +71,7 @@ def run_trial(
         image_size=config.image_size,
         score_image_size=config.scoring_size,
         batch_size=config.batch_size,
+        samples_per_epoch=config.samples_per_epoch,
         val_fraction=config.val_fraction,
         mask_mode=config.mask_mode,
         seed=config.seed,
@@ -85,6 +86,7 @@ def run_trial(
         backbone_lr=config.backbone_lr,
         amsgrad=config.amsgrad,
         cosine_schedule=config.cosine_schedule,
+        bn_mode=config.bn_mode,
         main_score=config.score_used,
         coreset_fraction=config.coreset_fraction,
         seed=config.seed,
@@ -147,6 +149,8 @@ def _fit_and_test(
         best, best_loss = None, None
         if module.net.trains:
             _interruptible(trainer, lambda: trainer.fit(module, datamodule=datamodule))
+            # The optimizer steps taken: equal for class2 and class3 trials of one seed.
+            logger.experiment.log_metric(logger.run_id, "trainer/global_step", trainer.global_step)
             best = trainer.checkpoint_callback.best_model_path or None
             best_score = trainer.checkpoint_callback.best_model_score
             best_loss = float(best_score) if best_score is not None else None

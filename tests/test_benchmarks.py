@@ -27,6 +27,27 @@ def test_benchmark_rows_run_on_tiny_inputs(rows: str, tmp_path: Path) -> None:
     assert set(ids) >= set(rows.split(",")) and all(r["result"] for r in record["rows"])
 
 
+@pytest.mark.e2e
+def test_plain_make_bench_runs_every_default_row_on_tiny_inputs(tmp_path: Path) -> None:
+    """``make bench``'s own code path (no --only), every default row, on minimal inputs."""
+    assert main(["--tiny", "--out", str(tmp_path)]) == 0
+    ids = {r["id"] for r in json.loads((tmp_path / "latest.json").read_text())["rows"]}
+    assert {"B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B11"} <= ids
+
+
+def test_bench_data_folder_is_absolute_for_rows_that_change_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B7 runs its sweeps in another folder: a relative data folder must reach it resolved."""
+    seen = []
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("benchmarks.run.generate_category", lambda category, root, **_: None)
+    monkeypatch.setattr("benchmarks.run.REGISTRY", {})
+    monkeypatch.setattr("benchmarks.run.Setup", lambda root, *a: seen.append(root))
+    assert main(["--data-dir", "data/synthetic", "--out", str(tmp_path / "out")]) == 0
+    assert seen == [tmp_path / "data" / "synthetic"]
+
+
 @pytest.mark.integration
 def test_b10_fills_each_cell_once_with_four_workers_on_postgres(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
 from lightning_ad import metrics
@@ -56,44 +55,3 @@ def test_aupro_weighs_regions_not_pixels() -> None:
     maps[0, 15, 15] = 0.0
     assert metrics.pixel_auroc(maps, masks) > 0.95
     assert metrics.aupro(maps, masks) == pytest.approx(0.5, abs=0.01)
-
-
-def test_delong_by_hand() -> None:
-    # Two positives, two negatives. Scorer a ranks 3 of 4 pairs right: AUROC 3/4, components
-    # per positive (1, 1/2), per negative (1/2, 1); scorer b ranks all: AUROC 1, components all 1.
-    # Var(delta) = var(1, 1/2) / 2 + var(1/2, 1) / 2 = 0.125 / 2 + 0.125 / 2 = 0.125.
-    labels = np.array([1, 1, 0, 0])
-    a = np.array([0.9, 0.4, 0.5, 0.1])
-    b = np.array([0.8, 0.7, 0.6, 0.2])
-    test = metrics.delong(labels, a, b)
-    assert test.delta == pytest.approx(0.25)
-    assert test.se == pytest.approx(np.sqrt(0.125))
-    assert test.z == pytest.approx(0.25 / np.sqrt(0.125))
-    assert test.p == pytest.approx(2 * norm.sf(0.25 / np.sqrt(0.125)))
-
-
-def test_delong_of_a_scorer_with_itself_finds_nothing() -> None:
-    rng = np.random.default_rng(1)
-    labels = np.r_[np.zeros(30), np.ones(30)].astype(int)
-    scores = rng.random(60) + 0.3 * labels
-    test = metrics.delong(labels, scores, scores)
-    assert test.delta == 0 and test.p == 1.0
-
-
-def test_delong_sees_a_real_difference_that_three_seeds_cannot() -> None:
-    rng = np.random.default_rng(2)
-    labels = np.r_[np.zeros(60), np.ones(60)].astype(int)
-    weak, strong = rng.random(120) + 0.1 * labels, rng.random(120) + 0.9 * labels
-    assert metrics.delong(labels, weak, strong).p < 1e-3
-    assert metrics.stouffer([3.0, 3.0, 3.0]) == pytest.approx(2 * norm.sf(3 * np.sqrt(3)))
-    assert np.isnan(metrics.stouffer([]))
-
-
-def test_delong_without_a_variance_to_weigh_is_no_evidence() -> None:
-    """One positive image, or a constant scorer: NaN, never p = 0; Stouffer skips it."""
-    one_positive = metrics.delong(np.array([1, 0, 0]), np.array([0.9, 0.1, 0.2]), np.zeros(3))
-    assert np.isnan(one_positive.p)
-    labels = np.array([1, 1, 0, 0])
-    constant = metrics.delong(labels, np.array([0.9, 0.8, 0.2, 0.1]), np.full(4, 0.5))
-    assert constant.delta == -0.5 and np.isnan(constant.p)
-    assert metrics.stouffer([constant.z, 2.0]) == pytest.approx(2 * norm.sf(2.0))

@@ -96,26 +96,43 @@ def _trials(uri: str) -> pd.DataFrame:
     return report.fetch_trials(uri, "lightning_ad-quick", spec, FINGERPRINT, "screw")
 
 
-def test_delong_on_the_same_images_sees_what_two_seeds_cannot(
+def test_verdict_reads_the_runs_scores_per_scorer_and_defect(
     logged: tuple[str, list[dict]],
 ) -> None:
-    """class3's scores separate the test images, class2's hardly: DeLong on the same images is
-    significant for every head and defect type, Wilcoxon over two seeds cannot be."""
+    """class3's scores separate the test images, class2's hardly: every verdict says class3 is
+    better, with an interval above 0; per defect type the p's are Holm-adjusted."""
     trials = _trials(logged[0])
-    deltas = report.paired_deltas(trials, report.MAIN_METRIC)
-    assert len(deltas) == 1 and (deltas["pairs"] == 2).all()  # arcface: adacos needs class3
-    assert (deltas["p_delong"] < 1e-6).all()
-    assert (deltas["p_wilcoxon"] >= 0.5).all()
-    by_defect = report.defect_deltas(trials)
-    assert set(by_defect["defect"]) == set(DEFECTS) and (by_defect["p_delong"] < 1e-3).all()
+    deltas = report.paired_verdicts(trials)
+    assert len(deltas) == 1 and (deltas["seeds"] == 2).all()  # arcface: adacos needs class3
+    assert list(deltas["scorer"]) == ["knn"] and (deltas["claim"] == "better").all()
+    assert (deltas["ci_low"] > 0).all() and len(deltas["p_delong_by_seed"][0].split(";")) == 2
+    by_defect = report.defect_verdicts(trials)
+    assert set(by_defect["defect"]) == set(DEFECTS)
+    assert (by_defect["p_holm"] >= by_defect["p"]).all()
+    p = by_defect["p"]
+    assert by_defect["p_holm"].max() == pytest.approx(max(min(1.0, 2 * p.min()), p.max()))
 
 
-def test_a_run_without_per_image_scores_leaves_delong_empty(
+def test_a_ceiling_pair_reads_ceiling_never_p_one(logged: tuple[str, list[dict]]) -> None:
+    trials = _trials(logged[0])
+    perfect = []
+    for frame in trials[report.SCORES]:
+        frame = frame.copy()
+        frame["knn"] = frame["label"] + 0.01 * np.arange(len(frame)) / len(frame)
+        perfect.append(frame)
+    trials[report.SCORES] = perfect
+    [row] = report.paired_verdicts(trials).to_dict("records")
+    assert row["ceiling"] and row["claim"] == "ceiling" and np.isnan(row["p"])
+    text = report.summary_text(trials, SweepSpec.load(QUICK), "md", ("delta",))
+    assert "| ceiling |" in text and "| 1.000 |" not in text
+
+
+def test_a_run_without_per_image_scores_has_no_verdict(
     logged: tuple[str, list[dict]],
 ) -> None:
     trials = _trials(logged[0])
     trials[report.SCORES] = None
-    assert report.paired_deltas(trials, report.MAIN_METRIC)["p_delong"].isna().all()
+    assert report.paired_verdicts(trials).empty
 
 
 def test_tidy_files_read_back_as_numbers_equal_to_the_logged_medians(
@@ -140,7 +157,8 @@ def test_tidy_files_read_back_as_numbers_equal_to_the_logged_medians(
         assert row["dataset"] == "synthetic" and '"image_size": 32' in row["settings"]
         assert set(cells.loc[cells["head"] == "none", "classes"]) == {"any"}
         deltas = reader(tmp_path / "out" / f"class3_vs_class2{suffix}")
-        assert pd.api.types.is_numeric_dtype(deltas["median_delta"])
+        for column in ("mean_delta", "ci_low", "ci_high", "p"):
+            assert pd.api.types.is_numeric_dtype(deltas[column]), column
         assert set(deltas["head"]) == {"arcface"}  # adacos has no class2 cell to pair with
         by_defect = reader(tmp_path / "out" / f"class3_vs_class2_by_defect{suffix}")
         assert set(by_defect["defect"]) == set(DEFECTS)
@@ -164,7 +182,7 @@ def test_out_file_as_csv_is_one_table_pandas_parses(
     assert main([*args, "--format", "csv", "--out", "t.csv"]) == 0
     assert list(pd.read_csv("t.csv")["head"].unique()) == ["adacos", "arcface", "none"]
     assert main([*args, "--format", "csv", "--table", "delta", "--out", "d.csv"]) == 0
-    assert "median_delta" in pd.read_csv("d.csv").columns
+    assert {"mean_delta", "ci_low", "ci_high", "ceiling"} <= set(pd.read_csv("d.csv").columns)
     assert main([*args, "--format", "parquet", "--out", "tables"]) == 0
     assert sorted(p.name for p in Path("tables").iterdir()) == [
         "class3_vs_class2.parquet",

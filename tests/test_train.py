@@ -42,7 +42,6 @@ def test_logs_params_metrics_and_artifacts(synthetic_root: Path, store: str) -> 
         "test/auc_lof",
         "test/auc_knn",
         "test/auc_prob",
-        "test/auc_fused",
         "test/auc_lof/scratch_head",
         "test/auc/scratch_head",
         "test/auc_patch",
@@ -69,7 +68,6 @@ def test_logs_params_metrics_and_artifacts(synthetic_root: Path, store: str) -> 
         "lof",
         "knn",
         "prob",
-        "fused",
         "patch",
     ]
     assert len(scores) == 60 and scores["image"].str.startswith("test/").all()
@@ -184,3 +182,15 @@ def test_a_run_is_finished_only_after_its_test(synthetic_root: Path, store: str)
     assert probe.status == "RUNNING"
     run = mlflow.MlflowClient(store).get_run(result.run_id)
     assert run.info.status == "FINISHED" and "test/auc" in run.data.metrics
+
+
+def test_class2_and_class3_trials_of_one_seed_take_the_same_steps(
+    synthetic_root: Path, store: str
+) -> None:
+    steps = []
+    for classes in (2, 3):
+        config = TrialConfig(**TINY, head="arcface", classes=classes, data_root=str(synthetic_root))
+        result = run_trial(config, tracking_uri=store, experiment="tests", progress_bar=False)
+        run = mlflow.MlflowClient(store).get_run(result.run_id)
+        steps.append(run.data.metrics["trainer/global_step"])
+    assert steps[0] == steps[1] > 0

@@ -99,21 +99,26 @@ class EpochSampler(Sampler):
     """Shuffles reproducibly per (seed, epoch) and hands the epoch to the dataset with each index.
 
     Lightning calls ``set_epoch`` before every epoch, so twins change every epoch, yet a worker
-    process never needs to know which epoch it is in.
+    process never needs to know which epoch it is in. An epoch is the first ``samples`` items of
+    that epoch's permutations (default: all ``length``; more than ``length`` runs on into a next
+    permutation): a fixed number of optimizer steps per epoch, whatever the class count.
     """
 
-    def __init__(self, length: int, seed: int) -> None:
+    def __init__(self, length: int, seed: int, samples: int | None = None) -> None:
         self.length, self.seed, self.epoch = length, seed, 0
+        self.samples = length if samples is None else samples
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.length
+        return self.samples
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        for index in torch.randperm(self.length, generator=generator).tolist():
+        rounds = -(-self.samples // self.length)
+        order = torch.cat([torch.randperm(self.length, generator=generator) for _ in range(rounds)])
+        for index in order[: self.samples].tolist():
             yield self.epoch, index
 
 
@@ -157,6 +162,9 @@ class AnomalyDataModule(pl.LightningDataModule):
             test images; default ``image_size``. A fully convolutional backbone trained on small
             images can be scored at full resolution, where small defects are more than a pixel.
         batch_size: images per batch, all classes mixed.
+        samples_per_epoch: training samples (an image as one class) drawn per epoch; default
+            as many as the train split has normal images. Equal for every class count, so
+            class2 and class3 trials of one seed take the same number of optimizer steps.
         val_fraction: share of train/good held out, with its own fixed twins, for model
             selection and early stopping. Test images are never used for any choice.
         mask_mode: how the object mask for twins is found: auto, mean, background or full.
@@ -173,6 +181,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         image_size: int = 96,
         score_image_size: int | None = None,
         batch_size: int = 32,
+        samples_per_epoch: int | None = None,
         val_fraction: float = 0.2,
         mask_mode: str = "auto",
         seed: int = 0,
@@ -189,6 +198,12 @@ class AnomalyDataModule(pl.LightningDataModule):
             for name in self.classes.names
         ]
         self.image_size, self.batch_size, self.val_fraction = image_size, batch_size, val_fraction
+        if samples_per_epoch is not None and samples_per_epoch < 1:
+            raise LightningADError(
+                f"samples_per_epoch must be at least 1, got {samples_per_epoch}; leave it unset "
+                "for twice the train split's normal images"
+            )
+        self.samples_per_epoch = samples_per_epoch
         self.score_image_size = score_image_size or image_size
         self.mask_mode, self.seed = mask_mode, seed
         cuda = torch.cuda.is_available()
@@ -242,8 +257,14 @@ class AnomalyDataModule(pl.LightningDataModule):
             load_masks(tuple(s.mask_path for s in category.test), self.score_image_size),
         )
 
+    @property
+    def epoch_samples(self) -> int:
+        """Training samples per epoch (see ``samples_per_epoch``)."""
+        return self.samples_per_epoch or len(self.train_set.images)
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, sampler=EpochSampler(len(self.train_set), self.seed))
+        sampler = EpochSampler(len(self.train_set), self.seed, self.epoch_samples)
+        return self._loader(self.train_set, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set)

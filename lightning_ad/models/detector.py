@@ -143,7 +143,7 @@ class Detector:
     ) -> Detector:
         """Fit the scorers on the ``normals`` (the train split's good images, as loaded)."""
         frozen = None
-        if net.trains:  # the fused score also needs the untrained backbone's view
+        if scoring.needs_frozen_view(spec.scorer, net.trains):
             device = next(net.parameters()).device
             frozen = build_backbone(spec.backbone, pretrained)
             frozen = frozen.to(device, memory_format=net.memory_format).eval()
@@ -220,16 +220,11 @@ class Detector:
         """``detector.json`` (readable) and ``weights.pt`` (tensors only) into ``folder``."""
         folder.mkdir(parents=True, exist_ok=True)
         (folder / SPEC_FILE).write_text(json.dumps(asdict(self.spec), indent=2) + "\n")
-        # The frozen backbone and its embeddings serve the fused score only: elsewhere they
-        # would double the file for nothing.
-        fused = self.spec.scorer == "fused"
         tensors = {
             "net": self.net.state_dict(),
-            "frozen": self.frozen.state_dict() if fused and self.frozen is not None else None,
+            "frozen": self.frozen.state_dict() if self.frozen is not None else None,
             "bank": self.bank.bank.cpu(),
-            "reference": {
-                k: torch.from_numpy(v) for k, v in self.reference.items() if fused or k != "frozen"
-            },
+            "reference": {k: torch.from_numpy(v) for k, v in self.reference.items()},
         }
         torch.save(tensors, folder / WEIGHTS_FILE)
         return folder
@@ -282,10 +277,13 @@ class _Embedder:
 
 def _collect(embedder: _Embedder, loader: DataLoader) -> dict:
     """Every batch of ``loader`` through ``embedder`` in eval mode: pooled features as float
-    numpy (N, D); patch features as one tensor (N, C, h, w), left on the device."""
+    numpy (N, D); patch features as one tensor of rows (N * h * w, C), left on the device."""
     was_training = embedder.net.training
     embedder.net.eval()
-    batches = [embedder(images) for images, _ in loader]
+    batches = []
+    for images, _ in loader:
+        batch = embedder(images)
+        batches.append(batch | {"patches": patchcore.patch_rows(batch["patches"])})
     embedder.net.train(was_training)
     if not batches:
         raise LightningADError("no normal image to fit the scorers on")

@@ -49,6 +49,8 @@ class AnomalyModule(pl.LightningModule):
         backbone_lr: the backbone's own learning rate (default ``lr``): lower, it keeps more of
             the pretrained features the scorers read.
         cosine_schedule: anneal the learning rate to 0 over the run.
+        bn_mode: ``frozen`` keeps the backbone's BatchNorm statistics while training
+            (:data:`~lightning_ad.models.net.BN_MODES`).
         main_score: the scorer logged again as ``test/auc``; the caller has made sure it
             applies to this network (``TrialConfig.score_used``).
         coreset_fraction, seed: PatchCore's memory bank (``patchcore.MemoryBank``).
@@ -67,6 +69,7 @@ class AnomalyModule(pl.LightningModule):
         backbone_lr: float | None = None,
         amsgrad: bool = True,
         cosine_schedule: bool = False,
+        bn_mode: str = "frozen",
         main_score: str = "knn",
         coreset_fraction: float = 0.01,
         seed: int = 0,
@@ -75,7 +78,9 @@ class AnomalyModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)  # train.py logs one flat, complete set itself
-        self.net = AnomalyNet(backbone, head, n_classes, head_params, pretrained, channels_last)
+        self.net = AnomalyNet(
+            backbone, head, n_classes, head_params, pretrained, channels_last, bn_mode
+        )
         self.main_score = main_score
         self.test_scores: TestScores | None = None
         self._test_batches: list[dict[str, torch.Tensor]] = []

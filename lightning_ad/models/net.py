@@ -13,10 +13,14 @@ import torch
 from torch import nn
 
 from lightning_ad.config import NO_HEAD
-from lightning_ad.errors import LightningADError
+from lightning_ad.errors import LightningADError, unknown
 from lightning_ad.models.backbones import Backbone, build_backbone
 from lightning_ad.models.heads import build_head
 
+BN_MODES = ("frozen", "train")
+"""``frozen``: BatchNorm layers keep the pretrained backbone's running statistics while the rest
+trains (twin batches at 96 px would otherwise pull them towards training-time statistics);
+``train``: they follow the training batches (PyTorch's default)."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -44,6 +48,7 @@ class AnomalyNet(nn.Module):
         pretrained: ``auto`` | ``true`` | ``false`` | a state-dict path.
         channels_last: keep weights and images in NHWC. oneDNN's CPU convolutions and cuDNN's
             tensor-core ones are faster that way (``make bench`` B8 measures it).
+        bn_mode: one of :data:`BN_MODES`.
     """
 
     def __init__(
@@ -54,8 +59,11 @@ class AnomalyNet(nn.Module):
         head_params: dict | None = None,
         pretrained: str | Path = "auto",
         channels_last: bool = True,
+        bn_mode: str = "frozen",
     ) -> None:
         super().__init__()
+        check_bn_mode(bn_mode)
+        self.bn_mode = bn_mode
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.backbone = build_backbone(backbone, pretrained).to(memory_format=self.memory_format)
         self.head = (
@@ -71,6 +79,16 @@ class AnomalyNet(nn.Module):
         """False for the frozen baseline: there is nothing to train."""
         return self.head is not None
 
+    def train(self, mode: bool = True) -> AnomalyNet:
+        """As ``nn.Module.train``, but with ``bn_mode`` frozen the BatchNorm layers stay in
+        eval mode: they normalise with, and never update, the pretrained statistics."""
+        super().train(mode)
+        if mode and self.bn_mode == "frozen":
+            for layer in self.modules():
+                if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                    layer.eval()
+        return self
+
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W) -> float, ImageNet-normalised, in the network's memory format."""
         pixels = (images.float() - self.pixel_mean) / self.pixel_std
@@ -84,3 +102,9 @@ class AnomalyNet(nn.Module):
         if self.head is None:
             raise LightningADError("the frozen baseline (head none) has no classifier")
         return Classifier(self.backbone, self.head)
+
+
+def check_bn_mode(mode: str) -> None:
+    """``mode`` must be one of :data:`BN_MODES`."""
+    if mode not in BN_MODES:
+        raise unknown("bn_mode", mode, BN_MODES)

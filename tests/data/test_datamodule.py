@@ -22,13 +22,28 @@ def _epoch(dm: AnomalyDataModule, epoch: int) -> tuple[torch.Tensor, torch.Tenso
     return torch.cat(images), torch.cat(targets)
 
 
-def test_an_epoch_has_every_image_once_per_class(synthetic_root: Path) -> None:
-    dm = _datamodule(synthetic_root)
-    images, targets = _epoch(dm, 0)
-    n_train = len(dm.train_set.images)
-    assert n_train == 8  # 10 train/good images, 20 % held out for validation
-    assert Counter(targets.tolist()) == {0: n_train, 1: n_train, 2: n_train}
-    assert images.dtype == torch.uint8 and images.shape[1:] == (3, 32, 32)
+def test_an_epoch_has_as_many_samples_as_normals_whatever_the_class_count(
+    synthetic_root: Path,
+) -> None:
+    """Equal budgets: class2 and class3 epochs take the same number of optimizer steps."""
+    lengths = []
+    for classes in (2, 3):
+        dm = _datamodule(synthetic_root, classes=classes)
+        images, targets = _epoch(dm, 0)
+        lengths.append(len(targets))
+        assert set(targets.tolist()) <= set(range(classes))
+        assert images.dtype == torch.uint8 and images.shape[1:] == (3, 32, 32)
+    assert lengths == [8, 8]  # 10 train/good images, 20 % held out for validation
+
+
+def test_samples_per_epoch_runs_on_through_the_permutations(synthetic_root: Path) -> None:
+    """Asked for every (class, image) pair, an epoch has each once; asked for more, it runs
+    into a second permutation instead of stopping short."""
+    dm = _datamodule(synthetic_root, samples_per_epoch=24)
+    _, targets = _epoch(dm, 0)
+    assert Counter(targets.tolist()) == {0: 8, 1: 8, 2: 8}
+    dm = _datamodule(synthetic_root, samples_per_epoch=30)
+    assert len(_epoch(dm, 0)[1]) == 30
 
 
 def test_twins_are_redrawn_each_epoch_reproducibly(synthetic_root: Path) -> None:

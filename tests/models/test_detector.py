@@ -86,12 +86,16 @@ def _with_spec(detector: Detector, **changes: object) -> Detector:
     return Detector(spec, detector.net, detector.reference, detector.bank, detector.frozen)
 
 
-def test_only_a_fused_detector_keeps_the_frozen_backbone(
-    detector: Detector, tmp_path: Path
+def test_only_a_fused_detector_runs_and_keeps_the_frozen_backbone(
+    detector: Detector, synthetic_root: Path, tmp_path: Path
 ) -> None:
-    """The frozen backbone serves the fused score only; without it a file is about half."""
+    """The frozen backbone serves the fused score only: another scorer never builds or runs it,
+    and its file is about half."""
     fused = (detector.save(tmp_path / "fused") / "weights.pt").stat().st_size
-    patch = _with_spec(detector, scorer="patch").save(tmp_path / "patch") / "weights.pt"
+    spec = replace(detector.spec, scorer="patch", threshold=None)
+    fitted = Detector.fit(spec, detector.net, _loader(synthetic_root, "screw"), "false")
+    assert fitted.frozen is None and "frozen" not in fitted.reference
+    patch = fitted.save(tmp_path / "patch") / "weights.pt"
     assert patch.stat().st_size < 0.6 * fused
     loaded = Detector.load(tmp_path / "patch")
     assert loaded.frozen is None and "frozen" not in loaded.reference

@@ -35,3 +35,17 @@ def test_the_frozen_baseline_has_no_head_and_no_classifier() -> None:
     assert not net.trains and net.head is None
     with pytest.raises(LightningADError, match="has no classifier"):
         net.classifier()
+
+
+@pytest.mark.parametrize(("bn_mode", "moves"), [("frozen", False), ("train", True)])
+def test_bn_mode_decides_whether_training_moves_the_batchnorm_statistics(
+    bn_mode: str, moves: bool
+) -> None:
+    torch.manual_seed(0)
+    net = AnomalyNet("mobilenet_v2", "arcface", 3, pretrained="false", bn_mode=bn_mode)
+    before = {k: v.clone() for k, v in net.state_dict().items() if "running_mean" in k}
+    net.train()
+    net(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8))
+    after = {k: v for k, v in net.state_dict().items() if "running_mean" in k}
+    changed = any(not torch.equal(before[k], after[k]) for k in before)
+    assert changed == moves and net.training  # the rest of the net still trains

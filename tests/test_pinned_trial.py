@@ -1,0 +1,82 @@
+"""What a trial computes is pinned per code version.
+
+One tiny trial of the default recipe's shape (a trained head, twins, PatchCore scoring at a
+larger side than training, the threshold) has its metrics pinned under
+``lightning_ad.__version__``. A change that moves them fails here until the version is bumped
+(so sweep fingerprints change and old cells are not reused) and the pins are updated, in the same
+commit. The pins hold for this project's torch on an x86-64 CPU; the trial runs on one thread,
+because a convolution's sum order (and so the last bits of a float) follows the thread count.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import lightning_ad
+from lightning_ad.config import TrialConfig
+from lightning_ad.train import run_trial
+from tests.helpers import TINY
+
+PINNED_TRIAL = TINY | dict(
+    backbone="efficientnet_lite0",
+    pretrained="auto",
+    head="arcface",
+    classes=3,
+    score="patch",
+    score_image_size=64,
+    coreset_fraction=0.1,
+)
+PINNED = {
+    "0.3.0": {
+        "test/auc_knn": 0.53,
+        "test/auc_lof": 0.456,
+        "test/auc_patch": 0.294,
+        "test/auc_prob": 0.394,
+        "test/aupro": 0.469876,
+        "test/detection_rate": 0.6,
+        "test/false_alarm_rate": 0.9,
+        "test/pixel_auc": 0.760425,
+        "val/threshold": 32.071827,
+    },
+}
+"""version -> metric -> value, for ``PINNED_TRIAL`` on seed 0."""
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_tiny_trials_metrics_are_pinned_for_this_version(
+    synthetic_root: Path, tmp_path: Path, one_thread: None
+) -> None:
+    assert lightning_ad.__version__ in PINNED, (
+        f"no pinned metrics for version {lightning_ad.__version__}: add them (run this test, "
+        "copy what it prints) in the commit that bumped the version"
+    )
+    config = TrialConfig(**PINNED_TRIAL, data_root=str(synthetic_root / "screw"))
+    result = run_trial(config, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", progress_bar=False)
+    measured = {k: v for k, v in result.metrics.items() if k in _PINNED_KEYS}
+    print({k: round(v, 6) for k, v in sorted(measured.items())})  # what to pin
+    assert measured == pytest.approx(PINNED[lightning_ad.__version__], abs=2e-6), (
+        "a trial's metrics moved: bump lightning_ad.__version__ and pin the new values"
+    )
+
+
+_PINNED_KEYS = (
+    "test/auc_lof",
+    "test/auc_knn",
+    "test/auc_prob",
+    "test/auc_patch",
+    "test/pixel_auc",
+    "test/aupro",
+    "val/threshold",
+    "test/detection_rate",
+    "test/false_alarm_rate",
+)
