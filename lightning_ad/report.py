@@ -485,10 +485,26 @@ def write_report(trials: pd.DataFrame, spec: SweepSpec, out_dir: Path) -> list[P
     return written
 
 
+def verdict_sentences(trials: pd.DataFrame) -> list[str]:
+    """One line per (category, backbone, head): class3 - class2 for the trials' own scorer,
+    with its interval and what it allows (a claim, no claim, or a ceiling)."""
+    table = paired_verdicts(trials, main_only=True)
+    lines = []
+    for row in table.to_dict("records"):
+        line = verdict.sentence(
+            row["claim"], row["mean_delta"], row["ci_low"], row["ci_high"], row["seeds"]
+        )
+        lines.append(
+            f"{row['category']}, {row['backbone']}, {row['head']} ({row['scorer']}): {line}"
+        )
+    return lines
+
+
 def summary_text(
     trials: pd.DataFrame, spec: SweepSpec, fmt: str = "md", tables: tuple[str, ...] = TABLES
 ) -> str:
-    """What ``lightning-ad table`` prints: the display tables, each under its title."""
+    """What ``lightning-ad table`` prints: the verdicts, then the display tables, each under
+    its title."""
     titles = {
         "median": "Median test AUC over seeds (n seeds)",
         "pixel": "Median pixel AUROC of the anomaly maps (n seeds)",
@@ -499,6 +515,10 @@ def summary_text(
         "over the defect types)",
     }
     parts = []
+    if "delta" in tables:
+        lines = verdict_sentences(trials)
+        parts += ["Verdict: class3 - class2 (the trials' own scorer)", *(f"- {x}" for x in lines)]
+        parts += [""] if lines else ["- (no pair of class2 and class3 runs yet)", ""]
     for name in tables:
         table, bold = display_table(trials, spec, name, fmt)
         parts += [titles[name], render(table, fmt, bold_best=bold)]

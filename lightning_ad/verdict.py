@@ -66,17 +66,27 @@ class Verdict:
         return "no claim"
 
     def sentence(self, a: str = "class2", b: str = "class3") -> str:
-        """One line for people: the estimate, its interval, the seeds, what it allows."""
-        if self.ceiling:
-            return f"{b} − {a}: ceiling (every run at AUROC 1.000: no information)"
-        if self.claim == "no data":
-            return f"{b} − {a}: no paired runs"
-        what = {"better": f"{b} better", "worse": f"{b} worse", "no claim": "no claim"}
-        basis = "seeds" if self.seeds > 1 else "seed: test-set noise only"
-        return (
-            f"{b} − {a} = {self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}], "
-            f"{self.seeds} {basis}: {what[self.claim]}"
-        )
+        """One line for people (see :func:`sentence`)."""
+        return sentence(self.claim, self.mean, self.low, self.high, self.seeds, a, b)
+
+
+def sentence(
+    claim: str,
+    mean: float,
+    low: float,
+    high: float,
+    seeds: int,
+    a: str = "class2",
+    b: str = "class3",
+) -> str:
+    """One line for people: the estimate, its interval, the seeds, what the interval allows."""
+    if claim == "ceiling":
+        return f"{b} − {a}: ceiling (every run at AUROC 1.000: no information)"
+    if claim == "no data":
+        return f"{b} − {a}: no paired runs"
+    what = {"better": f"{b} better", "worse": f"{b} worse", "no claim": "no claim"}[claim]
+    basis = "seeds" if seeds > 1 else "seed: test-set noise only"
+    return f"{b} − {a} = {mean:+.3f} [{low:+.3f}, {high:+.3f}], {seeds} {basis}: {what}"
 
 
 def compare(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> Verdict:

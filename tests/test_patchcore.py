@@ -78,3 +78,13 @@ def test_the_anomaly_map_peaks_inside_a_planted_defect() -> None:
     peak = divmod(int(anomaly_map.argmax()), 64)
     assert mask[peak], f"map peaks at {peak}, outside the defect"
     assert anomaly_map[mask].mean() > 2 * anomaly_map[~mask].mean()
+
+
+@pytest.mark.parametrize(("side", "sigma"), [(256, 4.0), (64, 1.0)])
+def test_the_separable_blur_is_torchvisions_gaussian_blur(side: int, sigma: float) -> None:
+    from torchvision.transforms.functional import gaussian_blur
+
+    images = torch.rand(3, 1, side, side, generator=torch.Generator().manual_seed(0))
+    size = 2 * int(4 * sigma + 0.5) + 1
+    expected = gaussian_blur(images, [size, size], [sigma, sigma])
+    torch.testing.assert_close(patchcore.gaussian_blur(images, sigma), expected)

@@ -30,7 +30,7 @@ def _fit_and_test(
         module = AnomalyModule(backbone="mobilenet_v2", head=head, n_classes=3, pretrained="false")
         if module.net.trains:
             trainer.fit(module, datamodule=dm)
-    dm.batch_size = test_batch_size
+    dm.scoring_batch_size = test_batch_size
     trainer.test(module, datamodule=dm, verbose=False)
     return module
 
