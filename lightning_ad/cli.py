@@ -690,6 +690,12 @@ def _add_predict(group: Commands) -> None:
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGES_OR_FOLDER")
     predict.add_argument("--out", type=Path, help="write the CSV here (default: print it)")
     predict.add_argument(
+        "--max-pixels",
+        type=int,
+        help="refuse images over this many pixels, read from their headers before decoding "
+        "(default: 16 x the detector's side, squared, at least 4096 x 4096)",
+    )
+    predict.add_argument(
         "--maps", type=Path, metavar="DIR", help="write each image beside its anomaly map here"
     )
 
@@ -707,15 +713,13 @@ def _predict(args: argparse.Namespace) -> int:
     console = Console(stderr=True)  # stdout may be the CSV
     with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("scoring", total=len(images))
-        rows = predict.predict(detector, images, args.maps, lambda n: bar.advance(task, n))
+        rows = predict.predict(
+            detector, images, args.maps, lambda n: bar.advance(task, n), max_pixels=args.max_pixels
+        )
     failed = rows[rows.error != ""]
     for error in failed.error:
         print(f"lightning-ad: skipped: {error}", file=sys.stderr)  # the error names the file
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        rows.to_csv(args.out, index=False)
-    else:
-        print(rows.to_csv(index=False), end="")
+    _write_scores(rows, args.out)
     scored = len(rows) - len(failed)
     print(
         f"{scored} of {len(rows)} images scored, {int(rows.anomalous.sum())} anomalous"
@@ -724,6 +728,24 @@ def _predict(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return EXIT_INCOMPLETE if len(failed) else 0
+
+
+def _write_scores(rows, out: Path | None) -> None:
+    """The CSV to ``out`` or stdout. A file name that is not UTF-8 is written escaped
+    (``\\xff``); if ``out`` cannot be written, the scores go to stdout and the error says so:
+    finished scores are never lost to an output error."""
+    text = rows.to_csv(index=False).encode("utf-8", "backslashreplace").decode("utf-8")
+    if out is not None:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text, encoding="utf-8")
+            return
+        except OSError as err:
+            sys.stdout.write(text)
+            raise LightningADError(
+                f"cannot write {out} ({err.strerror or err}); the scores went to stdout instead"
+            ) from err
+    sys.stdout.write(text)
 
 
 # ---- serve -------------------------------------------------------------------------------------
@@ -754,8 +776,9 @@ def _serve(args: argparse.Namespace) -> None:
             f"--host {args.host}: mlflow models serve has no login, and anyone who reaches the "
             "port could use the model; serve on 127.0.0.1 behind a reverse proxy that asks for one"
         )
+    model = _verified_model(args.model, resolve_tracking_uri(args.tracking_uri))
     command = mlflow_command(
-        "models", "serve", "-m", args.model, "--env-manager", "local",
+        "models", "serve", "-m", str(model), "--env-manager", "local",
         "--host", args.host, "--port", str(args.port),
     )  # fmt: skip
     # MLflow starts uvicorn by name, which the PATH of make (no venv on it) does not find.
@@ -767,6 +790,20 @@ def _serve(args: argparse.Namespace) -> None:
     }
     print(" ".join(command), file=sys.stderr)
     os.execve(command[0], command, env)
+
+
+def _verified_model(model_uri: str, tracking_uri: str) -> Path:
+    """A local copy of the model whose every file has its recorded digest and whose MLmodel
+    names this package's loader: what ``mlflow models serve`` is given, so that nothing it runs
+    was changed in the store after the trial (a local folder is the user's own: taken as is)."""
+    from lightning_ad.deploy import digests
+
+    if Path(model_uri).is_dir():
+        digests.check_loader(Path(model_uri), model_uri)
+        return Path(model_uri)
+    model = digests.fetch_verified(tracking_uri, model_uri)
+    digests.check_loader(model, model_uri)
+    return model
 
 
 def _uvicorn_shim() -> Path:

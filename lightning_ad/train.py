@@ -224,8 +224,28 @@ def _params(
         "pretrained_used": module.net.backbone.pretrained_used,
         "torch_version": torch.__version__,
         "lightning_version": pl.__version__,
+        **{f"{name}_version": version for name, version in NUMERIC_PACKAGES.items()},
         "git_commit": GIT_COMMIT,
     }
+
+
+def _numeric_packages() -> dict[str, str]:
+    """The versions of the packages besides torch whose arithmetic a trial's numbers depend
+    on (OpenCV resizes and warps the twins, numpy and scikit-learn score): a trial reproduces
+    only where they match, so each run records them."""
+    import cv2
+    import sklearn
+    import torchvision
+
+    return {
+        "opencv": cv2.__version__,
+        "numpy": np.__version__,
+        "scikit_learn": sklearn.__version__,
+        "torchvision": torchvision.__version__,
+    }
+
+
+NUMERIC_PACKAGES = _numeric_packages()
 
 
 def _git_commit() -> str:

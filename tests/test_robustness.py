@@ -114,6 +114,7 @@ def test_nan_loss_fails_the_trial_and_the_sweep_goes_on(
     assert statuses == ["FAILED", "FINISHED"]
 
 
+@pytest.mark.e2e  # a sweep command in a process of its own
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [

@@ -189,7 +189,14 @@ def test_class2_and_class3_trials_of_one_seed_take_the_same_steps(
 ) -> None:
     steps = []
     for classes in (2, 3):
-        config = TrialConfig(**TINY, head="arcface", classes=classes, data_root=str(synthetic_root))
+        config = TrialConfig(
+            **TINY,
+            head="arcface",
+            classes=classes,
+            artifacts="minimal",
+            log_model=False,
+            data_root=str(synthetic_root),
+        )
         result = run_trial(config, tracking_uri=store, experiment="tests", progress_bar=False)
         run = mlflow.MlflowClient(store).get_run(result.run_id)
         steps.append(run.data.metrics["trainer/global_step"])

@@ -15,7 +15,9 @@ own parts. Images may be grey or colour and of any size; :func:`read_image` alwa
 from __future__ import annotations
 
 import difflib
+import io
 import urllib.parse
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,16 +122,70 @@ def read_image(path: Path | str) -> np.ndarray:
     return decode_image(data, f"image {path}")
 
 
-def decode_image(data: bytes | np.ndarray, source: str) -> np.ndarray:
-    """Encoded image bytes (PNG, JPEG, ...) -> RGB uint8 (H, W, 3), as :func:`read_image`;
-    ``source`` names the image in the error."""
+MAX_PIXELS = 10_000 * 10_000
+"""The largest image decoded (width x height) unless a caller asks for less. MVTec AD's largest
+is 1024 x 1024; a 1 MB PNG can declare 32768 x 32768 pixels, 3 GiB once decoded."""
+_PNG_END = b"IEND\xaeB`\x82"
+_JPEG_END = b"\xff\xd9"
+
+
+def decode_image(data: bytes | np.ndarray, source: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Encoded image bytes (PNG, JPEG, ...) -> RGB uint8 (H, W, 3), as :func:`read_image`.
+
+    Args:
+        data: the file's bytes.
+        source: names the image in the error.
+        max_pixels: refuse a larger image, read from its header before anything is decoded.
+
+    Raises:
+        DataError: not an image, over ``max_pixels``, or a truncated PNG or JPEG (OpenCV would
+            decode what is there and leave the rest grey).
+    """
     buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
-    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
+    _check_header(buffer, source, max_pixels)
+    try:
+        image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
+    except cv2.error:  # over OpenCV's own pixel cap, for a format the header check cannot read
+        image = None
     if image is None:
         raise DataError(
             f"cannot decode {source}: the file is corrupt or not an image; replace or delete it"
         )
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _check_header(buffer: np.ndarray, source: str, max_pixels: int) -> None:
+    """Size and completeness from the file's header and end, before decoding (Pillow reads
+    only the header here)."""
+    from PIL import Image, UnidentifiedImageError
+
+    data = buffer.tobytes()
+    refusal = "refused before decoding; resize it, or raise the limit (--max-pixels)"
+    try:
+        with warnings.catch_warnings():  # Pillow's bomb warning: the limit is checked here
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as header:
+                (width, height), kind = header.size, header.format
+    except Image.DecompressionBombError:
+        cap = 2 * Image.MAX_IMAGE_PIXELS  # Pillow refuses to read on past this many
+        if max_pixels >= cap:
+            return  # a limit above Pillow's own: OpenCV decides
+        raise DataError(
+            f"{source} declares more than {cap:,} pixels, over the limit of {max_pixels:,}: "
+            f"{refusal}"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        return  # not a format Pillow knows: OpenCV decides (and its own pixel cap holds)
+    if width * height > max_pixels:
+        raise DataError(
+            f"{source} is {width} x {height} pixels, over the limit of {max_pixels:,}: {refusal}"
+        )
+    ends = {"PNG": _PNG_END, "JPEG": _JPEG_END}
+    if kind in ends and not data.rstrip(b"\0").endswith(ends[kind]):
+        raise DataError(
+            f"{source} is a truncated {kind} file (no end marker): its missing part would be "
+            "scored as grey; copy the file again"
+        )
 
 
 def resize(image: np.ndarray, size: int, interpolation: int) -> np.ndarray:

@@ -8,7 +8,9 @@ Output: one row per image: ``score``, ``anomalous`` (score above the stored thre
 parameter ``maps=true``, also ``map``: the PatchCore anomaly map at the detector's image side.
 
 The model is saved as code (``model_code.py``), not as a pickle; its weights are tensors read
-with ``torch.load(weights_only=True)``.
+with ``torch.load(weights_only=True)``. ``predict`` never loads it through MLflow (it reads the
+detector's data files after checking their digests) and ``serve`` checks every file first
+(:mod:`lightning_ad.deploy.digests`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ BATCH_SIZE = 2
 256 px: 28.5, 32.0, 25.6 and 20.4 images/s for batches of 1, 2, 4 and 16): a batch's patch
 features and distance blocks stay in cache."""
 IMAGE, SCORE, ANOMALOUS, ERROR, MAP = "image", "score", "anomalous", "error", "map"
+SIDE_FACTOR = 16
+"""An image over ``(SIDE_FACTOR x the detector's side)²`` pixels (and at least 4096 x 4096) is
+refused before it is decoded, unless the caller sets its own limit."""
 
 
 class DetectorModel(mlflow.pyfunc.PythonModel):
@@ -85,15 +90,18 @@ def score_images(
 
 
 def prepare_images(
-    detector: Detector, encoded: list[bytes], names: list[str]
+    detector: Detector, encoded: list[bytes], names: list[str], max_pixels: int | None = None
 ) -> tuple[list[np.ndarray | None], list[str]]:
     """Each encoded image decoded and prepared as the detector takes it (None, and its reason
-    in the errors, where it cannot be)."""
+    in the errors, where it cannot be: over ``max_pixels``, default :data:`SIDE_FACTOR`
+    squared times the detector's side squared; truncated; not an image)."""
+    limit = max_pixels or max(SIDE_FACTOR * detector.spec.image_size, 4096) ** 2
     pictures: list[np.ndarray | None] = []
     errors = [""] * len(encoded)
     for i, data in enumerate(encoded):
         try:
-            pictures.append(detector.prepare(decode_image(data, names[i]), names[i]))
+            image = decode_image(data, names[i], max_pixels=limit)
+            pictures.append(detector.prepare(image, names[i]))
         except LightningADError as err:
             pictures.append(None)
             errors[i] = str(err)
@@ -171,7 +179,11 @@ def log_detector(
     detector: Detector,
     example: np.ndarray,
 ) -> None:
-    """:func:`save_detector`, logged to the run as ``model``."""
+    """:func:`save_detector`, logged to the run as ``model``, with the digests of its files
+    (:mod:`lightning_ad.deploy.digests`: what ``predict`` and ``serve`` check them against)."""
+    from lightning_ad.deploy import digests
+
     with tempfile.TemporaryDirectory(prefix="lightning_ad-model-") as tmp:
         folder = save_detector(Path(tmp) / MODEL_ARTIFACT, detector, example)
+        digests.record(client, run_id, folder)
         client.log_artifacts(run_id, str(folder), MODEL_ARTIFACT)

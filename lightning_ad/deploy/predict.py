@@ -7,6 +7,7 @@ map per image, overlaid on it, on one colour scale for all (:meth:`Detector.heat
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +16,15 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from lightning_ad import plots, tracking
+from lightning_ad import plots
 from lightning_ad.data.mvtec import IMAGE_SUFFIXES
+from lightning_ad.deploy import digests
 from lightning_ad.deploy.mlflow_model import (
     BATCH_SIZE,
+    DETECTOR_ARTIFACT,
     ERROR,
     IMAGE,
     MAP,
-    DetectorModel,
     prepare_images,
     score_pictures,
 )
@@ -59,25 +61,28 @@ def find_images(inputs: list[Path]) -> list[ImageFile]:
 
 
 def load_detector(model_uri: str, tracking_uri: str) -> Detector:
-    """The detector behind an MLflow model URI (``models:/NAME/VERSION``, ``runs:/ID/model``
-    or a folder), loaded through ``mlflow.pyfunc``."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    """The detector behind a model URI, read as data: its ``detector.json`` and tensors, after
+    checking every file of the model against the digests its trial recorded. Nothing from the
+    store is imported, executed or unpickled.
 
-    try:
-        with tracking.using(tracking_uri):
-            model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
-    except (MlflowException, OSError) as err:
-        message = getattr(err, "message", str(err)).splitlines()[0]
-        raise LightningADError(
-            f"cannot load model {model_uri} from {tracking_uri}: {message}; use "
-            "models:/NAME/VERSION (lightning-ad register) or runs:/RUN_ID/model"
-        ) from err
-    if not isinstance(model, DetectorModel):
-        raise LightningADError(
-            f"model {model_uri} is not a lightning_ad detector ({type(model).__name__})"
-        )
-    return model.detector
+    Args:
+        model_uri: ``models:/NAME/VERSION``, ``runs:/RUN_ID/model``, or a local folder (a saved
+            MLflow model or a detector's own folder: yours, so not checked).
+        tracking_uri: where the run or registered version lives.
+
+    Returns:
+        The :class:`~lightning_ad.models.detector.Detector`, on the CPU.
+
+    Raises:
+        LightningADError: not a stored detector, no recorded digests, or a file that differs.
+    """
+    local = Path(model_uri)
+    if local.is_dir():
+        nested = local / "artifacts" / DETECTOR_ARTIFACT
+        return Detector.load(nested if nested.is_dir() else local)
+    with tempfile.TemporaryDirectory(prefix="lightning_ad-predict-") as tmp:
+        model = digests.fetch_verified(tracking_uri, model_uri, into=Path(tmp))
+        return Detector.load(model / "artifacts" / DETECTOR_ARTIFACT)
 
 
 def predict(
@@ -86,9 +91,11 @@ def predict(
     maps_dir: Path | None = None,
     advance: Callable[[int], None] = lambda n: None,
     batch_size: int = BATCH_SIZE,
+    max_pixels: int | None = None,
 ) -> pd.DataFrame:
     """Score ``images`` in chunks (calling ``advance`` with each chunk's size); write a map
-    per scored image into ``maps_dir`` when given."""
+    per scored image into ``maps_dir`` when given; refuse images over ``max_pixels`` (see
+    :func:`~lightning_ad.deploy.mlflow_model.prepare_images`)."""
     rows = []
     for chunk in _chunks(images, 4 * batch_size):
         read, unreadable = {}, {}
@@ -98,7 +105,7 @@ def predict(
             except OSError as err:
                 unreadable[i] = f"cannot read {image.path}: {err.strerror or err}"
         names = [str(chunk[i].path) for i in read]
-        pictures, errors = prepare_images(detector, list(read.values()), names)
+        pictures, errors = prepare_images(detector, list(read.values()), names, max_pixels)
         scored = score_pictures(detector, pictures, errors, maps_dir is not None, batch_size)
         scored.index = list(read)
         if maps_dir is not None:

@@ -123,6 +123,12 @@ def register(
         files = client.list_artifacts(run_id, MODEL_ARTIFACT)
     except MlflowException as err:
         raise LightningADError(f"run {run_id}: not found in {uri} ({err.message})") from err
+    if run.info.status != "FINISHED" or run.data.tags.get(tracking.COMPLETE_TAG) != "true":
+        raise LightningADError(
+            f"run {run_id} is {run.info.status} without {tracking.COMPLETE_TAG}=true: it did "
+            "not finish its test, so its detector is not the one its metrics describe; register "
+            "a finished trial (lightning-ad table lists them)"
+        )
     if not any(f.path == f"{MODEL_ARTIFACT}/MLmodel" for f in files):
         raise LightningADError(
             f"run {run_id} has no detector ({MODEL_ARTIFACT}/): it ran with log_model: false "

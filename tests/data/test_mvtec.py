@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from lightning_ad.data.mvtec import MVTecCategory, find_category_dir, read_image
+from lightning_ad.data.mvtec import MVTecCategory, decode_image, find_category_dir, read_image
 from lightning_ad.errors import DataError
 
 
@@ -80,3 +80,34 @@ def test_mask_folder_without_test_folder_is_reported(screw_copy: Path) -> None:
     shutil.rmtree(screw_copy / "test" / "thread_top")
     with pytest.raises(DataError, match="thread_top"):
         MVTecCategory.load(screw_copy)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` grey pixels and holds none of them."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_an_image_over_the_pixel_limit_is_refused_from_its_header() -> None:
+    with pytest.raises(DataError, match=r"part.png is 12000 x 12001 pixels, over the limit"):
+        decode_image(_png_header(12000, 12001), "part.png")
+    with pytest.raises(DataError, match=r"part.png declares more than [\d,]+ pixels, over the"):
+        decode_image(_png_header(32768, 32769), "part.png")  # past Pillow's own cap
+    with pytest.raises(DataError, match=r"is 300 x 300 pixels, over the limit of 40,000"):
+        decode_image(_png_header(300, 300), "part.png", max_pixels=200 * 200)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_a_truncated_png_or_jpeg_is_refused(suffix: str) -> None:
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    data = cv2.imencode(suffix, image)[1].tobytes()
+    assert decode_image(data, "whole").shape == (64, 64, 3)
+    with pytest.raises(DataError, match=r"part is a truncated (PNG|JPEG) file \(no end marker\)"):
+        decode_image(data[: len(data) * 2 // 3], "part")

@@ -104,8 +104,8 @@ def test_an_image_gone_before_it_is_read_is_named_in_its_place(
 @pytest.mark.parametrize(
     ("model", "expected"),
     [
-        ("models:/no-such-detector/1", "cannot load model models:/no-such-detector/1"),
-        ("runs:/0123456789abcdef/model", "cannot load model runs:/0123456789abcdef/model"),
+        ("models:/no-such-detector/1", "model models:/no-such-detector/1: "),
+        ("runs:/0123456789abcdef/model", "model runs:/0123456789abcdef/model: "),
     ],
 )
 def test_an_unknown_model_is_one_line(
@@ -146,3 +146,53 @@ def test_a_run_without_a_detector_cannot_be_registered(
     assert f"run {result.run_id} has no detector (model/): it ran with log_model: false" in (
         done.stderr
     )
+
+
+def test_a_huge_and_a_truncated_image_are_skipped_and_the_good_one_scored(
+    registered: str, store: str, synthetic_root: Path, tmp_path: Path
+) -> None:
+    """A 32768 x 32769 PNG (a few bytes that would decode to 3 GiB; past Pillow's own cap of
+    2 x 89,478,485 pixels) and a truncated copy of a good image: each one line, refused before
+    decoding; the good image still scored."""
+    import struct
+    import zlib
+
+    good = synthetic_root / "screw" / "test" / "good" / "000.png"
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    shutil.copy(good, folder / "a-good.png")
+    (folder / "b-cut.png").write_bytes(good.read_bytes()[:-40])
+    ihdr = struct.pack(">IIBBBBB", 32768, 32769, 8, 0, 0, 0, 0)
+    crc = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
+    huge = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + crc
+    (folder / "c-huge.png").write_bytes(huge + b"\0\0\0\0IEND\xaeB`\x82")
+    done = invoke("predict", "--model", registered, "parts", "--out", "s.csv",
+                  "--tracking-uri", store, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "b-cut.png is a truncated PNG file (no end marker)" in done.stderr
+    assert (
+        "c-huge.png is 32768 x 32769 pixels, over the limit of 16,777,216" in done.stderr
+    )  # 4096²
+    rows = pd.read_csv(tmp_path / "s.csv", keep_default_na=False)
+    assert list(rows.error == "") == [True, False, False]
+
+
+def test_a_file_name_that_is_not_utf8_is_written_escaped_and_no_score_is_lost(
+    registered: str, store: str, synthetic_root: Path, tmp_path: Path
+) -> None:
+    import os
+
+    good = synthetic_root / "screw" / "test" / "good" / "000.png"
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    shutil.copy(good, Path(os.fsdecode(bytes(folder) + b"/part-\xff.png")))
+    done = invoke("predict", "--model", registered, "parts", "--out", "s.csv",
+                  "--tracking-uri", store, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [row] = pd.read_csv(tmp_path / "s.csv", keep_default_na=False).to_dict("records")
+    assert row["image"].endswith("part-\\xff.png") and row["error"] == ""
+    (tmp_path / "a-file").write_text("")  # no folder can be made below it, even by root
+    done = invoke("predict", "--model", registered, "parts", "--out", "a-file/s.csv",
+                  "--tracking-uri", store, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2 and "the scores went to stdout instead" in done.stderr
+    assert "part-\\xff.png" in done.stdout
