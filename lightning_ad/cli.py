@@ -27,6 +27,9 @@ Commands = argparse._SubParsersAction
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # MLflow's download bars are no news to a user of lightning-ad (one per trial in a sweep's
+    # log); set here, before any thread, and inherited by workers. An explicit choice stays.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         with interrupts.sigterm_as_interrupt():
             return args.handler(args) or 0
@@ -731,10 +734,9 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _write_scores(rows, out: Path | None) -> None:
-    """The CSV to ``out`` or stdout. A file name that is not UTF-8 is written escaped
-    (``\\xff``); if ``out`` cannot be written, the scores go to stdout and the error says so:
-    finished scores are never lost to an output error."""
-    text = rows.to_csv(index=False).encode("utf-8", "backslashreplace").decode("utf-8")
+    """The CSV to ``out`` or stdout; if ``out`` cannot be written, the scores go to stdout and
+    the error says so: finished scores are never lost to an output error."""
+    text = rows.to_csv(index=False)
     if out is not None:
         try:
             out.parent.mkdir(parents=True, exist_ok=True)

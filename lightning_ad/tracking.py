@@ -313,7 +313,7 @@ def runs_test_scores(
 
     from mlflow.exceptions import MlflowException
 
-    _no_download_progress()  # here, before the threads: see there
+    no_download_progress()  # here, before the threads: see there
     bundled = bundled or {}
 
     def read(run: tuple[str, str], local: str | None):
@@ -333,7 +333,7 @@ def runs_test_scores(
         return list(pool.map(read, runs, local))
 
 
-def _no_download_progress() -> None:
+def no_download_progress() -> None:
     """No progress bar for each scores file downloaded: a table reads thousands, whose bars
     would drown its output. Call it outside threads: setting the environment while another
     thread reads it (a DNS lookup) is not safe."""
@@ -358,7 +358,7 @@ def bundled_test_scores(uri: str, parents: Iterable[Run], wanted: Collection[str
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
-    _no_download_progress()
+    no_download_progress()
     bundled = {}
     for parent in parents:
         if local_artifacts(parent.info.artifact_uri):  # never bundled: read in place instead

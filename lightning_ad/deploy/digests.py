@@ -102,6 +102,7 @@ def fetch_verified(tracking_uri: str, model_uri: str, into: Path | None = None) 
     run_id, path = source_run(model_uri, tracking_uri)
     expected = recorded(tracking_uri, run_id, model_uri)
     folder = into or Path(tempfile.mkdtemp(prefix="lightning_ad-model-"))
+    tracking.no_download_progress()
     try:
         with tracking.using(tracking_uri):
             mlflow.artifacts.download_artifacts(

@@ -7,6 +7,7 @@ map per image, overlaid on it, on one colour scale for all (:meth:`Detector.heat
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -103,8 +104,8 @@ def predict(
             try:
                 read[i] = image.path.read_bytes()
             except OSError as err:
-                unreadable[i] = f"cannot read {image.path}: {err.strerror or err}"
-        names = [str(chunk[i].path) for i in read]
+                unreadable[i] = f"cannot read {shown(image.path)}: {err.strerror or err}"
+        names = [shown(chunk[i].path) for i in read]
         pictures, errors = prepare_images(detector, list(read.values()), names, max_pixels)
         scored = score_pictures(detector, pictures, errors, maps_dir is not None, batch_size)
         scored.index = list(read)
@@ -114,10 +115,16 @@ def predict(
                     _write_map(detector, chunk[i], picture, heatmap, maps_dir)
         failed = pd.DataFrame({ERROR: list(unreadable.values())}, index=list(unreadable))
         scored = pd.concat([scored, failed]).sort_index() if unreadable else scored
-        scored.insert(0, IMAGE, [str(image.path) for image in chunk])
+        scored.insert(0, IMAGE, [shown(image.path) for image in chunk])
         rows.append(scored)
         advance(len(chunk))
     return pd.concat(rows, ignore_index=True)
+
+
+def shown(path: Path) -> str:
+    """A path as text that any output takes: bytes of a file name that are not UTF-8 written
+    as ``\\xff`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
