@@ -116,6 +116,12 @@ class AnomalyModule(pl.LightningModule):
             )
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        # Lightning leaves every layer in the mode it finds it in (it calls no train() before
+        # fitting, and restores the modes it captured around validation): ask the net for its
+        # training mode, which keeps BatchNorm on its pretrained statistics when bn_mode says so.
+        self.net.train()
+
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 import pytorch_lightning as pl
 import torch
 
@@ -86,3 +87,25 @@ def test_the_backbone_learns_at_its_own_rate() -> None:
     backbone, head = module.configure_optimizers().param_groups
     assert backbone["lr"] == 1e-5 and head["lr"] == 1e-3
     assert {id(p) for p in backbone["params"]} == {id(p) for p in module.net.backbone.parameters()}
+
+
+@pytest.mark.parametrize(("bn_mode", "moves"), [("frozen", False), ("train", True)])
+def test_fit_keeps_the_batchnorm_statistics_only_when_bn_mode_is_frozen(
+    synthetic_root: Path, bn_mode: str, moves: bool
+) -> None:
+    """Through Lightning's own fit loop, which sets no layer's mode itself."""
+    pl.seed_everything(0, verbose=False)
+    module = AnomalyModule(
+        backbone="mobilenet_v2", head="arcface", pretrained="false", bn_mode=bn_mode
+    )
+    before = {k: v.clone() for k, v in module.state_dict().items() if "running_mean" in k}
+    dm = AnomalyDataModule(synthetic_root / "screw", classes=3, image_size=32, batch_size=8)
+    pl.Trainer(
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(module, datamodule=dm)
+    after = module.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before) == moves
