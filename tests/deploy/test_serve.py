@@ -52,7 +52,9 @@ def test_serve_answers_one_image_with_the_trials_score(
         request = {"dataframe_split": {"columns": ["image"], "data": [[data]]}}
         [answer] = _post(f"{base}/invocations", request)["predictions"]
         assert answer["error"] == ""
-        assert answer["score"] == pytest.approx(logged["fused"].iloc[-1], rel=1e-5, abs=1e-6)
+        # One image a forward pass here, four in the trial: oneDNN picks other kernels for
+        # another batch size, so float32 sums differ in their last digits (~2e-5 relative).
+        assert answer["score"] == pytest.approx(logged["fused"].iloc[-1], rel=1e-4, abs=1e-6)
         [with_map] = _post(f"{base}/invocations", request | {"params": {"maps": True}})[
             "predictions"
         ]
