@@ -778,7 +778,9 @@ def _serve(args: argparse.Namespace) -> None:
             f"--host {args.host}: mlflow models serve has no login, and anyone who reaches the "
             "port could use the model; serve on 127.0.0.1 behind a reverse proxy that asks for one"
         )
-    model = _verified_model(args.model, resolve_tracking_uri(args.tracking_uri))
+    from lightning_ad.deploy.digests import servable_model
+
+    model = servable_model(args.model, resolve_tracking_uri(args.tracking_uri))
     command = mlflow_command(
         "models", "serve", "-m", str(model), "--env-manager", "local",
         "--host", args.host, "--port", str(args.port),
@@ -792,20 +794,6 @@ def _serve(args: argparse.Namespace) -> None:
     }
     print(" ".join(command), file=sys.stderr)
     os.execve(command[0], command, env)
-
-
-def _verified_model(model_uri: str, tracking_uri: str) -> Path:
-    """A local copy of the model whose every file has its recorded digest and whose MLmodel
-    names this package's loader: what ``mlflow models serve`` is given, so that nothing it runs
-    was changed in the store after the trial (a local folder is the user's own: taken as is)."""
-    from lightning_ad.deploy import digests
-
-    if Path(model_uri).is_dir():
-        digests.check_loader(Path(model_uri), model_uri)
-        return Path(model_uri)
-    model = digests.fetch_verified(tracking_uri, model_uri)
-    digests.check_loader(model, model_uri)
-    return model
 
 
 def _uvicorn_shim() -> Path:

@@ -81,7 +81,7 @@ def sentence(
 ) -> str:
     """One line for people: the estimate, its interval, the seeds, what the interval allows."""
     if claim == "ceiling":
-        return f"{b} − {a}: ceiling (every run at AUROC 1.000: no information)"
+        return f"{b} − {a}: ceiling (every run at AUROC 1.000, or no variance: no information)"
     if claim == "no data":
         return f"{b} − {a}: no paired runs"
     what = {"better": f"{b} better", "worse": f"{b} worse", "no claim": "no claim"}[claim]

@@ -209,7 +209,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         if samples_per_epoch is not None and samples_per_epoch < 1:
             raise LightningADError(
                 f"samples_per_epoch must be at least 1, got {samples_per_epoch}; leave it unset "
-                "for twice the train split's normal images"
+                "for as many as the train split's normal images"
             )
         self.samples_per_epoch = samples_per_epoch
         self.score_image_size = score_image_size or image_size

@@ -155,3 +155,16 @@ def check_loader(folder: Path, source: str) -> None:
             f"{sorted(flavors)}; a lightning_ad detector has python_function with "
             f"{PYFUNC_LOADER} only: refused"
         )
+
+
+def servable_model(model_uri: str, tracking_uri: str) -> Path:
+    """What ``serve`` hands to ``mlflow models serve``: a local copy of the model whose every
+    file has its recorded digest and whose MLmodel names only MLflow's loader for code (a
+    local folder is the user's own: its loader is checked, its files taken as they are).
+
+    Raises:
+        LightningADError: see :func:`fetch_verified` and :func:`check_loader`.
+    """
+    model = Path(model_uri) if Path(model_uri).is_dir() else fetch_verified(tracking_uri, model_uri)
+    check_loader(model, model_uri)
+    return model
