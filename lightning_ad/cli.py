@@ -491,7 +491,7 @@ def _add_table(group: Commands) -> None:
     table.add_argument(
         "--out",
         help="a FILE (one table) or a FOLDER (a file per table) instead of printing; "
-        "reports/<sweep>/<category>/ always gets every table in every format",
+        "reports/<sweep>/<category>/<fingerprint>/ always gets every table in every format",
     )
 
 
@@ -515,8 +515,8 @@ def _table(args: argparse.Namespace) -> None:
         trials = report.fetch_trials(
             target.tracking_uri, target.experiment, target.spec, fingerprint
         )
-        if current:  # reports/<sweep>/<category>/ holds the tables of today's settings
-            report.write_report(trials, target.spec, target.reports)
+        if current:  # reports/<sweep>/<category>/latest: the tables of today's settings
+            report.write_report(trials, target.spec, target.settings, target.reports)
         if out is None:
             _print_tables(report, trials, target.spec, args)
             continue
@@ -879,18 +879,17 @@ def _add_ui(group: Commands) -> None:
 
 
 def _ui(args: argparse.Namespace) -> None:
-    from lightning_ad.tracking import mlflow_command, resolve_tracking_uri
+    from lightning_ad.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
     options = _server_options(args, auth_dir=Path("mlruns"))
-    command = mlflow_command("ui", "--backend-store-uri", uri, *options.args())
-    env = options.env()
+    command, env = options.process("ui", uri)
     if args.auth:
         from lightning_ad.mlflow_server import ADMIN, BasicAuth
 
         password = BasicAuth(Path("mlruns")).password_file.resolve()
         print(f"MLflow login: {ADMIN}, password in {password}", file=sys.stderr)
-    print(redact(" ".join(command)), file=sys.stderr)
+    print(f"{' '.join(command)}  (store: {redact(uri)})", file=sys.stderr)
     os.execve(command[0], command, env)
 
 

@@ -18,6 +18,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from lightning_ad import tracking
 from lightning_ad.errors import LightningADError
@@ -62,6 +63,14 @@ class ServerOptions:
             args += ["--app-name", "basic-auth"]
         return args
 
+    def process(self, verb: str, backend_store_uri: str, *args: str) -> Process:
+        """How to start ``mlflow VERB`` (``ui``, ``server``) on ``backend_store_uri`` with these
+        settings and ``args``. The store's URI may hold a password, so it travels in the
+        environment (``MLFLOW_BACKEND_STORE_URI``), which only this user can read, never on the
+        command line, which ``ps`` shows every local user."""
+        command = tracking.mlflow_command(verb, *args, *self.args())
+        return Process(command, self.env() | {"MLFLOW_BACKEND_STORE_URI": backend_store_uri})
+
     def env(self) -> dict[str, str]:
         """The server's environment: ``tracking.mlflow_server_env``, and with ``--auth`` the
         basic-auth app's configuration (written, with the password, on first use)."""
@@ -72,6 +81,13 @@ class ServerOptions:
             # The app's CSRF tokens must verify on every worker process of the server.
             env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", auth.csrf_key())
         return env
+
+
+class Process(NamedTuple):
+    """A command line and the environment to run it in."""
+
+    command: list[str]
+    env: dict[str, str]
 
 
 def is_loopback(host: str) -> bool:

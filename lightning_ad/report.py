@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +43,9 @@ FILE_NAMES = {
     "delta": "class3_vs_class2",
     "defects": "class3_vs_class2_by_defect",
 }
+SETTINGS_FILE = "settings.json"
+LATEST = "latest"
+"""``reports/<sweep>/<category>/latest``: a link to the fingerprint folder written last."""
 DELTA_COLUMNS = [
     "category", "backbone", "head", "scorer", "seeds", "wins", "losses", "mean_delta",
     "median_delta", "ci_low", "ci_high", "p", "df", "ceiling", "claim", "p_delong_by_seed",
@@ -450,16 +454,28 @@ def display_table(
 
 
 def write_table(trials: pd.DataFrame, spec: SweepSpec, name: str, fmt: str, path: Path) -> Path:
-    """One table in one format: tidy data for csv and parquet, the display table otherwise."""
+    """One table in one format: tidy data for csv and parquet, the display table otherwise,
+    written whole or not at all (``replace_whole``)."""
     if fmt in DATA_FORMATS:
         table = tidy_table(trials, spec, name)
         if fmt == "csv":
-            table.to_csv(path, index=False)
-        else:
-            table.to_parquet(path, index=False)
-    else:
-        table, bold = display_table(trials, spec, name, fmt)
-        path.write_text(render(table, fmt, bold_best=bold))
+            return replace_whole(path, lambda staging: table.to_csv(staging, index=False))
+        return replace_whole(path, lambda staging: table.to_parquet(staging, index=False))
+    table, bold = display_table(trials, spec, name, fmt)
+    text = render(table, fmt, bold_best=bold)
+    return replace_whole(path, lambda staging: staging.write_text(text))
+
+
+def replace_whole(path: Path, write: Callable[[Path], object]) -> Path:
+    """``write`` a file beside ``path`` and rename it to ``path``: a reader, or a crash in the
+    middle, sees the old file or the new one, never half a table. The staging name keeps the
+    suffix, which pandas and matplotlib read the format from."""
+    staging = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    try:
+        write(staging)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
     return path
 
 
@@ -473,8 +489,21 @@ def suffix(fmt: str) -> str:
     return ".tex" if fmt == "latex" else f".{fmt}"
 
 
-def write_report(trials: pd.DataFrame, spec: SweepSpec, out_dir: Path) -> list[Path]:
-    """Every table in every format, and the two plots, into ``out_dir``; returns the files."""
+def write_report(
+    trials: pd.DataFrame, spec: SweepSpec, settings: Settings, out_dir: Path
+) -> list[Path]:
+    """Every table in every format, the two plots and ``settings.json`` (the settings whose
+    fingerprint names the folder) into ``out_dir``, then points ``latest`` beside it there.
+
+    Args:
+        trials: the runs of one fingerprint (``fetch_trials``).
+        spec: their sweep.
+        settings: their settings.
+        out_dir: ``reports/<sweep>/<category>/<fingerprint>`` (``SweepTarget.reports``).
+
+    Returns:
+        The files written.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [
         write_table(trials, spec, name, fmt, out_dir / f"{FILE_NAMES[name]}{suffix(fmt)}")
@@ -482,7 +511,19 @@ def write_report(trials: pd.DataFrame, spec: SweepSpec, out_dir: Path) -> list[P
         for name in tables_in(fmt)
     ]
     written += _plots(trials, out_dir)
+    text = settings.to_json()
+    written.append(replace_whole(out_dir / SETTINGS_FILE, lambda path: path.write_text(text)))
+    _point_latest(out_dir)
     return written
+
+
+def _point_latest(out_dir: Path) -> None:
+    """``latest`` beside ``out_dir``, a relative link to it, swapped in by a rename so that a
+    reader never finds it missing."""
+    staging = out_dir.with_name(f".{LATEST}.{os.getpid()}")
+    staging.unlink(missing_ok=True)
+    staging.symlink_to(out_dir.name, target_is_directory=True)
+    os.replace(staging, out_dir.with_name(LATEST))
 
 
 def verdict_sentences(trials: pd.DataFrame) -> list[str]:
@@ -561,8 +602,7 @@ def _plots(trials: pd.DataFrame, out_dir: Path) -> list[Path]:
     ax.set(ylabel="median test AUC", xlabel="", ylim=(0, 1))
     ax.tick_params(axis="x", labelrotation=30)
     fig.tight_layout()
-    bars = out_dir / "median_auc_bars.png"
-    fig.savefig(bars, dpi=100)
+    bars = replace_whole(out_dir / "median_auc_bars.png", lambda p: fig.savefig(p, dpi=100))
     plt.close(fig)
 
     groups = list(trials.groupby(["backbone", "head", "classes"]))
@@ -578,7 +618,6 @@ def _plots(trials: pd.DataFrame, out_dir: Path) -> list[Path]:
     )
     ax.set(ylabel="test AUC per seed")
     fig.tight_layout()
-    boxes = out_dir / "auc_per_seed.png"
-    fig.savefig(boxes, dpi=100)
+    boxes = replace_whole(out_dir / "auc_per_seed.png", lambda p: fig.savefig(p, dpi=100))
     plt.close(fig)
     return [bars, boxes]

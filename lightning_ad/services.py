@@ -186,17 +186,9 @@ def start_mlflow_server(
     """``mlflow server`` with proxied artifacts (workers upload through it, so no shared disk is
     needed), listening as ``options`` say, waiting until its /health answers."""
     options.check()
-    command = tracking.mlflow_command(
-        "server",
-        "--backend-store-uri",
-        backend_uri,
-        "--artifacts-destination",
-        str(artifacts_dir),
-        "--workers",
-        "2",
-        *options.args(),
+    command, env = options.process(
+        "server", backend_uri, "--artifacts-destination", str(artifacts_dir), "--workers", "2"
     )
-    env = options.env()
     with open(log_file or os.devnull, "ab") as output:  # the server keeps its own handle
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
     url = f"http://{_local_address(options.host)}:{options.port}/health"

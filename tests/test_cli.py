@@ -1,5 +1,6 @@
 """The CLI as a user types it, in a subprocess where the exit code matters."""
 
+import os
 from pathlib import Path
 
 import cv2
@@ -93,6 +94,66 @@ def test_ui_runs_mlflow_with_this_interpreter_not_path(monkeypatch: pytest.Monke
     assert main(["ui", "--port", "5099", "--tracking-uri", "sqlite:///x.db"]) == 0
     [(path, argv)] = started
     assert path == sys.executable and argv[:4] == [sys.executable, "-m", "mlflow", "ui"]
+
+
+def test_ui_passes_the_store_in_its_environment_not_on_a_command_line(
+    monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A command line is shown to every local user by ps; the store's password must not be."""
+    import os
+
+    started = []
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: started.append((argv, env)))
+    uri = "postgresql+psycopg://me:s3cret@db:5432/mlflow"
+    assert main(["ui", "--tracking-uri", uri]) == 0
+    [(argv, env)] = started
+    assert "s3cret" not in " ".join(argv) and env["MLFLOW_BACKEND_STORE_URI"] == uri
+    assert "s3cret" not in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_no_process_that_ui_starts_shows_the_store_on_its_command_line(tmp_path: Path) -> None:
+    """Every process under ``lightning-ad ui`` (MLflow's server and its uvicorn workers), read
+    from /proc as ps reads it, once the UI answers."""
+    import signal
+    import subprocess
+    import sys
+
+    from lightning_ad.services import free_port
+    from tests.helpers import wait_for_http
+
+    store = tmp_path / "token-s3cret"  # stands for a password: it is part of the URI
+    store.mkdir()
+    port = free_port()
+    command = [sys.executable, "-m", "lightning_ad", "ui", "--port", str(port),
+               "--tracking-uri", f"sqlite:///{store}/mlflow.db"]  # fmt: skip
+    ui = subprocess.Popen(command, cwd=tmp_path, start_new_session=True)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", ui)
+        tree = _process_tree(ui.pid)
+        assert len(tree) >= 2  # the server and at least one worker
+        for pid in tree:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            assert b"s3cret" not in cmdline, cmdline
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=60)
+
+
+def _process_tree(root: int) -> list[int]:
+    """``root`` and every process below it, from /proc/<pid>/stat's parent field."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended while we looked
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    tree, frontier = [root], [root]
+    while frontier:
+        frontier = [pid for pid, parent in parents.items() if parent in frontier]
+        tree += frontier
+    return tree
 
 
 def _without_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:

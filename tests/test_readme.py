@@ -106,7 +106,7 @@ def test_the_readme_path_works_for_a_newcomer(swept: Path) -> None:
     table = _make(clone, table_line, "SWEEP=quick", timeout=300)
     assert table.returncode == 0, table.stdout + table.stderr
     assert "| mobilenet_v2 | screw |" in table.stdout
-    assert (clone / "reports" / "quick" / "screw" / "median_auc.parquet").is_file()
+    assert (clone / "reports" / "quick" / "screw" / "latest" / "median_auc.parquet").is_file()
 
     port = free_port()
     ui = subprocess.Popen(

@@ -4,6 +4,7 @@ writes one table per file."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -13,6 +14,7 @@ import pytest
 
 from lightning_ad import report
 from lightning_ad.cli import main
+from lightning_ad.sweep.fingerprint import Settings
 from lightning_ad.sweep.spec import SweepSpec
 from tests.helpers import SWEEPS
 
@@ -139,7 +141,7 @@ def test_tidy_files_read_back_as_numbers_equal_to_the_logged_medians(
     logged: tuple[str, list[dict]], tmp_path: Path
 ) -> None:
     uri, runs = logged
-    files = report.write_report(_trials(uri), SweepSpec.load(QUICK), tmp_path / "out")
+    files = report.write_report(_trials(uri), SweepSpec.load(QUICK), _SETTINGS, tmp_path / "out")
     names = {f.name for f in files}
     for name in ("median_auc", "class3_vs_class2", "class3_vs_class2_by_defect"):
         assert {f"{name}.csv", f"{name}.parquet", f"{name}.md", f"{name}.html"} <= names
@@ -211,3 +213,39 @@ def test_one_destination_never_gets_several_tables(
     assert main([*args, *extra]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "t.csv").exists()
+
+
+_SETTINGS = Settings({"trial": {"image_size": 32}, "data": {"root": "/data"}, "code_version": "0"})
+
+
+def test_each_fingerprint_has_its_folder_and_latest_points_at_the_last_written(
+    logged: tuple[str, list[dict]], tmp_path: Path
+) -> None:
+    """Two sweeps of one name with other settings: neither overwrites the other's tables."""
+    trials, spec = _trials(logged[0]), SweepSpec.load(QUICK)
+    other = Settings({**_SETTINGS.values, "trial": {"image_size": 40}})
+    category = tmp_path / "reports" / "quick" / "screw"
+    for settings in (_SETTINGS, other):
+        report.write_report(trials, spec, settings, category / settings.fingerprint)
+    for settings in (_SETTINGS, other):
+        folder = category / settings.fingerprint
+        assert json.loads((folder / "settings.json").read_text()) == settings.values
+        assert (folder / "median_auc.parquet").is_file()
+    assert (category / "latest").resolve() == (category / other.fingerprint).resolve()
+    assert sorted(p.name for p in category.iterdir()) == sorted(
+        [_SETTINGS.fingerprint, other.fingerprint, "latest"]
+    )  # no staging names left behind
+
+
+def test_a_write_that_fails_halfway_leaves_the_previous_file_whole(tmp_path: Path) -> None:
+    table = tmp_path / "median_auc.md"
+    report.replace_whole(table, lambda path: path.write_text("| the previous table |\n"))
+
+    def crash(path: Path) -> None:
+        path.write_text("| half a ta")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        report.replace_whole(table, crash)
+    assert table.read_text() == "| the previous table |\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["median_auc.md"]

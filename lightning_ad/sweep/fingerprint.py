@@ -24,6 +24,7 @@ from typing import Any
 
 import lightning_ad
 from lightning_ad.config import GRID_KEYS, SETTINGS
+from lightning_ad.data.mvtec import IMAGE_SUFFIXES
 from lightning_ad.data.resolve import ResolvedCategory
 
 FINGERPRINT_LENGTH = 12
@@ -98,10 +99,13 @@ def sweep_settings(spec, data: ResolvedCategory) -> Settings:
 
 
 def data_fingerprint(root: Path) -> str:
-    """A hash of every file under a category folder: relative paths and contents (a replaced,
-    added or removed image changes it; a touched one does not)."""
+    """A hash of the images and masks under a category folder: relative paths and contents (a
+    replaced, added or removed image changes it; a touched one does not). Other files are not
+    read by a trial and are left out, so a render's own record (``synthetic.json`` holds its
+    render time) does not make the same pixels a new study on every machine that renders them."""
     digest = hashlib.blake2b(digest_size=16)
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    images = (p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    for path in sorted(images):
         digest.update(str(path.relative_to(root)).encode() + b"\0")
         digest.update(_file_digest(path).encode())
     return digest.hexdigest()

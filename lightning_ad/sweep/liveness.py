@@ -6,7 +6,9 @@ file's name on each trial it takes. The kernel drops the lock when the process d
 dies (SIGKILL, OOM killer, a container stopped), so a trial whose worker's lock is free is dead
 for sure, whatever the hostname of the container that reruns the sweep or the PID it got.
 PostgreSQL storages span machines, where a file lock proves nothing: there Optuna's heartbeats
-tell (``storage``).
+tell (``storage``). The locks hold on local file systems and on NFSv4 (and v3 with lockd), whose
+servers drop a dead client's locks after their lease; not on SMB/CIFS mounts without POSIX
+locks, or object-store mounts (s3fs, gcsfuse), which have none.
 """
 
 from __future__ import annotations
@@ -67,7 +69,9 @@ def is_dead(folder: Path, trial: optuna.trial.FrozenTrial) -> bool:
 
 def _is_held(path: Path) -> bool:
     try:
-        with path.open("r") as file:
+        # Read-write: on NFS flock is emulated with byte-range locks, and an exclusive one on a
+        # read-only descriptor is EBADF. "r+" neither creates nor truncates the worker's file.
+        with path.open("r+") as file:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the file closes
     except FileNotFoundError:
         return False  # the worker ended and removed it

@@ -124,7 +124,8 @@ class SweepParent:
     def refresh(self, write_reports: bool = False) -> list[Path]:
         """Every median and the description from all the sweep's runs, and on a tracking
         server the bundle of their scores files (``tracking.SCORES_BUNDLE``); at the end, every
-        table into ``reports/<sweep>/<category>/``, logged as the run's ``report/`` artifacts."""
+        table into ``reports/<sweep>/<category>/<fingerprint>/``, logged as the run's
+        ``report/`` artifacts."""
         target = self.target
         trials = report.fetch_trials(
             target.tracking_uri, target.experiment, target.spec, target.fingerprint
@@ -136,7 +137,7 @@ class SweepParent:
         self._log_scores_bundle(trials)
         if not write_reports:
             return []
-        files = report.write_report(trials, target.spec, target.reports)
+        files = report.write_report(trials, target.spec, target.settings, target.reports)
         for path in files:
             client.log_artifact(self.run_id, str(path), artifact_path="report")
         return files

@@ -11,6 +11,7 @@ grid, so adding a seed queues the new cells alone and removing one queues nothin
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
 import os
 import random
@@ -26,7 +27,7 @@ from lightning_ad import tracking
 from lightning_ad.config import GRID_KEYS
 from lightning_ad.sweep import liveness
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget, cell_key
-from lightning_ad.sweep.storage import worker_locks
+from lightning_ad.sweep.storage import rdb_backend, trials_with_heartbeat, worker_locks
 
 INTERRUPTED = "interrupted"
 """A trial's user attribute: Ctrl-C or SIGTERM stopped it, or its worker died; its cell is
@@ -112,11 +113,40 @@ def fail_dead_trials(study: optuna.Study, target: SweepTarget) -> None:
     folder = worker_locks(target.storage)
     if folder is None:
         optuna.storages.fail_stale_trials(study)
+        _fail_trials_that_never_beat(study)
         return
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if liveness.is_dead(folder, trial):
             _fail(study, trial)
             _fail_runs(target, trial)
+
+
+def _fail_trials_that_never_beat(study: optuna.Study) -> None:
+    """RUNNING trials of an RDB storage older than its grace period without one heartbeat: the
+    worker died between taking the trial and its first beat (or took it with ``ask`` and
+    left). Failed and handed to the stale-trial callback as Optuna does with silent ones; the
+    storage's row lock lets exactly one worker win each."""
+    backend = rdb_backend(study)
+    if backend is None:
+        return
+    now = datetime.datetime.now()
+    old = [
+        trial
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if trial.datetime_start is not None
+        and (now - trial.datetime_start).total_seconds() > backend.grace_period
+    ]
+    if not old:
+        return
+    beating = trials_with_heartbeat(backend, [trial._trial_id for trial in old])
+    callback = backend.get_heartbeat_stale_trial_callback()
+    for trial in old:
+        if trial._trial_id in beating:
+            continue
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            failed = study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            if failed and callback is not None:
+                callback(study, study._storage.get_trial(trial._trial_id))
 
 
 def _fail(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

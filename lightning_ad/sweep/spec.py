@@ -242,8 +242,9 @@ class SweepTarget:
 
     @property
     def reports(self) -> Path:
-        """``reports/<sweep>/<category>``: inside ``reports_dir``, names being safe."""
-        return Path(self.reports_dir) / self.spec.name / self.category
+        """``reports/<sweep>/<category>/<fingerprint>``: inside ``reports_dir``, names being
+        safe; two sweeps of one name with other settings write their own folders."""
+        return Path(self.reports_dir) / self.spec.name / self.category / self.fingerprint
 
 
 def _check_distribution(key: str, dist: Any, where: str) -> None:

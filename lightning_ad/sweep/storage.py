@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -16,6 +17,8 @@ from lightning_ad.errors import LightningADError, redact
 from lightning_ad.sweep.spec import SweepTarget
 
 DEFAULT_STORAGE = "mlruns/optuna.journal"
+HEARTBEAT_ATTR = "heartbeat_s"
+"""A study's user attribute on RDB storages: the seconds between its trials' heartbeats."""
 
 
 def open_storage(
@@ -43,33 +46,67 @@ def open_storage(
 
 
 def repair_journal(path: Path, lock: optuna.storages.journal.BaseJournalFileLock) -> None:
-    """Cut off a last line that a full disk or a power loss left half-written.
+    """Remove what a write cut short by a full disk or a power loss left in the journal.
 
     Optuna writes every log line whole, ending in a newline. Its reader skips a torn last line,
-    but only until the next append glues a new line onto it: from then on the journal cannot be
-    read at all. So, under the journal's own lock, a last line without its newline is cut off,
-    with a warning and a copy of the file as it was.
+    but the next append glues its own first line onto the torn one, and from that line on the
+    journal cannot be read at all. No reader ever applied a torn record, so dropping it agrees
+    with what every worker saw: under the journal's own lock, a torn last line is cut off and a
+    glued line keeps only the whole record that follows the torn bytes, with a warning and a copy
+    of the file as it was.
+
+    Raises:
+        LightningADError: a line that is not a record and holds none (not a torn write), named
+            by its number, with what to do.
     """
     if not path.is_file() or path.stat().st_size == 0:
         return
     lock.acquire()
     try:
-        with path.open("rb+") as journal:
-            journal.seek(-1, os.SEEK_END)
-            if journal.read(1) == b"\n":
-                return
-            journal.seek(0)
-            whole = journal.read().rfind(b"\n") + 1
-            copy = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}")
-            shutil.copy2(path, copy)
-            journal.truncate(whole)
+        *lines, tail = path.read_bytes().split(b"\n")
+        repaired = [_whole_record(path, number, line) for number, line in enumerate(lines, 1)]
+        changed = [
+            n for n, (old, new) in enumerate(zip(lines, repaired, strict=True), 1) if old != new
+        ]
+        if not tail and not changed:
+            return
+        copy = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.copy2(path, copy)
+        staging = path.with_name(path.name + ".repairing")
+        staging.write_bytes(b"".join(line + b"\n" for line in repaired))
+        os.replace(staging, path)
     finally:
         lock.release()
+    where = [f"line {n}" for n in changed] + (["the last line"] if tail else [])
     warnings.warn(
-        f"{path}: its last line was cut short (a write interrupted by a full disk or a power "
-        f"loss) and has been removed: at worst the trial it recorded runs again. Copy: {copy}",
+        f"{path}: a write interrupted by a full disk or a power loss left a torn record "
+        f"({', '.join(where)}); it has been removed: at worst the trial it recorded runs "
+        f"again. Copy: {copy}",
         stacklevel=2,
     )
+
+
+def _whole_record(path: Path, number: int, line: bytes) -> bytes:
+    """``line`` if it is one JSON record, else the whole record glued after torn bytes."""
+    if _is_record(line):
+        return line
+    start = line.find(b"{", 1)
+    while start != -1:
+        if _is_record(line[start:]):
+            return line[start:]
+        start = line.find(b"{", start + 1)
+    raise LightningADError(
+        f"{path}, line {number}: not an Optuna journal record, and not a torn write either "
+        f"(was the file edited?). Keep a copy, delete that line (sed -i '{number}d' {path}) "
+        "and rerun: at worst the trials it recorded run again."
+    )
+
+
+def _is_record(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 def _rdb_storage(url: str, heartbeat: int | None, on_stale) -> optuna.storages.RDBStorage:
@@ -113,12 +150,54 @@ def worker_locks(url: str | None) -> Path | None:
 def load_study(target: SweepTarget) -> optuna.Study:
     """The study of ``target``. Its trials sample nothing: every cell is queued with
     ``enqueue_trial`` (``recovery.plan``), so the grid can grow without retraining anything
-    (Optuna's GridSampler ignores the trials of another grid and would run every cell again)."""
+    (Optuna's GridSampler ignores the trials of another grid and would run every cell again).
+    On an RDB storage the heartbeat interval is the study's (``HEARTBEAT_ATTR``), so that
+    workers started with other ``--heartbeat`` values never fail each other's live trials."""
     from lightning_ad.sweep.recovery import RequeueStaleTrial  # recovery builds on this module
 
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=target.study_name,
         storage=open_storage(target.storage, target.heartbeat, RequeueStaleTrial(target)),
         direction="maximize",
         load_if_exists=True,
     )
+    _agree_on_heartbeat(study, target.heartbeat)
+    return study
+
+
+def rdb_backend(study: optuna.Study) -> optuna.storages.RDBStorage | None:
+    """The study's RDB storage with heartbeats (Optuna wraps it in a cache), or None."""
+    backend = getattr(study._storage, "_backend", study._storage)
+    if isinstance(backend, optuna.storages.RDBStorage) and backend.heartbeat_interval:
+        return backend
+    return None
+
+
+def trials_with_heartbeat(backend: optuna.storages.RDBStorage, trial_ids: list[int]) -> set[int]:
+    """Which of ``trial_ids`` have sent a heartbeat. Optuna's stale-trial check skips trials
+    that never did (a worker that died between taking a trial and its first beat), so the
+    caller must find those itself; Optuna has no public reader of the heartbeat table."""
+    from optuna.storages._rdb import models
+    from sqlalchemy.orm import Session
+
+    beat = models.TrialHeartbeatModel.trial_id
+    with Session(backend.engine) as session:
+        return {row[0] for row in session.query(beat).filter(beat.in_(trial_ids))}
+
+
+def _agree_on_heartbeat(study: optuna.Study, requested: int) -> None:
+    backend = rdb_backend(study)
+    if backend is None:
+        return
+    agreed = study.user_attrs.get(HEARTBEAT_ATTR)
+    if agreed is None:  # the first worker of the study sets it
+        study.set_user_attr(HEARTBEAT_ATTR, requested)
+        agreed = requested
+    if agreed != requested:
+        warnings.warn(
+            f"--heartbeat {requested} ignored: this study's trials beat every {agreed} s "
+            "(the first worker's setting), and a worker with a shorter wait would fail the "
+            "live trials of the others",
+            stacklevel=2,
+        )
+    backend.heartbeat_interval, backend.grace_period = agreed, 3 * agreed

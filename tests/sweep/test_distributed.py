@@ -29,7 +29,9 @@ from lightning_ad import report, tracking
 from lightning_ad.errors import LightningADError
 from lightning_ad.mlflow_server import ServerOptions
 from lightning_ad.services import PG_USER, Services, app_password, free_port, local_services
+from lightning_ad.sweep.recovery import plan
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget
+from lightning_ad.sweep.storage import load_study, rdb_backend
 from tests.helpers import (
     REPO,
     assert_grid_filled_once,
@@ -303,3 +305,37 @@ def test_a_password_in_the_storage_url_through_make_sweep_appears_nowhere(
     assert len(runs) == 2  # the parent and the trial
     for run in runs:
         assert password not in repr(run.data.params) + repr(run.data.tags)
+
+
+def test_a_trial_that_never_beat_is_failed_and_its_cell_run_again(
+    services: Services, synthetic_root: Path, tmp_path: Path
+) -> None:
+    """A worker that took a trial and died before its first heartbeat (here: ``ask`` and
+    leave): Optuna's stale check skips such a trial, so without its own check every later
+    worker waited for it forever."""
+    sweep_file = tmp_path / "never-beat.yaml"
+    sweep_file.write_text(ONE_FROZEN_CELL)
+    target = dataclasses.replace(_target(services, sweep_file, synthetic_root), heartbeat=1)
+    study = load_study(target)
+    plan(study, target, retry_failed_before=0)
+    study.ask()  # takes the queued cell: RUNNING, no heartbeat row
+
+    sweep = start_sweep(_command(target, synthetic_root, sweep_file, "--heartbeat", "1"), tmp_path)
+    output, _ = sweep.communicate(timeout=600)
+    assert sweep.returncode == 0, output
+    assert_grid_filled_once(target)
+    states = sorted(t.state.name for t in load_study(target).trials)
+    assert states == ["COMPLETE", "FAIL"]
+
+
+def test_the_heartbeat_interval_is_the_studys_whatever_a_later_worker_asks(
+    services: Services, tmp_path: Path, synthetic_root: Path
+) -> None:
+    sweep_file = tmp_path / "heartbeat.yaml"
+    sweep_file.write_text(ONE_FROZEN_CELL)
+    first = dataclasses.replace(_target(services, sweep_file, synthetic_root), heartbeat=60)
+    assert rdb_backend(load_study(first)).heartbeat_interval == 60
+    with pytest.warns(UserWarning, match=r"--heartbeat 10 ignored: .* every 60 s"):
+        study = load_study(dataclasses.replace(first, heartbeat=10))
+    backend = rdb_backend(study)
+    assert (backend.heartbeat_interval, backend.grace_period) == (60, 180)

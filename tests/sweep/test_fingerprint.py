@@ -4,13 +4,17 @@ and the table shows one fingerprint (any earlier one on request)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
 from lightning_ad import cli, report
+from lightning_ad.data.synthetic import MARKER, generate_category
+from lightning_ad.sweep.fingerprint import data_fingerprint
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget
+from tests.conftest import TINY_SIZE
 from tests.helpers import trial_runs
 from tests.sweep.conftest import temporary_target
 
@@ -124,3 +128,18 @@ def test_the_table_command_names_its_fingerprint_and_shows_an_earlier_one(
     assert cli.main(["table", *elsewhere, "--format", "csv"]) == 0
     err = capsys.readouterr().err
     assert "the data is not here" in err and f"showing the newest, {fingerprints[1]}" in err
+
+
+def test_two_renders_of_the_built_in_data_are_one_fingerprint(tmp_path: Path) -> None:
+    """Each render records its own time in synthetic.json; five machines that render the same
+    pixels must still join one study, not train the grid five times."""
+    first, second = (
+        generate_category("grid", tmp_path / name, seed=0, image_size=TINY_SIZE, max_per_folder=3)
+        for name in ("a", "b")
+    )
+    record = json.loads((second / MARKER).read_text())
+    (second / MARKER).write_text(json.dumps(record | {"seconds": record["seconds"] + 7.5}))
+    assert data_fingerprint(first) == data_fingerprint(second)
+    mask = next((second / "ground_truth").rglob("*.png"))
+    mask.write_bytes(mask.read_bytes() + b"\0")
+    assert data_fingerprint(first) != data_fingerprint(second)  # masks are what defines it

@@ -28,7 +28,7 @@ def test_a_torn_last_journal_line_is_cut_off_and_the_study_stays_readable(tmp_pa
     whole = path.read_bytes()
     path.write_bytes(whole + b'{"op_code":4,"worker_id":"w","trial_id":')  # no newline
 
-    with pytest.warns(UserWarning, match="its last line was cut short"):
+    with pytest.warns(UserWarning, match=r"torn record \(the last line\)"):
         storage = open_storage(str(path))
     assert path.read_bytes() == whole
     [copy] = tmp_path.glob("optuna.journal.torn-*")
@@ -49,3 +49,36 @@ def test_an_intact_journal_is_left_as_it_is(tmp_path) -> None:
         warnings.simplefilter("error")
         open_storage(str(path))
     assert path.read_bytes() == before and len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_torn_line_glued_to_a_later_append_is_repaired_where_it_is(tmp_path) -> None:
+    """A torn write that another worker appended after (before anyone repaired it): the glued
+    line holds the torn bytes and then a whole record; Optuna cannot read past it."""
+    path = tmp_path / "optuna.journal"
+    study = optuna.create_study(study_name="s", storage=open_storage(str(path)))
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    lines = path.read_bytes().splitlines(keepends=True)
+    head, rest = b"".join(lines[:-2]), b"".join(lines[-2:])  # more appends after the glued one
+    path.write_bytes(head + b'{"op_code":4,"worker_id":"w","trial_id":' + rest)
+    with pytest.raises(ValueError):  # what a worker sees without the repair
+        optuna.load_study(
+            study_name="s",
+            storage=optuna.storages.JournalStorage(
+                optuna.storages.journal.JournalFileBackend(str(path))
+            ),
+        )
+
+    with pytest.warns(UserWarning, match=rf"torn record \(line {len(lines) - 1}\)"):
+        storage = open_storage(str(path))
+    assert path.read_bytes() == head + rest
+    reread = optuna.load_study(study_name="s", storage=storage)
+    assert [t.state.name for t in reread.trials] == ["COMPLETE"] * 2
+
+
+def test_a_line_that_is_no_record_is_refused_with_its_number(tmp_path) -> None:
+    path = tmp_path / "optuna.journal"
+    optuna.create_study(study_name="s", storage=open_storage(str(path)))
+    path.write_bytes(path.read_bytes() + b"edited by hand\n")
+    lines = len(path.read_bytes().splitlines())
+    with pytest.raises(LightningADError, match=rf"line {lines}: not an Optuna journal record.*sed"):
+        open_storage(str(path))
