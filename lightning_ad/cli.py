@@ -754,10 +754,12 @@ def _write_scores(rows, out: Path | None) -> None:
 
 
 def _add_serve(group: Commands) -> None:
+    from lightning_ad.deploy.serving import DEFAULT_MAX_BODY_MB, DEFAULT_MAX_IMAGES
+
     serve = _subcommand(
         group,
         "serve",
-        "serve a detector over HTTP (mlflow models serve): POST images to /invocations",
+        "serve a detector over HTTP (MLflow's scoring server): POST images to /invocations",
         "  lightning-ad serve --model models:/screw-detector/1 --port 5001\n",
         _serve,
         parents=[_options(_tracking_uri)],
@@ -767,61 +769,44 @@ def _add_serve(group: Commands) -> None:
     )
     serve.add_argument("--host", default="127.0.0.1", help="loopback only (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=5001, help="(default: 5001)")
+    serve.add_argument(
+        "--max-body-mb",
+        type=float,
+        default=DEFAULT_MAX_BODY_MB,
+        help=f"a larger request is refused with 413 (default: {DEFAULT_MAX_BODY_MB})",
+    )
+    serve.add_argument(
+        "--max-images",
+        type=int,
+        default=DEFAULT_MAX_IMAGES,
+        help=f"the most images one request may hold (default: {DEFAULT_MAX_IMAGES})",
+    )
 
 
 def _serve(args: argparse.Namespace) -> None:
     from lightning_ad.mlflow_server import is_loopback
-    from lightning_ad.tracking import mlflow_command, resolve_tracking_uri
+    from lightning_ad.tracking import resolve_tracking_uri
 
     if not is_loopback(args.host):
         raise LightningADError(
-            f"--host {args.host}: mlflow models serve has no login, and anyone who reaches the "
+            f"--host {args.host}: the scoring server has no login, and anyone who reaches the "
             "port could use the model; serve on 127.0.0.1 behind a reverse proxy that asks for one"
         )
+    if args.max_body_mb <= 0 or args.max_images < 1:
+        raise LightningADError(
+            f"--max-body-mb {args.max_body_mb} / --max-images {args.max_images}: both must be "
+            "positive"
+        )
     from lightning_ad.deploy.digests import servable_model
+    from lightning_ad.deploy.serving import server_process
 
-    model = servable_model(args.model, resolve_tracking_uri(args.tracking_uri))
-    command = mlflow_command(
-        "models", "serve", "-m", str(model), "--env-manager", "local",
-        "--host", args.host, "--port", str(args.port),
-    )  # fmt: skip
-    # MLflow starts uvicorn by name, which the PATH of make (no venv on it) does not find.
-    path = f"{_uvicorn_shim()}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {
-        **os.environ,
-        "PATH": path,
-        "MLFLOW_TRACKING_URI": resolve_tracking_uri(args.tracking_uri),
-    }
+    uri = resolve_tracking_uri(args.tracking_uri)
+    model = servable_model(args.model, uri)
+    command, env = server_process(
+        model, args.host, args.port, int(args.max_body_mb * 1e6), args.max_images
+    )
     print(" ".join(command), file=sys.stderr)
-    os.execve(command[0], command, env)
-
-
-def _uvicorn_shim() -> Path:
-    """A folder holding ``uvicorn``, a script that runs this interpreter's uvicorn module:
-    found whatever PATH says and wherever the package's own script went. Kept in the user's
-    cache (``serve`` execs MLflow, so nothing would remove a temporary one), or in a new
-    temporary folder where there is no usable cache."""
-    import hashlib
-    import shlex
-    import tempfile
-
-    script = f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m uvicorn "$@"\n'
-    try:
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        digest = hashlib.sha256(script.encode()).hexdigest()[:12]
-        folder = cache / "lightning_ad" / f"bin-{digest}"
-        folder.mkdir(parents=True, exist_ok=True)
-    except (OSError, RuntimeError):  # no home, or a read-only one
-        folder = Path(tempfile.mkdtemp(prefix="lightning_ad-bin-"))
-    shim = folder / "uvicorn"
-    if not (shim.is_file() and os.access(shim, os.X_OK)):
-        # Written whole and executable before it takes the name: a serve started beside this
-        # one never finds half a script.
-        partial = folder / f".uvicorn-{os.getpid()}"
-        partial.write_text(script)
-        partial.chmod(0o755)
-        os.replace(partial, shim)
-    return folder
+    os.execve(command[0], command, env | {"MLFLOW_TRACKING_URI": uri})
 
 
 # ---- ui ----------------------------------------------------------------------------------------
@@ -900,7 +885,9 @@ def _add_services(group: Commands) -> None:
     services = _subcommand(
         group,
         "services",
-        "start a local PostgreSQL (Optuna) and MLflow server to try the distributed mode",
+        "start a PostgreSQL (Optuna, on 127.0.0.1 only) and an MLflow server to try the "
+        "distributed mode on this machine; for workers on other machines, see the README's "
+        '"Many workers, many machines" recipe',
         "  lightning-ad services                       # until Ctrl-C; data kept in .services/\n"
         "  lightning-ad services --host 0.0.0.0 --auth --allowed-hosts mlflow-host:5000\n",
         _services,
@@ -930,7 +917,9 @@ def _services(args: argparse.Namespace) -> None:
             lines.append(f"MLflow's admin password:     {password} (user admin)")
             login = f"  {services.mlflow_auth.login_hint()}\n"
         lines.append(
-            f"data in {args.dir}/; Ctrl-C stops both. Workers, on this machine or another:\n"
+            f"data in {args.dir}/; Ctrl-C stops both. Workers on this machine (PostgreSQL "
+            "listens on 127.0.0.1 only; for other machines see the README's 'Many workers, "
+            "many machines' recipe):\n"
             f"  export PGPASSFILE={services.password_file}\n{login}"
             f"  make sweep CATEGORY=screw WORKERS=2 STORAGE={services.storage} "
             f"TRACKING_URI={services.tracking_uri}"

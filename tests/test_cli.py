@@ -266,3 +266,12 @@ def test_ui_with_auth_runs_mlflows_basic_auth_app_with_a_generated_password(
     assert password not in capsys.readouterr().err  # the file is named, the password is not
     assert main(["ui", "--auth"]) == 0  # a second start keeps the password
     assert password_file.read_text().strip() == password
+
+
+def test_services_says_it_is_for_one_machine(capsys) -> None:
+    """PostgreSQL of ``services`` listens on loopback: the help must not promise other machines."""
+    with pytest.raises(SystemExit) as done:
+        main(["services", "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "127.0.0.1 only" in text and "Many workers, many machines" in text

@@ -5,7 +5,8 @@ Anyone who can write to the tracking store's artifacts can change a logged model
 every file of its model in a run tag (:data:`DIGESTS_TAG`) as it logs them; ``predict`` reads
 only the detector's data files (``detector.json`` and tensors, never code, never a pickle) after
 checking every file of the model, and ``serve`` checks them too, and that the model loads through
-this package's own loader, before it hands the checked copy to ``mlflow models serve``.
+this package's own loader, before it hands the checked copy to MLflow's scoring server
+(``serving``).
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def check_loader(folder: Path, source: str) -> None:
 
 
 def servable_model(model_uri: str, tracking_uri: str) -> Path:
-    """What ``serve`` hands to ``mlflow models serve``: a local copy of the model whose every
+    """What ``serve`` hands to MLflow's scoring server: a local copy of the model whose every
     file has its recorded digest and whose MLmodel names only MLflow's loader for code (a
     local folder is the user's own: its loader is checked, its files taken as they are).
 

@@ -1,5 +1,5 @@
 """The detector as an MLflow model (``mlflow.pyfunc``): what a trial logs as ``model``, what
-``lightning-ad register`` puts in the registry, what ``predict`` and ``mlflow models serve`` load.
+``lightning-ad register`` puts in the registry, what ``predict`` and ``serve`` load.
 
 Input: a DataFrame with one column ``image``, each cell an encoded image file's bytes (PNG,
 JPEG, ...; base64 in a JSON request, as MLflow's scoring server expects for a binary column).
@@ -15,6 +15,7 @@ detector's data files after checking their digests) and ``serve`` checks every f
 
 from __future__ import annotations
 
+import os
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -28,6 +29,7 @@ from mlflow import MlflowClient
 from mlflow.models import ModelSignature
 
 from lightning_ad.data.mvtec import decode_image
+from lightning_ad.deploy.serving import MAX_IMAGES_ENV
 from lightning_ad.errors import LightningADError
 from lightning_ad.models.detector import Detector
 
@@ -57,13 +59,15 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
         """One output row per input row; an unscored image has its ``error``, and null
         ``score`` and ``anomalous`` (never a verdict it did not earn)."""
         if IMAGE not in model_input:
-            from mlflow.exceptions import MlflowException
-            from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
-            raise MlflowException(  # a 400 from the scoring server, not a 500
+            raise _bad_request(
                 f"the input has columns {list(model_input.columns)}; it needs one column "
-                f"'{IMAGE}' of encoded image bytes",
-                error_code=INVALID_PARAMETER_VALUE,
+                f"'{IMAGE}' of encoded image bytes"
+            )
+        limit = os.environ.get(MAX_IMAGES_ENV)  # set by ``lightning-ad serve``
+        if limit is not None and len(model_input) > int(limit):
+            raise _bad_request(
+                f"{len(model_input)} images in one request; this server takes at most {limit} "
+                "(send them in several requests)"
             )
         encoded = list(model_input[IMAGE])
         names = [f"image {i}" for i in range(len(encoded))]
@@ -72,6 +76,14 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
             out[MAP] = [None if m is None else m.tolist() for m in out[MAP]]
         # JSON has null, not NaN or pandas' NA
         return out.astype(object).where(out.notna(), None)
+
+
+def _bad_request(message: str) -> Exception:
+    """What the scoring server answers with 400, not 500."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 def score_images(

@@ -23,7 +23,6 @@ from lightning_ad.sweep.recovery import (
 )
 from lightning_ad.sweep.search import tune_cell
 from lightning_ad.sweep.spec import SearchSpec
-from lightning_ad.sweep.storage import open_storage
 from lightning_ad.train import TrialResult, run_trial
 
 
@@ -67,7 +66,7 @@ class CellObjective:
                 run_id, auc = result.run_id, result.metrics["test/auc"]
                 trial.set_user_attr("seconds", round(result.seconds, 1))
             else:
-                best = self._tune(cell, search, tags)
+                best = self._tune(trial.study, cell, search, tags)
                 run_id, auc = best.user_attrs["mlflow_run_id"], best.user_attrs["test_auc"]
                 trial.set_user_attr("tuned", best.params)
         except KeyboardInterrupt:
@@ -100,16 +99,17 @@ class CellObjective:
         )
 
     def _tune(
-        self, cell: dict, search: SearchSpec, tags: dict[str, str]
+        self, study: optuna.Study, cell: dict, search: SearchSpec, tags: dict[str, str]
     ) -> optuna.trial.FrozenTrial:
-        """The ``search`` block: an inner study per cell on val/loss; its best run is selected."""
+        """The ``search`` block: an inner study per cell on val/loss; its best run is selected.
+        The inner study lives in the sweep's storage object: one engine per process."""
         key = "-".join(str(cell[k]) for k in GRID_KEYS if k != "category")
         client = tracking.client(self.target.tracking_uri)
         unselected = {**tags, tracking.SELECTED_TAG: "false"}
         return tune_cell(
             search,
             f"{self.target.study_name}/{key}",
-            open_storage(self.target.storage),
+            study._storage,
             seed=int(cell["seed"]),
             train=lambda tuned, callbacks, extra: self._train(
                 cell, tuned, callbacks, {**unselected, **extra}

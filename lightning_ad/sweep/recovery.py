@@ -229,6 +229,8 @@ class RequeueStaleTrial:
         self.target = target
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if study.study_name != self.target.study_name:
+            return  # a cell's inner search study shares the storage: Optuna's FAIL is enough
         # Queue first: Optuna calls this outside optimize's catch, so an MLflow error after it
         # must neither kill the surviving worker nor lose the cell.
         cell = trial_cell(trial)

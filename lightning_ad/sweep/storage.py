@@ -17,6 +17,14 @@ from lightning_ad.errors import LightningADError, redact
 from lightning_ad.sweep.spec import SweepTarget
 
 DEFAULT_STORAGE = "mlruns/optuna.journal"
+RDB_POOL = {"pool_size": 2, "max_overflow": 2}
+"""SQLAlchemy's pool of a process's one RDB storage: the main thread and the heartbeat thread
+each hold a connection while they use it, and at most two are kept open between uses (the
+progress view's thread may borrow a third for a moment). So a worker process holds at most 2
+PostgreSQL connections at rest and 4 at once (``RDB_CONNECTIONS``): 40 workers use 80 of
+PostgreSQL's default ``max_connections`` of 100 at rest."""
+RDB_CONNECTIONS = RDB_POOL["pool_size"] + RDB_POOL["max_overflow"]
+_STUDIES: dict[tuple, optuna.Study] = {}
 HEARTBEAT_ATTR = "heartbeat_s"
 """A study's user attribute on RDB storages: the seconds between its trials' heartbeats."""
 
@@ -119,6 +127,7 @@ def _rdb_storage(url: str, heartbeat: int | None, on_stale) -> optuna.storages.R
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
                 url,
+                engine_kwargs=RDB_POOL,
                 heartbeat_interval=heartbeat,
                 grace_period=3 * heartbeat if heartbeat else None,
                 heartbeat_stale_trial_callback=on_stale,
@@ -148,11 +157,22 @@ def worker_locks(url: str | None) -> Path | None:
 
 
 def load_study(target: SweepTarget) -> optuna.Study:
-    """The study of ``target``. Its trials sample nothing: every cell is queued with
-    ``enqueue_trial`` (``recovery.plan``), so the grid can grow without retraining anything
+    """The study of ``target``, one per process. Its trials sample nothing: every cell is queued
+    with ``enqueue_trial`` (``recovery.plan``), so the grid can grow without retraining anything
     (Optuna's GridSampler ignores the trials of another grid and would run every cell again).
+
     On an RDB storage the heartbeat interval is the study's (``HEARTBEAT_ATTR``), so that
-    workers started with other ``--heartbeat`` values never fail each other's live trials."""
+    workers started with other ``--heartbeat`` values never fail each other's live trials; and
+    the process keeps one storage, so one engine, for the planner, the worker, the progress
+    view and the cells' inner search studies (``RDB_POOL``).
+    """
+    key = (target.storage, target.study_name, target.heartbeat)
+    if key not in _STUDIES:
+        _STUDIES[key] = _create_study(target)
+    return _STUDIES[key]
+
+
+def _create_study(target: SweepTarget) -> optuna.Study:
     from lightning_ad.sweep.recovery import RequeueStaleTrial  # recovery builds on this module
 
     study = optuna.create_study(

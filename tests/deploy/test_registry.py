@@ -84,4 +84,4 @@ def test_register_needs_a_run_or_a_cell(tmp_path) -> None:
 
 def test_serve_refuses_a_host_beyond_loopback(tmp_path) -> None:
     done = invoke("serve", "--model", "models:/x/1", "--host", "0.0.0.0", cwd=tmp_path)
-    assert done.returncode == 2 and "mlflow models serve has no login" in done.stderr
+    assert done.returncode == 2 and "the scoring server has no login" in done.stderr

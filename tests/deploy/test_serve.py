@@ -1,5 +1,6 @@
-"""``lightning-ad serve`` (``mlflow models serve --env-manager local``) answers one image on a
-free loopback port with the score the trial gave it. Integration: a real server process."""
+"""``lightning-ad serve`` (MLflow's scoring server under uvicorn) answers one image on a free
+loopback port with the score the trial gave it, refuses a body over its limit and a request
+with too many images, and goes on serving. Integration: a real server process."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def test_serve_answers_one_image_with_the_trials_score(
     env["PATH"] = "/usr/bin:/bin"  # as under make: the venv's bin/ is not on PATH
     server = subprocess.Popen(
         [sys.executable, "-m", "lightning_ad", "serve", "--model", f"runs:/{trial.run_id}/model",
-         "--port", str(port), "--tracking-uri", store],
+         "--port", str(port), "--tracking-uri", store, "--max-body-mb", "1", "--max-images", "4"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip
@@ -59,6 +60,16 @@ def test_serve_answers_one_image_with_the_trials_score(
             "predictions"
         ]
         assert len(with_map["map"]) == len(with_map["map"][0]) == 32  # the scoring side
+        too_large = {"dataframe_split": {"columns": ["image"], "data": [["A" * 1_100_000]]}}
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _post(f"{base}/invocations", too_large)
+        assert refused.value.code == 413
+        too_many = {"dataframe_split": {"columns": ["image"], "data": [[data]] * 5}}
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _post(f"{base}/invocations", too_many)
+        assert refused.value.code == 400 and b"at most 4" in refused.value.read()
+        [again] = _post(f"{base}/invocations", request)["predictions"]  # still serving
+        assert again["score"] == answer["score"]
     finally:
         os.killpg(server.pid, signal.SIGINT)
         server.communicate(timeout=60)

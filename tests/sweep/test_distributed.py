@@ -7,6 +7,7 @@ Where PostgreSQL cannot be started the tests are skipped with the reason, unless
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -15,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -31,7 +33,7 @@ from lightning_ad.mlflow_server import ServerOptions
 from lightning_ad.services import PG_USER, Services, app_password, free_port, local_services
 from lightning_ad.sweep.recovery import plan
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget
-from lightning_ad.sweep.storage import load_study, rdb_backend
+from lightning_ad.sweep.storage import RDB_CONNECTIONS, load_study, rdb_backend
 from tests.helpers import (
     REPO,
     assert_grid_filled_once,
@@ -100,10 +102,12 @@ def test_two_workers_on_postgres_and_mlflow_server(
     )
     command = _command(target, synthetic_root, sweep_file)
     workers = [start_sweep(command, tmp_path / f"machine{i}") for i in range(2)]
-    for worker in workers:
-        output, _ = worker.communicate(timeout=900)
-        assert worker.returncode == 0, output
-        assert password not in output
+    with _counting_connections(services) as counts:
+        for worker in workers:
+            output, _ = worker.communicate(timeout=900)
+            assert worker.returncode == 0, output
+            assert password not in output
+    assert 1 <= max(counts) <= 2 * RDB_CONNECTIONS, counts  # one storage, one pool a process
     study = assert_grid_filled_once(target)
     assert password not in repr([(t.user_attrs, t.system_attrs) for t in study.trials])
     assert len({t.user_attrs["worker"] for t in study.trials}) == 2  # both took cells
@@ -127,6 +131,36 @@ def test_two_workers_on_postgres_and_mlflow_server(
     files = tracking.runs_test_scores(target.tracking_uri, runs)
     for bundled, file in zip(trials[report.SCORES], files, strict=True):
         pd.testing.assert_frame_equal(bundled, file, check_exact=True)
+
+
+@contextlib.contextmanager
+def _counting_connections(services: Services) -> Iterator[list[int]]:
+    """The number of connections to the Optuna database, read from PostgreSQL every 0.2 s
+    while the block runs (this reader's own connection not counted)."""
+    import psycopg
+
+    counts: list[int] = []
+    stop = threading.Event()
+    port = services.storage.rsplit(":", 1)[1].split("/")[0]
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = 'optuna' AND pid <> pg_backend_pid()"
+    )
+
+    def sample() -> None:
+        with psycopg.connect(
+            host="127.0.0.1", port=port, user=PG_USER, dbname="optuna", autocommit=True,
+            passfile=str(services.password_file),
+        ) as connection:  # fmt: skip
+            while not stop.wait(0.2):
+                counts.append(connection.execute(query).fetchone()[0])
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield counts
+    finally:
+        stop.set()
+        sampler.join(timeout=10)
 
 
 def _values_by_cell(study: optuna.Study) -> dict[tuple[str, str], list[float]]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import optuna
 import pytest
 
 from lightning_ad.errors import LightningADError
-from lightning_ad.sweep.storage import open_storage
+from lightning_ad.sweep.spec import SweepTarget
+from lightning_ad.sweep.storage import RDB_POOL, load_study, open_storage, rdb_backend
 
 
 def test_unreachable_storage_is_one_clear_error() -> None:
@@ -82,3 +84,13 @@ def test_a_line_that_is_no_record_is_refused_with_its_number(tmp_path) -> None:
     lines = len(path.read_bytes().splitlines())
     with pytest.raises(LightningADError, match=rf"line {lines}: not an Optuna journal record.*sed"):
         open_storage(str(path))
+
+
+def test_a_process_opens_one_storage_per_study(target: SweepTarget) -> None:
+    """The planner, the worker and the progress view share one study and one storage (on
+    PostgreSQL: one engine, one pool of ``RDB_CONNECTIONS``)."""
+    rdb = dataclasses.replace(target, storage=f"sqlite:///{target.reports_dir}-optuna.db")
+    study = load_study(rdb)
+    assert load_study(rdb) is study
+    assert rdb_backend(study) is None  # SQLite: the file locks tell who is alive, no heartbeat
+    assert study._storage._backend.engine.pool.size() == RDB_POOL["pool_size"]
