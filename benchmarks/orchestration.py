@@ -12,8 +12,10 @@ around a trial. Only for measurement: the no-op lives here, not in the user's co
     LIGHTNING_AD_B10_STORES=postgres LIGHTNING_AD_B10_WORKERS=4 python benchmarks/run.py --only B10
 
 On PostgreSQL + ``mlflow server`` (what ``lightning-ad services`` starts; a fresh pair per grid)
-the row also times the MLflow UI's pages over the finished sweep: the REST calls the run page
-of the parent run and the experiment page make.
+the row also times the MLflow UI's pages over the finished sweep (the REST calls the run page
+of the parent run and the experiment page make), and counts the server's connections to the
+Optuna database while the sweep runs: at most ``RDB_CONNECTIONS`` per process (one storage, one
+pool each), so ``LIGHTNING_AD_B10_WORKERS=16`` stays under 17 x 4 = 68.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -38,7 +41,7 @@ from lightning_ad.sweep.parent import SweepParent
 from lightning_ad.sweep.recovery import trial_count
 from lightning_ad.sweep.runner import run_sweep
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget
-from lightning_ad.sweep.storage import load_study
+from lightning_ad.sweep.storage import RDB_CONNECTIONS, load_study
 from lightning_ad.train import TrialResult
 
 GOAL_MEDIAN_S = 0.15
@@ -155,7 +158,7 @@ def measure(
             reports_dir=str(Path(tmp) / "reports"),
         )
         Path(target.reports).mkdir(parents=True, exist_ok=True)
-        with _noop_workers(target.reports):
+        with _noop_workers(target.reports), _connections(stores, storage) as connections:
             t0 = time.perf_counter()
             outcome = run_sweep(target, workers=workers, show_progress=False)
             wall = time.perf_counter() - t0
@@ -165,7 +168,39 @@ def measure(
         result |= _exactly_once(target)
         if stores == "postgres":
             result["ui"] = _ui_seconds(target)
+            result["connections"] = max(connections, default=0)
     return result
+
+
+@contextlib.contextmanager
+def _connections(stores: str, storage: str) -> Iterator[list[int]]:
+    """The PostgreSQL server's connections to the Optuna database, sampled every 0.2 s while
+    the block runs (on the local stores: none)."""
+    counts: list[int] = []
+    if stores != "postgres":
+        yield counts
+        return
+    import psycopg
+
+    stop = threading.Event()
+    url = storage.replace("postgresql+psycopg://", "postgresql://")
+    query = (
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+
+    def sample() -> None:
+        with psycopg.connect(url, autocommit=True) as connection:
+            while not stop.wait(0.2):
+                counts.append(connection.execute(query).fetchone()[0])
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield counts
+    finally:
+        stop.set()
+        sampler.join(timeout=10)
 
 
 @contextlib.contextmanager
@@ -335,6 +370,12 @@ def _row(stores: str, workers: int, results: dict[int, dict[str, float]]) -> Row
             else ""
         )
         + (f", UI {r['ui']:.2f} s" if "ui" in r else "")
+        + (
+            f", at most {r['connections']} PostgreSQL connections (bound "
+            f"{_connection_bound(workers)})"
+            if "connections" in r
+            else ""
+        )
         for n, r in results.items()
     )
     medians = [r["median"] for r in results.values()]
@@ -350,5 +391,12 @@ def _row(stores: str, workers: int, results: dict[int, dict[str, float]]) -> Row
         last["median"] <= GOAL_MEDIAN_S
         and growth <= GOAL_GROWTH
         and last["table"] <= GOAL_TABLE_S
-        and last["rss_growth"] <= GOAL_RSS_GROWTH,
+        and last["rss_growth"] <= GOAL_RSS_GROWTH
+        and last.get("connections", 0) <= _connection_bound(workers),
     )
+
+
+def _connection_bound(workers: int) -> int:
+    """The most connections a sweep of ``workers`` processes may hold: ``RDB_CONNECTIONS`` for
+    each worker and for the command's own process (it plans and shows the progress)."""
+    return (workers + 1) * RDB_CONNECTIONS

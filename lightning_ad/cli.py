@@ -864,18 +864,34 @@ def _add_ui(group: Commands) -> None:
 
 
 def _ui(args: argparse.Namespace) -> None:
-    from lightning_ad.tracking import resolve_tracking_uri
+    from lightning_ad.mlflow_server import run_ui
+    from lightning_ad.tracking import parent_links, resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
     options = _server_options(args, auth_dir=Path("mlruns"))
-    command, env = options.process("ui", uri)
+    process = options.process("ui", uri)
+    # A line per request the browser makes would bury the links below (unless asked for).
+    process.env.setdefault("MLFLOW_UVICORN_OPTS", "--no-access-log")
     if args.auth:
         from lightning_ad.mlflow_server import ADMIN, BasicAuth
 
         password = BasicAuth(Path("mlruns")).password_file.resolve()
         print(f"MLflow login: {ADMIN}, password in {password}", file=sys.stderr)
-    print(f"{' '.join(command)}  (store: {redact(uri)})", file=sys.stderr)
-    os.execve(command[0], command, env)
+    print(f"{' '.join(process.command)}  (store: {redact(uri)})", file=sys.stderr)
+    url = options.local_url
+
+    def announce() -> list[str]:
+        links = parent_links(uri, url)
+        heading = f"MLflow UI: {url}; each sweep's parent run (the verdict first):"
+        return (
+            [heading, *(f"  {line}" for line in links)]
+            if links
+            else [f"MLflow UI: {url} (no sweep in {redact(uri)} yet: make sweep CATEGORY=screw)"]
+        )
+
+    status = run_ui(process, url, announce)
+    if status:
+        raise SystemExit(status)
 
 
 # ---- services ----------------------------------------------------------------------------------

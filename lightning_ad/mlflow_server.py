@@ -12,16 +12,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import ipaddress
 import os
 import secrets
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from lightning_ad import tracking
-from lightning_ad.errors import LightningADError
+from lightning_ad import interrupts, tracking
+from lightning_ad.errors import LightningADError, redact
 
 ADMIN = "admin"
 LOOPBACK_NAMES = ("localhost",)
@@ -52,6 +58,12 @@ class ServerOptions:
                 "with a generated admin password), or keep --host 127.0.0.1"
             )
 
+    @property
+    def local_url(self) -> str:
+        """Where this machine reaches the server (all interfaces: through loopback)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
     def args(self) -> list[str]:
         """The ``mlflow server`` / ``mlflow ui`` options for these settings."""
         args = ["--host", self.host, "--port", str(self.port)]
@@ -69,7 +81,9 @@ class ServerOptions:
         environment (``MLFLOW_BACKEND_STORE_URI``), which only this user can read, never on the
         command line, which ``ps`` shows every local user."""
         command = tracking.mlflow_command(verb, *args, *self.args())
-        return Process(command, self.env() | {"MLFLOW_BACKEND_STORE_URI": backend_store_uri})
+        stores = {"MLFLOW_BACKEND_STORE_URI": backend_store_uri}
+        stores["MLFLOW_REGISTRY_STORE_URI"] = backend_store_uri  # MLflow's default, said quietly
+        return Process(command, self.env() | stores)
 
     def env(self) -> dict[str, str]:
         """The server's environment: ``tracking.mlflow_server_env``, and with ``--auth`` the
@@ -162,3 +176,76 @@ def _write_private(path: Path, text: str) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as file:
         file.write(text)
+
+
+def wait_until_answering(process: subprocess.Popen, url: str, where: str) -> None:
+    """Return once the MLflow server ``process`` answers ``url/health``.
+
+    Raises:
+        LightningADError: it exited first (``where`` says where its output went), or did not
+            answer within 180 s (then it is killed).
+    """
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise LightningADError(f"mlflow server exited with {process.returncode}; {where}")
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"{url}/health", timeout=2) as response,
+        ):
+            if response.status == 200:
+                return
+        time.sleep(0.5)
+    process.kill()
+    raise LightningADError(f"mlflow server did not answer {url}/health within 180 s")
+
+
+def run_ui(process: Process, url: str, announce: Callable[[], list[str]]) -> int:
+    """Run the UI server ``process`` in the foreground: once it answers at ``url``, print the
+    lines ``announce`` returns (where the sweeps are), then wait for it. Ctrl-C or SIGTERM
+    stops it; it never outlives this process.
+
+    Returns:
+        The server's exit status (0 when Ctrl-C or SIGTERM stopped it).
+
+    Raises:
+        LightningADError: the port is taken, or the server exited before it answered.
+    """
+    _check_free(url)  # else another server would answer, and its sweeps be announced
+    server = subprocess.Popen(process.command, env=process.env)
+    try:
+        with interrupts.sigterm_as_interrupt():
+            wait_until_answering(server, url, "see its output above")
+            print("\n".join(_announced(announce)), flush=True)
+            return server.wait()
+    except KeyboardInterrupt:
+        server.terminate()  # Ctrl-C reached it too; SIGTERM reached only us
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        return 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+def _announced(announce: Callable[[], list[str]]) -> list[str]:
+    """``announce()``'s lines; a store that cannot be read there is one line, the UI runs on."""
+    try:
+        return announce()
+    except Exception as err:  # the UI itself is still worth having
+        return [f"lightning-ad: cannot list the sweeps: {redact(str(err)).splitlines()[0]}"]
+
+
+def _check_free(url: str) -> None:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, int(port)))
+        except OSError as err:
+            raise LightningADError(
+                f"{url} is taken ({err.strerror}): stop what listens there, or pass --port"
+            ) from None

@@ -1,5 +1,6 @@
-"""Per-trial figures: one ROC curve per scorer, score histograms per defect type, and a sheet of
-anomaly maps (PatchCore's, Grad-CAM's) over a few test images of each defect type."""
+"""Figures. Per trial: one ROC curve per scorer, score histograms per defect type, and a sheet of
+anomaly maps (PatchCore's, Grad-CAM's) over a few test images of each defect type. Per sweep:
+each cell's seeds as dots, and class3 - class2 per pair as a forest plot."""
 
 from __future__ import annotations
 
@@ -105,5 +106,73 @@ def map_sheet(
         ax.set_title(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def cell_dots(
+    cells: dict[str, np.ndarray], floors: dict[str, float], metric: str, out: Path
+) -> Path:
+    """One row per table cell: each seed's value as a dot and the median as a bar, on an axis
+    fitted to the values (cells that differ by 0.01 must look different), each frozen
+    baseline's median as a dashed line.
+
+    Args:
+        cells: the cell's label -> its seeds' values.
+        floors: a baseline's label -> its median, drawn across every row.
+        metric: the axis' name.
+        out: the PNG to write.
+    """
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 0.9 + 0.32 * max(len(cells), 1)))
+    for row, values in enumerate(cells.values()):
+        jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(1)
+        ax.scatter(values, row + jitter, s=14, color="tab:blue", alpha=0.7, zorder=3)
+        ax.plot([np.median(values)] * 2, [row - 0.3, row + 0.3], color="black", linewidth=2)
+    for i, (label, value) in enumerate(floors.items()):
+        ax.axvline(value, color="grey", linestyle="--", linewidth=1)
+        ax.annotate(label, (value, len(cells) - 0.4 + 0.35 * i), fontsize=7, color="grey")
+    every = np.concatenate([*cells.values(), list(floors.values())]) if cells else np.zeros(1)
+    low, high = float(np.min(every)), float(np.max(every))
+    pad = max(0.1 * (high - low), 0.002)
+    ax.set_xlim(low - pad, min(high + pad, 1.0 + pad / 2))
+    ax.set_yticks(range(len(cells)), list(cells), fontsize=8)
+    ax.set_ylim(-0.7, len(cells) + 0.2)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{metric} (dots: seeds; bar: median; dashed: frozen)")
+    ax.grid(axis="x", linewidth=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def forest(rows: list[dict], out: Path) -> Path:
+    """class3 - class2 per pair: the mean over seeds and its 95 % interval as a line, zero
+    marked; a pair at the ceiling is written as such (it has no interval).
+
+    Args:
+        rows: ``label``, ``mean_delta``, ``ci_low``, ``ci_high`` and ``claim`` of each pair
+            (a verdict row, :mod:`lightning_ad.verdict`).
+        out: the PNG to write.
+    """
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 0.9 + 0.32 * max(len(rows), 1)))
+    ax.axvline(0, color="grey", linewidth=1)
+    for i, row in enumerate(rows):
+        if not np.isfinite(row["mean_delta"]) or not np.isfinite(row["ci_low"]):
+            what = "ceiling: no information" if row["claim"] == "ceiling" else row["claim"]
+            ax.annotate(what, (0, i), fontsize=7, color="grey", va="center")
+            continue
+        color = "tab:red" if row["claim"] in ("better", "worse") else "black"
+        ax.plot([row["ci_low"], row["ci_high"]], [i, i], color=color, linewidth=1.5)
+        ax.scatter([row["mean_delta"]], [i], color=color, s=18, zorder=3)
+    ax.set_yticks(range(len(rows)), [row["label"] for row in rows], fontsize=8)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.invert_yaxis()
+    ax.set_xlabel("class3 - class2 (mean over seeds, 95 % interval; red: excludes 0)")
+    ax.grid(axis="x", linewidth=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
     plt.close(fig)
     return out

@@ -151,19 +151,43 @@ def cell_stats(
     return stats
 
 
+PARENT_MEDIANS = {
+    "median_auc": MAIN_METRIC,
+    "median_pixel_auc": MAP_METRICS["pixel"],
+    "median_aupro": MAP_METRICS["aupro"],
+    "median_detection_rate": "test/detection_rate",
+}
+"""The parent run's per-cell metrics (``<name>/<backbone>/<head>/<classes>``) and the trial
+metric each is the median of."""
+
+
 def median_metrics(trials: pd.DataFrame) -> dict[str, tuple[float, int]]:
     """``median_auc/<backbone>/<head>/<classes>`` -> (median, seeds) of one category's trials,
-    for its parent run (where the MLflow UI shows them); the frozen baseline's classes are
-    ``any``."""
+    and the same for every :data:`PARENT_MEDIANS` metric, for its parent run (where the MLflow
+    UI charts and compares them); the frozen baseline's classes are ``any``."""
     return {
-        median_metric(backbone, head, classes): (stats.median, stats.n)
-        for (_category, backbone, head, classes), stats in cell_stats(trials).items()
+        median_metric(backbone, head, classes, name): (stats.median, stats.n)
+        for name, metric in PARENT_MEDIANS.items()
+        for (_category, backbone, head, classes), stats in cell_stats(trials, metric).items()
     }
 
 
-def median_metric(backbone: str, head: str, classes: str) -> str:
-    """The parent run's metric holding one table cell's median."""
-    return f"median_auc/{backbone}/{head}/{_classes_or_any(head, classes)}"
+def verdict_metrics(trials: pd.DataFrame) -> dict[str, tuple[float, int]]:
+    """``class3_vs_class2/<backbone>/<head>/<scorer>/{mean_delta,ci_low,ci_high}`` -> (value,
+    seeds) for the trials' own scorer; none at the ceiling, where there is nothing to plot."""
+    values = {}
+    for row in paired_verdicts(trials, main_only=True).to_dict("records"):
+        pair = f"class3_vs_class2/{row['backbone']}/{row['head']}/{row['scorer']}"
+        for field in ("mean_delta", "ci_low", "ci_high"):
+            if np.isfinite(row[field]):
+                key = f"{pair}/{field}"
+                values[key] = (float(row[field]), int(row["seeds"]))
+    return values
+
+
+def median_metric(backbone: str, head: str, classes: str, name: str = "median_auc") -> str:
+    """The parent run's metric holding one table cell's median (of ``test/auc`` by default)."""
+    return f"{name}/{backbone}/{head}/{_classes_or_any(head, classes)}"
 
 
 def _classes_or_any(head: str, classes: str) -> str:
@@ -567,57 +591,45 @@ def summary_text(
 
 
 def parent_description(trials: pd.DataFrame, spec: SweepSpec, settings: Settings) -> str:
-    """The parent run's description (markdown on its Overview in the UI): the settings, the
-    median table and class3 - class2, where a person comparing the class counts looks first."""
+    """The parent run's description (markdown on its Overview in the UI), the answer first:
+    the class3 - class2 verdicts, the median table and the intervals per scorer, then how many
+    trials and which settings."""
+    tables = summary_text(trials, spec, "md", ("median", "delta"))
+    for title in ("Verdict:", "Median test AUC", "class3 - class2 per scorer"):
+        tables = tables.replace(title, f"### {title}", 1)
     text = (
-        f"**{spec.name}**: {len(trials)} finished trials. "
-        "Tables and plots: the `report/` artifacts (written when the sweep ends).\n\n"
-        f"Settings {settings.describe()} (all of them: `settings.json`).\n\n"
-        + summary_text(trials, spec, "md", ("median", "delta"))
-        .replace("Median test AUC", "### Median test AUC")
-        .replace("class3 - class2 per scorer", "### class3 - class2 per scorer")
+        f"{tables}\n\n**{spec.name}**: {len(trials)} finished trials. Tables, plots and the "
+        "HTML report: the `report/` artifacts (written when the sweep ends).\n\n"
+        f"Settings {settings.describe()} (all of them: `settings.json`).\n"
     )
     return text[: tracking.MAX_TAG_LENGTH]
 
 
 def _plots(trials: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """``auc_per_cell.png`` (each cell's seeds and median, frozen as a line) and
+    ``class3_vs_class2_forest.png`` (the verdict's intervals per head and scorer)."""
     if trials.empty:
         return []
-    from lightning_ad.plots import pyplot
+    from lightning_ad import plots
 
-    plt = pyplot()
-
-    trained = trials[trials["head"] != NO_HEAD]
-    medians = (
-        trained.groupby(["backbone", "head", "classes"])[MAIN_METRIC].median().unstack("classes")
+    cells, floors = {}, {}
+    for (backbone, head, classes), group in trials.groupby(["backbone", "head", "classes"]):
+        values = group[MAIN_METRIC].dropna().to_numpy(float)
+        if not len(values):
+            continue
+        if head == NO_HEAD:
+            floors[f"frozen {backbone}"] = float(np.median(values))
+        cells[f"{backbone} · {cell_label(head, classes)}"] = values
+    dots = replace_whole(
+        out_dir / "auc_per_cell.png",
+        lambda path: plots.cell_dots(cells, floors, "test AUC (the trials' own scorer)", path),
     )
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(medians)), 3.5))
-    if not medians.empty:  # e.g. every trained cell failed: the frozen lines are still worth it
-        medians.plot.bar(ax=ax)
-    for backbone, value in (
-        trials[trials["head"] == NO_HEAD].groupby("backbone")[MAIN_METRIC].median().items()
-    ):
-        ax.axhline(value, linestyle=":", linewidth=1, color="grey")
-        ax.annotate(f"frozen {backbone}", (0, value), fontsize=7, color="grey")
-    ax.set(ylabel="median test AUC", xlabel="", ylim=(0, 1))
-    ax.tick_params(axis="x", labelrotation=30)
-    fig.tight_layout()
-    bars = replace_whole(out_dir / "median_auc_bars.png", lambda p: fig.savefig(p, dpi=100))
-    plt.close(fig)
-
-    groups = list(trials.groupby(["backbone", "head", "classes"]))
-    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(groups)), 3.5))
-    ax.boxplot([g[MAIN_METRIC].dropna() for _, g in groups], showmeans=False)
-    for i, (_, g) in enumerate(groups, start=1):
-        ax.scatter(np.full(len(g), i), g[MAIN_METRIC], s=10, color="black", zorder=3)
-    ax.set_xticks(
-        range(1, len(groups) + 1),
-        [cell_label(h, c) + f"\n{b}" for (b, h, c), _ in groups],
-        rotation=60,
-        fontsize=7,
+    verdicts = paired_verdicts(trials)
+    rows = [
+        row | {"label": f"{row['backbone']} · {row['head']} · {row['scorer']}"}
+        for row in verdicts.to_dict("records")
+    ]
+    forest = replace_whole(
+        out_dir / "class3_vs_class2_forest.png", lambda path: plots.forest(rows, path)
     )
-    ax.set(ylabel="test AUC per seed")
-    fig.tight_layout()
-    boxes = replace_whole(out_dir / "auc_per_seed.png", lambda p: fig.savefig(p, dpi=100))
-    plt.close(fig)
-    return [bars, boxes]
+    return [dots, forest]

@@ -21,15 +21,13 @@ import secrets
 import shutil
 import socket
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from lightning_ad import tracking
 from lightning_ad.errors import LightningADError
-from lightning_ad.mlflow_server import BasicAuth, ServerOptions
+from lightning_ad.mlflow_server import BasicAuth, ServerOptions, wait_until_answering
 
 PG_USER = "lightning_ad"
 PG_ADMIN = "postgres"
@@ -191,24 +189,8 @@ def start_mlflow_server(
     )
     with open(log_file or os.devnull, "ab") as output:  # the server keeps its own handle
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
-    url = f"http://{_local_address(options.host)}:{options.port}/health"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise LightningADError(
-                f"mlflow server exited with {process.returncode}; see {log_file or 'its output'}"
-            )
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
-            if response.status == 200:
-                return process
-        time.sleep(0.5)
-    process.kill()
-    raise LightningADError(f"mlflow server did not answer {url} within 180 s")
-
-
-def _local_address(host: str) -> str:
-    """Where this machine reaches a server listening on ``host`` (all interfaces -> loopback)."""
-    return LOOPBACK if host in ("0.0.0.0", "::") else host
+    wait_until_answering(process, options.local_url, f"see {log_file or 'its output'}")
+    return process
 
 
 def stop_process(process: subprocess.Popen) -> None:
@@ -261,7 +243,7 @@ def local_services(
         try:
             yield Services(
                 postgres.url("optuna"),
-                f"http://{_local_address(mlflow.host)}:{mlflow.port}",
+                mlflow.local_url,
                 postgres.password_file,
                 BasicAuth(mlflow.auth_dir) if mlflow.auth_dir is not None else None,
             )

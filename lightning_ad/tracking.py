@@ -108,11 +108,23 @@ def mlflow_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "mlflow", *args]
 
 
+SERVER_WARNINGS_IGNORED = ("starlette.middleware.wsgi is deprecated",)
+"""Starts of third-party warnings the MLflow server prints once per worker process, which ask
+nothing of a lightning_ad user (MLflow's own code uses the deprecated module)."""
+
+
 def mlflow_server_env() -> dict[str, str]:
     """The environment for ``mlflow ui`` / ``mlflow server``: MLflow's job runner (huey worker
-    processes for GenAI features: judges, trace rollups) is off unless the user turned it on.
-    A sweep needs none of it, and on Ctrl-C each of its processes printed a traceback."""
-    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    processes for GenAI features: judges, trace rollups) is off unless the user turned it on;
+    a sweep needs none of it, and on Ctrl-C each of its processes printed a traceback. And the
+    warnings of :data:`SERVER_WARNINGS_IGNORED` stay out of the terminal."""
+    ignored = ",".join(f"ignore:{start}" for start in SERVER_WARNINGS_IGNORED)
+    previous = os.environ.get("PYTHONWARNINGS")
+    return {
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        **os.environ,
+        "PYTHONWARNINGS": f"{previous},{ignored}" if previous else ignored,
+    }
 
 
 def _sqlite_path(uri: str) -> Path | None:
@@ -492,6 +504,28 @@ def sweep_parents(
     if fingerprint:
         query += f" and tags.`{FINGERPRINT_TAG}` = {_quoted(fingerprint)}"
     return search_all(uri, experiment, query, order_by=["attributes.start_time DESC"])
+
+
+def parent_links(uri: str, base_url: str) -> list[str]:
+    """A line per sweep parent run in the store, newest first: the sweep, its category, status
+    and fingerprint, and the link that opens the run in the MLflow UI at ``base_url`` (in its
+    model-training view: MLflow 3.17 starts in its GenAI view)."""
+    mlflow_client = client(uri)
+    experiments = [e.experiment_id for e in mlflow_client.search_experiments()]
+    if not experiments:
+        return []
+    runs = mlflow_client.search_runs(
+        experiments,
+        f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}'",
+        order_by=["attributes.start_time DESC"],
+    )
+    return [
+        f"{run.data.tags.get(SWEEP_TAG, '?')} / {run.data.tags.get('category', '?')} "
+        f"({run.info.status.lower()}, fingerprint {run.data.tags.get(FINGERPRINT_TAG, '?')}): "
+        f"{base_url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+        "?workflowType=machine_learning"
+        for run in runs
+    ]
 
 
 def parent_settings(uri: str, run_id: str) -> dict:

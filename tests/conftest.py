@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from lightning_ad.data.synthetic import generate_category
+from lightning_ad.sweep.storage import close_storages
 
 TINY_SIZE = 64
 
@@ -32,3 +34,11 @@ def no_ambient_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     """MLflow's set_tracking_uri (called by Lightning's MLFlowLogger) exports
     MLFLOW_TRACKING_URI; drop it so that one test's store never leaks into the next."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def fresh_storages() -> Iterator[None]:
+    """Each test opens its own Optuna storages: a process shares one per URL
+    (``storage.shared_storage``), which must not carry one test's connections into the next."""
+    yield
+    close_storages()

@@ -85,25 +85,21 @@ def test_bad_category_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 def test_ui_runs_mlflow_with_this_interpreter_not_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """make runs ``lightning-ad ui`` without the venv's bin/ on PATH: mlflow must still start."""
-    import os
     import sys
 
-    started = []
+    started = _capture_ui(monkeypatch)
     monkeypatch.setenv("PATH", "/nonexistent")
-    monkeypatch.setattr(os, "execve", lambda path, argv, env: started.append((path, argv)))
     assert main(["ui", "--port", "5099", "--tracking-uri", "sqlite:///x.db"]) == 0
-    [(path, argv)] = started
-    assert path == sys.executable and argv[:4] == [sys.executable, "-m", "mlflow", "ui"]
+    [(argv, _env)] = started
+    assert argv[:4] == [sys.executable, "-m", "mlflow", "ui"]
 
 
 def test_ui_passes_the_store_in_its_environment_not_on_a_command_line(
     monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     """A command line is shown to every local user by ps; the store's password must not be."""
-    import os
 
-    started = []
-    monkeypatch.setattr(os, "execve", lambda path, argv, env: started.append((argv, env)))
+    started = _capture_ui(monkeypatch)
     uri = "postgresql+psycopg://me:s3cret@db:5432/mlflow"
     assert main(["ui", "--tracking-uri", uri]) == 0
     [(argv, env)] = started
@@ -112,32 +108,53 @@ def test_ui_passes_the_store_in_its_environment_not_on_a_command_line(
 
 
 @pytest.mark.e2e
-def test_no_process_that_ui_starts_shows_the_store_on_its_command_line(tmp_path: Path) -> None:
-    """Every process under ``lightning-ad ui`` (MLflow's server and its uvicorn workers), read
-    from /proc as ps reads it, once the UI answers."""
+def test_ui_names_each_sweeps_parent_link_and_hides_the_store_from_ps(tmp_path: Path) -> None:
+    """``lightning-ad ui`` as a person starts it: once the server answers, its first lines
+    link each sweep's parent run; no process under it (MLflow's server and its uvicorn
+    workers, read from /proc as ps reads them) shows the store's URI; no third-party
+    deprecation warning reaches the terminal; Ctrl-C ends it with 0."""
     import signal
     import subprocess
     import sys
 
+    import mlflow
+
+    from lightning_ad import tracking
     from lightning_ad.services import free_port
-    from tests.helpers import wait_for_http
 
     store = tmp_path / "token-s3cret"  # stands for a password: it is part of the URI
     store.mkdir()
+    uri = f"sqlite:///{store}/mlflow.db"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("lightning_ad-quick")
+    tags = {tracking.ROLE_TAG: tracking.SWEEP_ROLE, tracking.SWEEP_TAG: "quick"}
+    parent = client.create_run(
+        experiment, tags=tags | {"category": "screw", tracking.FINGERPRINT_TAG: "abc123"}
+    )
     port = free_port()
-    command = [sys.executable, "-m", "lightning_ad", "ui", "--port", str(port),
-               "--tracking-uri", f"sqlite:///{store}/mlflow.db"]  # fmt: skip
-    ui = subprocess.Popen(command, cwd=tmp_path, start_new_session=True)
+    command = [sys.executable, "-m", "lightning_ad", "ui", "--port", str(port)]
+    env = os.environ | {"MLFLOW_TRACKING_URI": uri}  # as make ui TRACKING_URI=... hands it on
+    ui = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", ui)
+        heading, link = ui.stdout.readline(), ui.stdout.readline()  # once the server answers
+        assert heading.startswith(f"MLflow UI: http://127.0.0.1:{port}; each sweep's parent")
+        assert link.strip() == (
+            f"quick / screw (running, fingerprint abc123): http://127.0.0.1:{port}/#/experiments/"
+            f"{experiment}/runs/{parent.info.run_id}?workflowType=machine_learning"
+        )
         tree = _process_tree(ui.pid)
         assert len(tree) >= 2  # the server and at least one worker
         for pid in tree:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
             assert b"s3cret" not in cmdline, cmdline
     finally:
-        os.killpg(ui.pid, signal.SIGTERM)
-        ui.wait(timeout=60)
+        os.killpg(ui.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+        _, errors = ui.communicate(timeout=60)
+    assert ui.returncode == 0, errors
+    assert "DeprecationWarning" not in errors
 
 
 def _process_tree(root: int) -> list[int]:
@@ -154,6 +171,19 @@ def _process_tree(root: int) -> list[int]:
         frontier = [pid for pid, parent in parents.items() if parent in frontier]
         tree += frontier
     return tree
+
+
+def _capture_ui(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], dict[str, str]]]:
+    """What ``ui`` would start (its command and environment), instead of starting it."""
+    from lightning_ad import mlflow_server
+
+    started = []
+    monkeypatch.setattr(
+        mlflow_server,
+        "run_ui",
+        lambda process, url, announce: started.append((process.command, process.env)) or 0,
+    )
+    return started
 
 
 def _without_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -244,11 +274,9 @@ def test_ui_with_auth_runs_mlflows_basic_auth_app_with_a_generated_password(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     import configparser
-    import os
 
     monkeypatch.chdir(tmp_path)
-    started = []
-    monkeypatch.setattr(os, "execve", lambda path, argv, env: started.append((argv, env)))
+    started = _capture_ui(monkeypatch)
     guards = ["--allowed-hosts", "box:5000", "--cors-allowed-origins", "https://box"]
     assert main(["ui", "--host", "0.0.0.0", "--auth", *guards]) == 0
     [(argv, env)] = started

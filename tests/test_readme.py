@@ -117,6 +117,7 @@ def test_the_readme_path_works_for_a_newcomer(swept: Path) -> None:
     try:
         page = wait_for_http(base, ui)
         assert "<html" in page.lower()
+        announced = _lines_until(ui, "  quick / screw")  # make's echo and MLflow's start first
         experiment = _api(base, "experiments/get-by-name?experiment_name=lightning_ad-quick")
         experiment = experiment["experiment"]
         tags = {t["key"]: t["value"] for t in experiment.get("tags", [])}
@@ -127,7 +128,11 @@ def test_the_readme_path_works_for_a_newcomer(swept: Path) -> None:
         )["runs"]
         parent_tags = {t["key"]: t["value"] for t in parent["data"]["tags"]}
         assert parent["info"]["status"] == "FINISHED"
-        note = parent_tags["mlflow.note.content"]  # the parent run's Overview
+        link = f"{base}/#/experiments/{experiment['experiment_id']}/runs/"
+        link += f"{parent['info']['run_id']}?workflowType=machine_learning"
+        assert announced[-1].endswith(link) and "MLflow UI:" in announced[-2]
+        note = parent_tags["mlflow.note.content"]  # the parent run's Overview: verdict first
+        assert note.startswith("### Verdict: class3 - class2")
         assert "### Median test AUC" in note and "### class3 - class2" in note
         query = f"tags.mlflow.parentRunId = '{parent['info']['run_id']}'"
         children = _api(base, "runs/search", search | {"filter": query})["runs"]
@@ -142,6 +147,16 @@ def test_the_readme_path_works_for_a_newcomer(swept: Path) -> None:
     assert "Traceback" not in output, output
     with pytest.raises(OSError):
         urllib.request.urlopen(base, timeout=5)  # nothing listens any more
+
+
+def _lines_until(process: subprocess.Popen, start: str) -> list[str]:
+    """``process``'s output lines up to the first that begins with ``start``."""
+    lines: list[str] = []
+    while not (lines and lines[-1].startswith(start)):
+        line = process.stdout.readline()
+        assert line, f"the output ended before a line starting {start!r}: {lines}"
+        lines.append(line.rstrip("\n"))
+    return lines
 
 
 QUICK_CELL = "CELL=backbone=mobilenet_v2,head=arcface,classes=3"

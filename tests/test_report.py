@@ -53,6 +53,8 @@ def logged(tmp_path: Path) -> tuple[str, list[dict]]:
         if spec.skip_reason(cell):
             continue
         metrics = {"test/auc": rng.uniform(0.4, 1.0), "test/auc_lof": rng.uniform(0.4, 1.0)}
+        metrics |= {m: rng.uniform(0.4, 1.0) for m in ("test/pixel_auc", "test/aupro")}
+        metrics["test/detection_rate"] = rng.uniform(0.4, 1.0)
         metrics |= {f"test/auc/{d}": rng.uniform(0.4, 1.0) for d in DEFECTS}
         params = {**{k: str(v) for k, v in cell.items()}, "dataset": "synthetic"}
         params |= {"data_root": "data/synthetic/screw", "git_commit": "abc1234"}
@@ -215,7 +217,14 @@ def test_one_destination_never_gets_several_tables(
     assert not (tmp_path / "t.csv").exists()
 
 
-_SETTINGS = Settings({"trial": {"image_size": 32}, "data": {"root": "/data"}, "code_version": "0"})
+_SETTINGS = Settings(
+    {
+        "trial": {"image_size": 32},
+        "search": None,
+        "data": {"dataset": "synthetic", "folder": "screw", "root": "/data", "files": "0" * 32},
+        "code_version": "0",
+    }
+)
 
 
 def test_each_fingerprint_has_its_folder_and_latest_points_at_the_last_written(
@@ -249,3 +258,25 @@ def test_a_write_that_fails_halfway_leaves_the_previous_file_whole(tmp_path: Pat
         report.replace_whole(table, crash)
     assert table.read_text() == "| the previous table |\n"
     assert [p.name for p in tmp_path.iterdir()] == ["median_auc.md"]
+
+
+def test_the_parent_overview_opens_on_the_verdict_and_its_metrics_chart_it(
+    logged: tuple[str, list[dict]],
+) -> None:
+    """What the MLflow UI shows first on the parent run: a sentence per pair, then the medians;
+    the settings last. Its metrics hold each cell's medians and each pair's interval."""
+    trials = _trials(logged[0])
+    lines = report.parent_description(trials, SweepSpec.load(QUICK), _SETTINGS).splitlines()
+    assert lines[0].startswith("### Verdict: class3 - class2")
+    assert lines[1].startswith("- screw, mobilenet_v2, arcface (") and "2 seeds" in lines[1]
+    assert lines.index("### Median test AUC over seeds (n seeds)") < next(
+        i for i, line in enumerate(lines) if line.startswith("Settings fingerprint")
+    )
+    medians = report.median_metrics(trials)
+    for name in ("median_auc", "median_pixel_auc", "median_aupro", "median_detection_rate"):
+        assert f"{name}/mobilenet_v2/arcface/class3" in medians
+    verdicts = report.verdict_metrics(trials)
+    row = report.paired_verdicts(trials, main_only=True).set_index("head").loc["arcface"]
+    for field in ("mean_delta", "ci_low", "ci_high"):
+        value, seeds = verdicts[f"class3_vs_class2/mobilenet_v2/arcface/{row['scorer']}/{field}"]
+        assert value == pytest.approx(row[field]) and seeds == 2

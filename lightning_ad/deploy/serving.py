@@ -2,9 +2,10 @@
 for one verified model, under uvicorn, behind a request body limit.
 
 MLflow's app reads a whole request body into memory before it looks at it, and has no limit of
-its own: one client could send gigabytes. ``BodyLimit`` answers 413 as soon as the declared
-length (or, for a chunked body, the bytes received so far) passes the limit, before the app
-reads further, so an oversized request costs the server no more than the limit. The number of
+its own: one client could send gigabytes. Starlette's ``RequestBodyLimitMiddleware`` answers
+413 ("Content Too Large") as soon as the declared length (or, for a chunked body, the bytes
+received so far) passes the limit, before the app reads further, so an oversized request costs
+the server no more than the limit. The number of
 images a request may hold (and so the size of a ``maps=true`` answer) is bounded by
 ``MAX_IMAGES_ENV``, which :class:`~lightning_ad.deploy.mlflow_model.DetectorModel` reads. Each
 request is scored in a thread of its own (MLflow's ``asyncio.to_thread``), so a large one does
@@ -13,18 +14,12 @@ not stop the server from reading and answering the others.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Any
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
+from starlette.types import ASGIApp
 
 MAX_BODY_ENV = "LIGHTNING_AD_SERVE_MAX_BODY_BYTES"
 MAX_IMAGES_ENV = "LIGHTNING_AD_SERVE_MAX_IMAGES"
@@ -35,69 +30,15 @@ DEFAULT_MAX_IMAGES = 64
 numbers (S = 256: about 0.7 MB of JSON each)."""
 
 
-class _TooLarge(Exception):
-    pass
-
-
-class BodyLimit:
-    """ASGI middleware: a request whose body passes ``max_bytes`` gets 413 with a JSON error."""
-
-    def __init__(self, app: App, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and int(declared) > self.max_bytes:
-            await self._refuse(send)
-            return
-        received, started = 0, False
-
-        async def counted() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _TooLarge
-            return message
-
-        async def watched(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counted, watched)
-        except _TooLarge:
-            if not started:
-                await self._refuse(send)
-
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error_code": "REQUEST_TOO_LARGE",
-                "message": f"the request body is over this server's limit of {self.max_bytes} "
-                "bytes: send fewer images per request (or restart serve with a larger "
-                "--max-body-mb)",
-            }
-        ).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-
-def create_app() -> App:
+def create_app() -> ASGIApp:
     """The app uvicorn runs (``--factory``): MLflow's scoring server for the model in
-    MLflow's model-path variable, behind ``BodyLimit``."""
+    MLflow's model-path variable, behind Starlette's body limit."""
     from mlflow.pyfunc import scoring_server
 
     model = scoring_server.load_model_with_mlflow_config(
         os.environ[scoring_server._SERVER_MODEL_PATH]
     )
-    return BodyLimit(scoring_server.init(model), int(os.environ[MAX_BODY_ENV]))
+    return RequestBodyLimitMiddleware(scoring_server.init(model), int(os.environ[MAX_BODY_ENV]))
 
 
 def server_process(

@@ -102,7 +102,8 @@ def data_fingerprint(root: Path) -> str:
     """A hash of the images and masks under a category folder: relative paths and contents (a
     replaced, added or removed image changes it; a touched one does not). Other files are not
     read by a trial and are left out, so a render's own record (``synthetic.json`` holds its
-    render time) does not make the same pixels a new study on every machine that renders them."""
+    render time) does not make the same files a new study on every machine that renders them
+    (with the same OpenCV: the PNG bytes are hashed, not the decoded pixels)."""
     digest = hashlib.blake2b(digest_size=16)
     images = (p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     for path in sorted(images):

@@ -19,6 +19,7 @@ import fcntl
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import optuna
 
@@ -70,11 +71,19 @@ def is_dead(folder: Path, trial: optuna.trial.FrozenTrial) -> bool:
 def _is_held(path: Path) -> bool:
     try:
         # Read-write: on NFS flock is emulated with byte-range locks, and an exclusive one on a
-        # read-only descriptor is EBADF. "r+" neither creates nor truncates the worker's file.
-        with path.open("r+") as file:
+        # read-only descriptor is EBADF. "r+" neither creates nor truncates the worker's file;
+        # one we may not write (another user's) is asked read-only, as local disks allow.
+        with _opened(path) as file:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the file closes
     except FileNotFoundError:
         return False  # the worker ended and removed it
     except BlockingIOError:
         return True
     return False
+
+
+def _opened(path: Path) -> IO[str]:
+    try:
+        return path.open("r+")
+    except PermissionError:
+        return path.open("r")

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lightning_ad import interrupts, report, tracking
+from lightning_ad import interrupts, report, report_page, tracking
 from lightning_ad.errors import redact
+from lightning_ad.sweep.examples import example_maps
 from lightning_ad.sweep.recovery import GridStatus
 from lightning_ad.sweep.spec import SweepTarget
 from lightning_ad.sweep.storage import DEFAULT_STORAGE
@@ -138,9 +139,25 @@ class SweepParent:
         if not write_reports:
             return []
         files = report.write_report(trials, target.spec, target.settings, target.reports)
+        self._log_report(files)
+        try:  # the page and its maps are for reading: a failure there is a warning
+            category_dir = Path(target.settings.values["data"]["root"])
+            maps = example_maps(trials, category_dir, target.tracking_uri, target.reports)
+            page = report_page.write_page(trials, target.spec, target.reports, maps)
+        except Exception as err:
+            warnings.warn(f"no report page: {redact(str(err))}", stacklevel=1)
+            return files
+        pictures = [image for images in maps.values() for image in images]
+        self._log_report([page, *pictures])
+        return [*files, page, *pictures]
+
+    def _log_report(self, files: list[Path]) -> None:
+        """``files`` of ``reports/...`` as the run's ``report/`` artifacts, folders kept."""
+        client = tracking.client(self.target.tracking_uri)
         for path in files:
-            client.log_artifact(self.run_id, str(path), artifact_path="report")
-        return files
+            where = path.parent.relative_to(self.target.reports).as_posix()
+            folder = "report" if where == "." else f"report/{where}"
+            client.log_artifact(self.run_id, str(path), artifact_path=folder)
 
     def _log_scores_bundle(self, trials) -> None:
         """The bundle of ``trials``' scores files downloaded from a tracking server; only a
@@ -152,8 +169,10 @@ class SweepParent:
             warnings.warn(f"could not log the scores bundle: {redact(str(err))}", stacklevel=1)
 
     def _log_medians(self, trials) -> None:
-        """``median_auc/...`` of each cell in ``trials``, its step the cell's seed count."""
-        tracking.log_metrics(self.target.tracking_uri, self.run_id, report.median_metrics(trials))
+        """The medians of each cell in ``trials`` and the verdict of each pair, their step the
+        seed count (``report.median_metrics``, ``report.verdict_metrics``)."""
+        metrics = report.median_metrics(trials) | report.verdict_metrics(trials)
+        tracking.log_metrics(self.target.tracking_uri, self.run_id, metrics)
 
     def reopen(self) -> None:
         """RUNNING again: this command has cells to run (a resumed or extended sweep)."""

@@ -11,11 +11,11 @@ grid, so adding a seed queues the new cells alone and removing one queues nothin
 from __future__ import annotations
 
 import contextlib
-import datetime
 import fcntl
 import os
 import random
 import socket
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -121,32 +121,34 @@ def fail_dead_trials(study: optuna.Study, target: SweepTarget) -> None:
             _fail_runs(target, trial)
 
 
+_SILENT_SINCE: dict[tuple[str, int], float] = {}
+"""(study, trial id) of RUNNING trials of an RDB storage without a heartbeat -> when this
+process first saw them, by its monotonic clock (a trial's start time is its worker's clock,
+which may differ from this machine's)."""
+
+
 def _fail_trials_that_never_beat(study: optuna.Study) -> None:
-    """RUNNING trials of an RDB storage older than its grace period without one heartbeat: the
-    worker died between taking the trial and its first beat (or took it with ``ask`` and
-    left). Failed and handed to the stale-trial callback as Optuna does with silent ones; the
-    storage's row lock lets exactly one worker win each."""
+    """RUNNING trials of an RDB storage that this process has watched for the storage's grace
+    period without one heartbeat: the worker died between taking the trial and its first beat
+    (or took it with ``ask`` and left). Failed and handed to the stale-trial callback as Optuna
+    does with silent ones; the storage's row lock lets exactly one worker win each."""
     backend = rdb_backend(study)
     if backend is None:
         return
-    now = datetime.datetime.now()
-    old = [
-        trial
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if trial.datetime_start is not None
-        and (now - trial.datetime_start).total_seconds() > backend.grace_period
-    ]
-    if not old:
-        return
-    beating = trials_with_heartbeat(backend, [trial._trial_id for trial in old])
+    running = [t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    silent = set(running) - trials_with_heartbeat(backend, running) if running else set()
+    now = time.monotonic()
+    for key in [k for k in _SILENT_SINCE if k[0] == study.study_name and k[1] not in silent]:
+        del _SILENT_SINCE[key]  # it beat, or it ended
     callback = backend.get_heartbeat_stale_trial_callback()
-    for trial in old:
-        if trial._trial_id in beating:
+    for trial_id in silent:
+        since = _SILENT_SINCE.setdefault((study.study_name, trial_id), now)
+        if now - since <= backend.grace_period:
             continue
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-            failed = study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            failed = study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
             if failed and callback is not None:
-                callback(study, study._storage.get_trial(trial._trial_id))
+                callback(study, study._storage.get_trial(trial_id))
 
 
 def _fail(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

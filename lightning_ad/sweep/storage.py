@@ -24,7 +24,7 @@ progress view's thread may borrow a third for a moment). So a worker process hol
 PostgreSQL connections at rest and 4 at once (``RDB_CONNECTIONS``): 40 workers use 80 of
 PostgreSQL's default ``max_connections`` of 100 at rest."""
 RDB_CONNECTIONS = RDB_POOL["pool_size"] + RDB_POOL["max_overflow"]
-_STUDIES: dict[tuple, optuna.Study] = {}
+_STORAGES: dict[str, optuna.storages.BaseStorage] = {}
 HEARTBEAT_ATTR = "heartbeat_s"
 """A study's user attribute on RDB storages: the seconds between its trials' heartbeats."""
 
@@ -157,32 +157,58 @@ def worker_locks(url: str | None) -> Path | None:
 
 
 def load_study(target: SweepTarget) -> optuna.Study:
-    """The study of ``target``, one per process. Its trials sample nothing: every cell is queued
-    with ``enqueue_trial`` (``recovery.plan``), so the grid can grow without retraining anything
+    """The study of ``target``. Its trials sample nothing: every cell is queued with
+    ``enqueue_trial`` (``recovery.plan``), so the grid can grow without retraining anything
     (Optuna's GridSampler ignores the trials of another grid and would run every cell again).
 
-    On an RDB storage the heartbeat interval is the study's (``HEARTBEAT_ATTR``), so that
-    workers started with other ``--heartbeat`` values never fail each other's live trials; and
-    the process keeps one storage, so one engine, for the planner, the worker, the progress
-    view and the cells' inner search studies (``RDB_POOL``).
+    The study lives in the process's one storage object of its URL (``shared_storage``). On an
+    RDB storage the heartbeat interval is the study's (``HEARTBEAT_ATTR``), so that workers
+    started with other ``--heartbeat`` values never fail each other's live trials.
     """
-    key = (target.storage, target.study_name, target.heartbeat)
-    if key not in _STUDIES:
-        _STUDIES[key] = _create_study(target)
-    return _STUDIES[key]
-
-
-def _create_study(target: SweepTarget) -> optuna.Study:
     from lightning_ad.sweep.recovery import RequeueStaleTrial  # recovery builds on this module
 
+    storage = shared_storage(target.storage, target.heartbeat, RequeueStaleTrial(target))
     study = optuna.create_study(
-        study_name=target.study_name,
-        storage=open_storage(target.storage, target.heartbeat, RequeueStaleTrial(target)),
-        direction="maximize",
-        load_if_exists=True,
+        study_name=target.study_name, storage=storage, direction="maximize", load_if_exists=True
     )
     _agree_on_heartbeat(study, target.heartbeat)
     return study
+
+
+def shared_storage(
+    url: str | None,
+    heartbeat: int = 60,
+    on_stale: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+) -> optuna.storages.BaseStorage:
+    """``open_storage(url, ...)``, opened once per process and URL: the planner, the worker, the
+    progress view, every category of a command and the cells' inner search studies share it,
+    so on PostgreSQL a process holds one engine and one pool (``RDB_POOL``). Each call sets the
+    heartbeat and the stale-trial callback of the study being loaded."""
+    key = _storage_key(url)
+    if key not in _STORAGES:
+        _STORAGES[key] = open_storage(key if local_store(url) else url, heartbeat, on_stale)
+    storage = _STORAGES[key]
+    if isinstance(storage, optuna.storages.RDBStorage) and storage.heartbeat_interval:
+        storage.heartbeat_interval, storage.grace_period = heartbeat, 3 * heartbeat
+        storage.heartbeat_stale_trial_callback = on_stale
+    return storage
+
+
+def close_storages() -> None:
+    """Forget the process's shared storages, closing their connections."""
+    for storage in _STORAGES.values():
+        if isinstance(storage, optuna.storages.RDBStorage):
+            storage.engine.dispose()
+    _STORAGES.clear()
+
+
+def _storage_key(url: str | None) -> str:
+    """A local store by its absolute path (a later ``chdir`` must not move it), else the URL."""
+    store = local_store(url)
+    if store is None:
+        return str(url)
+    path = str(store.resolve())
+    return path if url is None or not url.startswith("sqlite:///") else f"sqlite:///{path}"
 
 
 def rdb_backend(study: optuna.Study) -> optuna.storages.RDBStorage | None:

@@ -54,7 +54,8 @@ def test_a_description_process_ignores_ctrl_c_and_writes_the_overview(
     describer.join(timeout=120)
     assert describer.exitcode == 0
     run = tracking.client(due_parent.target.tracking_uri).get_run(due_parent.run_id)
-    assert run.data.tags[tracking.NOTE_TAG].startswith("**quick**: 0 finished trials.")
+    overview = run.data.tags[tracking.NOTE_TAG]
+    assert overview.startswith("### Verdict") and "**quick**: 0 finished trials." in overview
 
 
 def test_one_description_process_runs_at_a_time_and_stays_with_its_process(

@@ -4,6 +4,7 @@ resume, failures, the parent run, the in-cell search, Ctrl-C."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import signal
 from pathlib import Path
 
@@ -98,9 +99,19 @@ def test_quick_sweep_runs_resumes_and_tables_match(target: SweepTarget) -> None:
         "median_auc.html",
         "median_auc.tex",
         "class3_vs_class2_by_defect.md",
-        "median_auc_bars.png",
-        "auc_per_seed.png",
+        "auc_per_cell.png",
+        "class3_vs_class2_forest.png",
+        "index.html",
     }
+    # The page: the verdict, the plots and each section's anomaly maps.
+    page = (target.reports / "index.html").read_text()
+    assert page.index("Verdict") < page.index("Median test AUC")
+    assert "Anomaly maps: best cell: mobilenet_v2 " in page and "Anomaly maps: frozen" in page
+    sources = re.findall(r'src="([^"]+)"', page)  # inside the page: MLflow's view shows it alone
+    maps = list((target.reports / "maps").rglob("*.png"))
+    assert len(sources) == 2 + len(maps) and maps
+    assert all(source.startswith("data:image/png;base64,") for source in sources)
+    assert "report/index.html" in artifacts and "report/maps" in artifacts
 
 
 def test_a_failing_trial_is_recorded_and_retried_on_rerun(

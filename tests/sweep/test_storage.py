@@ -10,7 +10,7 @@ import pytest
 
 from lightning_ad.errors import LightningADError
 from lightning_ad.sweep.spec import SweepTarget
-from lightning_ad.sweep.storage import RDB_POOL, load_study, open_storage, rdb_backend
+from lightning_ad.sweep.storage import RDB_POOL, load_study, open_storage
 
 
 def test_unreachable_storage_is_one_clear_error() -> None:
@@ -86,11 +86,12 @@ def test_a_line_that_is_no_record_is_refused_with_its_number(tmp_path) -> None:
         open_storage(str(path))
 
 
-def test_a_process_opens_one_storage_per_study(target: SweepTarget) -> None:
-    """The planner, the worker and the progress view share one study and one storage (on
+def test_a_process_opens_one_storage_per_url(target: SweepTarget) -> None:
+    """The planner, the worker, the progress view and every category share one storage (on
     PostgreSQL: one engine, one pool of ``RDB_CONNECTIONS``)."""
     rdb = dataclasses.replace(target, storage=f"sqlite:///{target.reports_dir}-optuna.db")
-    study = load_study(rdb)
-    assert load_study(rdb) is study
-    assert rdb_backend(study) is None  # SQLite: the file locks tell who is alive, no heartbeat
-    assert study._storage._backend.engine.pool.size() == RDB_POOL["pool_size"]
+    grid = dataclasses.replace(rdb, category="grid")  # another study in the same storage
+    first, second = load_study(rdb), load_study(grid)
+    assert first.study_name != second.study_name
+    assert first._storage._backend is second._storage._backend is load_study(rdb)._storage._backend
+    assert first._storage._backend.engine.pool.size() == RDB_POOL["pool_size"]
