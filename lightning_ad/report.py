@@ -622,7 +622,7 @@ def _plots(trials: pd.DataFrame, out_dir: Path) -> list[Path]:
         cells[f"{backbone} · {cell_label(head, classes)}"] = values
     dots = replace_whole(
         out_dir / "auc_per_cell.png",
-        lambda path: plots.cell_dots(cells, floors, "test AUC (the trials' own scorer)", path),
+        lambda path: plots.cell_dots(cells, floors, "test AUC, the trials' own scorer", path),
     )
     verdicts = paired_verdicts(trials)
     rows = [
