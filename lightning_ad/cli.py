@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lightning_ad import interrupts
+from lightning_ad.environment import apply_mlflow_defaults
 from lightning_ad.errors import LightningADError, redact
 
 EXIT_USAGE = 2
@@ -27,9 +28,7 @@ Commands = argparse._SubParsersAction
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # MLflow's download bars are no news to a user of lightning-ad (one per trial in a sweep's
-    # log); set here, before any thread, and inherited by workers. An explicit choice stays.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    apply_mlflow_defaults()  # before MLflow is imported: see lightning_ad.environment
     try:
         with interrupts.sigterm_as_interrupt():
             return args.handler(args) or 0

@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from lightning_ad.data.synthetic import generate_category
+from lightning_ad.environment import apply_mlflow_defaults
 from lightning_ad.sweep.storage import close_storages
+
+apply_mlflow_defaults()  # as the CLI does, before any test module imports MLflow
 
 TINY_SIZE = 64
 

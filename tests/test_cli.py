@@ -303,3 +303,16 @@ def test_services_says_it_is_for_one_machine(capsys) -> None:
     assert done.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "127.0.0.1 only" in text and "Many workers, many machines" in text
+
+
+def test_mlflow_defaults_are_set_unless_the_user_exported_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lightning_ad.environment import MLFLOW_DEFAULTS
+
+    for name in MLFLOW_DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "false")  # the user's choice
+    assert main(["table", "--sweep", "no-such-sweep"]) == 2
+    assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "false"

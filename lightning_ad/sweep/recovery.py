@@ -112,7 +112,9 @@ def fail_dead_trials(study: optuna.Study, target: SweepTarget) -> None:
     the workers' file locks; RDB storages their heartbeats (which queue the cell themselves)."""
     folder = worker_locks(target.storage)
     if folder is None:
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():  # "experimental since 2.9", once per planning pass
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         _fail_trials_that_never_beat(study)
         return
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
