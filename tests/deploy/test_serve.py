@@ -5,6 +5,7 @@ with too many images, and goes on serving. Integration: a real server process.""
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import signal
@@ -30,6 +31,20 @@ def _post(url: str, body: dict) -> dict:
     )
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
+
+
+def _status_of_a_body_declared_at(port: int, length: int) -> int:
+    """The status the server answers to a request that declares ``length`` bytes of body and
+    has sent none of them yet."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.putrequest("POST", "/invocations")
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(length))
+        connection.endheaders()
+        return connection.getresponse().status
+    finally:
+        connection.close()
 
 
 def test_serve_answers_one_image_with_the_trials_score(
@@ -60,10 +75,7 @@ def test_serve_answers_one_image_with_the_trials_score(
             "predictions"
         ]
         assert len(with_map["map"]) == len(with_map["map"][0]) == 32  # the scoring side
-        too_large = {"dataframe_split": {"columns": ["image"], "data": [["A" * 1_100_000]]}}
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            _post(f"{base}/invocations", too_large)
-        assert refused.value.code == 413
+        assert _status_of_a_body_declared_at(port, 1_100_000) == 413  # before it is sent
         too_many = {"dataframe_split": {"columns": ["image"], "data": [[data]] * 5}}
         with pytest.raises(urllib.error.HTTPError) as refused:
             _post(f"{base}/invocations", too_many)
