@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -174,33 +173,15 @@ def measure(
 
 @contextlib.contextmanager
 def _connections(stores: str, storage: str) -> Iterator[list[int]]:
-    """The PostgreSQL server's connections to the Optuna database, sampled every 0.2 s while
-    the block runs (on the local stores: none)."""
-    counts: list[int] = []
+    """The PostgreSQL server's connections to the Optuna database while the block runs (on the
+    local stores: none)."""
     if stores != "postgres":
-        yield counts
+        yield []
         return
-    import psycopg
+    from lightning_ad.services import sampled_connections
 
-    stop = threading.Event()
-    url = storage.replace("postgresql+psycopg://", "postgresql://")
-    query = (
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-    )
-
-    def sample() -> None:
-        with psycopg.connect(url, autocommit=True) as connection:
-            while not stop.wait(0.2):
-                counts.append(connection.execute(query).fetchone()[0])
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
+    with sampled_connections(storage) as counts:
         yield counts
-    finally:
-        stop.set()
-        sampler.join(timeout=10)
 
 
 @contextlib.contextmanager

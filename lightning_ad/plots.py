@@ -136,16 +136,8 @@ def cell_dots(
     low, high = float(np.min(every)), float(np.max(every))
     pad = max(0.1 * (high - low), 0.002)
     ax.set_xlim(low - pad, min(high + pad, 1.0 + pad / 2))
-    ax.set_yticks(range(len(cells)), list(cells), fontsize=8)
     ax.set_ylim(-0.7, len(cells) + 0.2)
-    ax.invert_yaxis()
-    ax.set_xlabel(metric)
-    ax.set_title("dots: seeds, bar: median, dashed: frozen", fontsize=8)
-    ax.grid(axis="x", linewidth=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save_rows(fig, ax, list(cells), metric, "dots: seeds, bar: median, dashed: frozen", out)
 
 
 def forest(rows: list[dict], out: Path) -> Path:
@@ -168,13 +160,20 @@ def forest(rows: list[dict], out: Path) -> Path:
         color = "tab:red" if row["claim"] in ("better", "worse") else "black"
         ax.plot([row["ci_low"], row["ci_high"]], [i, i], color=color, linewidth=1.5)
         ax.scatter([row["mean_delta"]], [i], color=color, s=18, zorder=3)
-    ax.set_yticks(range(len(rows)), [row["label"] for row in rows], fontsize=8)
     ax.set_ylim(-0.7, len(rows) - 0.3)
+    labels = [row["label"] for row in rows]
+    xlabel = "class3 - class2: mean over seeds, 95 % interval"
+    return _save_rows(fig, ax, labels, xlabel, "red: the interval excludes 0 (a claim)", out)
+
+
+def _save_rows(fig, ax, labels: list[str], xlabel: str, title: str, out: Path) -> Path:
+    """A figure of one row per label, top to bottom, written to ``out`` and closed."""
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("class3 - class2: mean over seeds, 95 % interval")
-    ax.set_title("red: the interval excludes 0 (a claim)", fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=8)
     ax.grid(axis="x", linewidth=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
-    plt.close(fig)
+    pyplot().close(fig)
     return out

@@ -21,6 +21,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,3 +260,33 @@ def _restore_environment(name: str, previous: str | None) -> None:
         os.environ.pop(name, None)
     else:
         os.environ[name] = previous
+
+
+@contextlib.contextmanager
+def sampled_connections(storage: str, every_s: float = 0.2) -> Iterator[list[int]]:
+    """The server's connections to the database of ``storage`` (an Optuna storage URL on
+    PostgreSQL; the password from ``PGPASSFILE``), counted every ``every_s`` seconds while the
+    block runs, the counting connection itself not counted: what B10 and the integration
+    tests hold against ``storage.RDB_CONNECTIONS`` per process."""
+    import psycopg
+
+    counts: list[int] = []
+    stop = threading.Event()
+    query = (
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+
+    def sample() -> None:
+        url = storage.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(url, autocommit=True) as connection:
+            while not stop.wait(every_s):
+                counts.append(connection.execute(query).fetchone()[0])
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield counts
+    finally:
+        stop.set()
+        sampler.join(timeout=10)

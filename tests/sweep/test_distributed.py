@@ -7,7 +7,6 @@ Where PostgreSQL cannot be started the tests are skipped with the reason, unless
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import shutil
@@ -16,7 +15,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -30,7 +28,14 @@ import pytest
 from lightning_ad import report, tracking
 from lightning_ad.errors import LightningADError
 from lightning_ad.mlflow_server import ServerOptions
-from lightning_ad.services import PG_USER, Services, app_password, free_port, local_services
+from lightning_ad.services import (
+    PG_USER,
+    Services,
+    app_password,
+    free_port,
+    local_services,
+    sampled_connections,
+)
 from lightning_ad.sweep.recovery import plan, trial_cell
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget
 from lightning_ad.sweep.storage import RDB_CONNECTIONS, load_study, rdb_backend
@@ -102,7 +107,7 @@ def test_two_workers_on_postgres_and_mlflow_server(
     )
     command = _command(target, synthetic_root, sweep_file)
     workers = [start_sweep(command, tmp_path / f"machine{i}") for i in range(2)]
-    with _counting_connections(services) as counts:
+    with sampled_connections(services.storage) as counts:
         for worker in workers:
             output, _ = worker.communicate(timeout=900)
             assert worker.returncode == 0, output
@@ -131,36 +136,6 @@ def test_two_workers_on_postgres_and_mlflow_server(
     files = tracking.runs_test_scores(target.tracking_uri, runs)
     for bundled, file in zip(trials[report.SCORES], files, strict=True):
         pd.testing.assert_frame_equal(bundled, file, check_exact=True)
-
-
-@contextlib.contextmanager
-def _counting_connections(services: Services) -> Iterator[list[int]]:
-    """The number of connections to the Optuna database, read from PostgreSQL every 0.2 s
-    while the block runs (this reader's own connection not counted)."""
-    import psycopg
-
-    counts: list[int] = []
-    stop = threading.Event()
-    port = services.storage.rsplit(":", 1)[1].split("/")[0]
-    query = (
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = 'optuna' AND pid <> pg_backend_pid()"
-    )
-
-    def sample() -> None:
-        with psycopg.connect(
-            host="127.0.0.1", port=port, user=PG_USER, dbname="optuna", autocommit=True,
-            passfile=str(services.password_file),
-        ) as connection:  # fmt: skip
-            while not stop.wait(0.2):
-                counts.append(connection.execute(query).fetchone()[0])
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        yield counts
-    finally:
-        stop.set()
-        sampler.join(timeout=10)
 
 
 def _values_by_cell(study: optuna.Study) -> dict[tuple[str, str], list[float]]:
