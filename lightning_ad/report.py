@@ -43,6 +43,18 @@ FILE_NAMES = {
     "delta": "class3_vs_class2",
     "defects": "class3_vs_class2_by_defect",
 }
+TITLES = {
+    "median": "Median test AUC over seeds (n seeds)",
+    "pixel": "Median pixel AUROC of the anomaly maps (n seeds)",
+    "aupro": "Median AUPRO of the anomaly maps, up to FPR 0.3 (n seeds)",
+    "delta": "class3 - class2 per scorer: mean over seeds, 95 % interval over training "
+    "runs and the shared test images (ceiling: every run at AUROC 1, no information)",
+    "defects": "class3 - class2 per defect type (the trials' own scorer; p Holm-adjusted "
+    "over the defect types)",
+}
+"""Each table's title, as ``table`` prints it and the report page shows it."""
+CELL_PLOT, FOREST_PLOT = "auc_per_cell.png", "class3_vs_class2_forest.png"
+"""The report's two plots (``_plots``)."""
 SETTINGS_FILE = "settings.json"
 LATEST = "latest"
 """``reports/<sweep>/<category>/latest``: a link to the fingerprint folder written last."""
@@ -542,12 +554,12 @@ def write_report(
 
 
 def _point_latest(out_dir: Path) -> None:
-    """``latest`` beside ``out_dir``, a relative link to it, swapped in by a rename so that a
-    reader never finds it missing."""
-    staging = out_dir.with_name(f".{LATEST}.{os.getpid()}")
-    staging.unlink(missing_ok=True)
-    staging.symlink_to(out_dir.name, target_is_directory=True)
-    os.replace(staging, out_dir.with_name(LATEST))
+    """``latest`` beside ``out_dir``, a relative link to it, swapped in whole (a reader never
+    finds it missing)."""
+    replace_whole(
+        out_dir.with_name(LATEST),
+        lambda staging: staging.symlink_to(out_dir.name, target_is_directory=True),
+    )
 
 
 def verdict_sentences(trials: pd.DataFrame) -> list[str]:
@@ -570,15 +582,6 @@ def summary_text(
 ) -> str:
     """What ``lightning-ad table`` prints: the verdicts, then the display tables, each under
     its title."""
-    titles = {
-        "median": "Median test AUC over seeds (n seeds)",
-        "pixel": "Median pixel AUROC of the anomaly maps (n seeds)",
-        "aupro": "Median AUPRO of the anomaly maps, up to FPR 0.3 (n seeds)",
-        "delta": "class3 - class2 per scorer: mean over seeds, 95 % interval over training "
-        "runs and the shared test images (ceiling: every run at AUROC 1, no information)",
-        "defects": "class3 - class2 per defect type (the trials' own scorer; p Holm-adjusted "
-        "over the defect types)",
-    }
     parts = []
     if "delta" in tables:
         lines = verdict_sentences(trials)
@@ -586,7 +589,7 @@ def summary_text(
         parts += [""] if lines else ["- (no pair of class2 and class3 runs yet)", ""]
     for name in tables:
         table, bold = display_table(trials, spec, name, fmt)
-        parts += [titles[name], render(table, fmt, bold_best=bold)]
+        parts += [TITLES[name], render(table, fmt, bold_best=bold)]
     return "\n".join(parts)
 
 
@@ -606,8 +609,8 @@ def parent_description(trials: pd.DataFrame, spec: SweepSpec, settings: Settings
 
 
 def _plots(trials: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """``auc_per_cell.png`` (each cell's seeds and median, frozen as a line) and
-    ``class3_vs_class2_forest.png`` (the verdict's intervals per head and scorer)."""
+    """:data:`CELL_PLOT` (each cell's seeds and median, frozen as a line) and
+    :data:`FOREST_PLOT` (the verdict's intervals per head and scorer)."""
     if trials.empty:
         return []
     from lightning_ad import plots
@@ -621,7 +624,7 @@ def _plots(trials: pd.DataFrame, out_dir: Path) -> list[Path]:
             floors[f"frozen {backbone}"] = float(np.median(values))
         cells[f"{backbone} · {cell_label(head, classes)}"] = values
     dots = replace_whole(
-        out_dir / "auc_per_cell.png",
+        out_dir / CELL_PLOT,
         lambda path: plots.cell_dots(cells, floors, "test AUC, the trials' own scorer", path),
     )
     verdicts = paired_verdicts(trials)
@@ -629,7 +632,5 @@ def _plots(trials: pd.DataFrame, out_dir: Path) -> list[Path]:
         row | {"label": f"{row['backbone']} · {row['head']} · {row['scorer']}"}
         for row in verdicts.to_dict("records")
     ]
-    forest = replace_whole(
-        out_dir / "class3_vs_class2_forest.png", lambda path: plots.forest(rows, path)
-    )
+    forest = replace_whole(out_dir / FOREST_PLOT, lambda path: plots.forest(rows, path))
     return [dots, forest]

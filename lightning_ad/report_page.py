@@ -51,16 +51,12 @@ def write_page(
         *(f"<li>{html.escape(line)}</li>" for line in verdicts),
         "</ul>",
     ]
-    for name, title in (
-        ("median", "Median test AUC over seeds"),
-        ("delta", "class3 - class2 per scorer (95 % interval over training runs)"),
-        ("pixel", "Median pixel AUROC"),
-        ("aupro", "Median AUPRO"),
-    ):
+    for name in ("median", "delta", "pixel", "aupro"):
         table, bold = report.display_table(trials, spec, name, "html")
+        title = html.escape(report.TITLES[name])
         parts += [f"<h2>{title}</h2>", report.render(table, "html", bold_best=bold)]
     parts.append("<h2>Plots</h2>")
-    for plot in ("auc_per_cell.png", "class3_vs_class2_forest.png"):
+    for plot in (report.CELL_PLOT, report.FOREST_PLOT):
         if (out_dir / plot).is_file():
             parts.append(f'<img class="plot" src="{_inline(out_dir / plot)}" alt="{plot}"><br>')
     for title, images in maps.items():

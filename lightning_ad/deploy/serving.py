@@ -5,9 +5,9 @@ MLflow's app reads a whole request body into memory before it looks at it, and h
 its own: one client could send gigabytes. Starlette's ``RequestBodyLimitMiddleware`` answers
 413 ("Content Too Large") as soon as the declared length (or, for a chunked body, the bytes
 received so far) passes the limit, before the app reads further, so an oversized request costs
-the server no more than the limit. The number of
-images a request may hold (and so the size of a ``maps=true`` answer) is bounded by
-``MAX_IMAGES_ENV``, which :class:`~lightning_ad.deploy.mlflow_model.DetectorModel` reads. Each
+the server no more than the limit. The number of images a request may hold (and so the size of
+a ``maps=true`` answer) is bounded by ``MAX_IMAGES_ENV``, which
+:class:`~lightning_ad.deploy.mlflow_model.DetectorModel` reads. Each
 request is scored in a thread of its own (MLflow's ``asyncio.to_thread``), so a large one does
 not stop the server from reading and answering the others.
 """

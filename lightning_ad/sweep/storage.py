@@ -183,13 +183,12 @@ def shared_storage(
     """``open_storage(url, ...)``, opened once per process and URL: the planner, the worker, the
     progress view, every category of a command and the cells' inner search studies share it,
     so on PostgreSQL a process holds one engine and one pool (``RDB_POOL``). Each call sets the
-    heartbeat and the stale-trial callback of the study being loaded."""
+    stale-trial callback of the study being loaded (its heartbeat: ``_agree_on_heartbeat``)."""
     key = _storage_key(url)
     if key not in _STORAGES:
         _STORAGES[key] = open_storage(key if local_store(url) else url, heartbeat, on_stale)
     storage = _STORAGES[key]
     if isinstance(storage, optuna.storages.RDBStorage) and storage.heartbeat_interval:
-        storage.heartbeat_interval, storage.grace_period = heartbeat, 3 * heartbeat
         storage.heartbeat_stale_trial_callback = on_stale
     return storage
 
