@@ -40,7 +40,8 @@ from lightning_ad.sweep.parent import SweepParent
 from lightning_ad.sweep.recovery import trial_count
 from lightning_ad.sweep.runner import run_sweep
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget
-from lightning_ad.sweep.storage import RDB_CONNECTIONS, load_study
+from lightning_ad.sweep.storage import RDB_CONNECTIONS
+from lightning_ad.sweep.study import load_study
 from lightning_ad.train import TrialResult
 
 GOAL_MEDIAN_S = 0.15

@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from benchmarks.harness import Row, Setup, benchmark, category
 from lightning_ad.data.datamodule import load_images
 from lightning_ad.deploy import predict
-from lightning_ad.deploy.mlflow_model import BATCH_SIZE, save_detector
 from lightning_ad.models.detector import Detector, DetectorSpec
 from lightning_ad.models.net import AnomalyNet
+from lightning_ad.packaging.mlflow_model import BATCH_SIZE, save_detector
 
 BATCH_SIZES = tuple(sorted({1, 2, 4, 16, BATCH_SIZE}))
 

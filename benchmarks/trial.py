@@ -109,7 +109,8 @@ def measure(settings: dict) -> dict:
 def _time_scorers(config: TrialConfig, n_good: int, n_test: int) -> dict[str, float]:
     """The scorers on random features of the trial's sizes: embeddings (lof, knn, prob), and
     patch features at the scoring size (PatchCore, its maps and their pixel metrics)."""
-    from lightning_ad import metrics, patchcore, scoring
+    from lightning_ad import metrics
+    from lightning_ad.models import patchcore, scoring
     from lightning_ad.models.backbones import build_backbone
 
     rng = np.random.default_rng(0)

@@ -662,7 +662,13 @@ def _register(args: argparse.Namespace) -> None:
         fingerprint, _ = _announce_fingerprint(target, args.fingerprint)
         spec = target.spec
         runs = registry.cell_runs(
-            uri, target.experiment, spec.name, fingerprint, target.category, cell, spec
+            uri,
+            target.experiment,
+            spec.name,
+            fingerprint,
+            target.category,
+            cell,
+            spec.runnable_keys,
         )
         run, chosen = registry.run_of_seed(runs, args.seed)
         print(chosen, file=sys.stderr)
@@ -796,8 +802,8 @@ def _serve(args: argparse.Namespace) -> None:
             f"--max-body-mb {args.max_body_mb} / --max-images {args.max_images}: both must be "
             "positive"
         )
-    from lightning_ad.deploy.digests import servable_model
     from lightning_ad.deploy.serving import server_process
+    from lightning_ad.packaging.digests import servable_model
 
     uri = resolve_tracking_uri(args.tracking_uri)
     model = servable_model(args.model, uri)

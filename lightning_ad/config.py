@@ -15,14 +15,9 @@ from typing import Any
 
 from lightning_ad.data.twins import TwinClasses
 from lightning_ad.errors import LightningADError, unknown
+from lightning_ad.grid import NO_HEAD
 
 ARTIFACT_LEVELS = ("full", "minimal")
-GRID_KEYS = ("category", "backbone", "head", "classes", "seed")
-"""The settings a sweep's grid spans; the seeds are what medians are taken over."""
-NO_HEAD = "none"
-"""The frozen baseline's head: nothing is trained, the backbone's embeddings are scored as they
-are. Its table column is ``frozen`` (:func:`cell_label`)."""
-FROZEN_LABEL = "frozen"
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -118,7 +113,7 @@ class TrialConfig:
     def score_used(self) -> str:
         """The scorer behind ``test/auc``: ``score``, unless it needs a trained head and this
         is the frozen baseline; then kNN, and the run's ``score_used`` parameter says so."""
-        from lightning_ad.scoring import scorer_for
+        from lightning_ad.models.scoring import scorer_for
 
         return scorer_for(self.score, self.trains)
 
@@ -129,8 +124,8 @@ class TrialConfig:
         from lightning_ad.models.detector import check_false_alarm_rate
         from lightning_ad.models.heads import check_head
         from lightning_ad.models.net import check_bn_mode
-        from lightning_ad.patchcore import check_coreset_fraction
-        from lightning_ad.scoring import check_scorer
+        from lightning_ad.models.patchcore import check_coreset_fraction
+        from lightning_ad.models.scoring import check_scorer
 
         check_name("category", self.category)
         check_backbone(self.backbone, self.image_size)
@@ -197,8 +192,3 @@ def check_name(what: str, value: str) -> None:
             f"{what} {value!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
-
-
-def cell_label(head: str, classes: str) -> str:
-    """Column label of a (head, classes) pair: the frozen baseline has one column."""
-    return FROZEN_LABEL if head == NO_HEAD else f"{head} {classes}"

@@ -4,7 +4,7 @@ For a test image and an anomaly class c, Grad-CAM shows where the evidence for c
 article's "Grad-CAM(Distortion)"). Its pixel AUROC compares the larger of the anomaly classes'
 maps with the ground-truth masks. Grad-CAM scales each map to [0, 1] per image, so this measures
 *where* the network looks, not how anomalous an image is: PatchCore's maps
-(:mod:`lightning_ad.patchcore`) are the ones that localise defects.
+(:mod:`lightning_ad.models.patchcore`) are the ones that localise defects.
 """
 
 from __future__ import annotations

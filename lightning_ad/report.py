@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from lightning_ad import tracking, verdict
-from lightning_ad.config import GRID_KEYS, NO_HEAD, cell_label
 from lightning_ad.data.twins import CLASS2, CLASS3, TwinClasses
+from lightning_ad.grid import CELL_KEYS, GRID_KEYS, NO_HEAD, cell_label
 
 if TYPE_CHECKING:
     from lightning_ad.sweep.fingerprint import Settings
@@ -73,8 +73,6 @@ MAIN_METRIC = "test/auc"
 MAP_METRICS = {"pixel": "test/pixel_auc", "aupro": "test/aupro"}
 SCORES = "scores"
 """The trials-table column holding each run's per-image test scores (see :func:`fetch_trials`)."""
-CELL_KEYS = tuple(key for key in GRID_KEYS if key != "seed")
-"""A table cell: the grid values but the seed, which the medians are taken over."""
 
 
 def fetch_trials(

@@ -26,9 +26,9 @@ from lightning_ad import explain, metrics, plots, tracking
 from lightning_ad.config import TrialConfig
 from lightning_ad.data.datamodule import AnomalyDataModule
 from lightning_ad.data.resolve import ResolvedCategory, resolve_category
-from lightning_ad.deploy.mlflow_model import log_detector
 from lightning_ad.errors import LightningADError
 from lightning_ad.models.module import AnomalyModule
+from lightning_ad.packaging.mlflow_model import log_detector
 
 EARLY_STOPPING_PATIENCE = 3
 

@@ -20,7 +20,7 @@ import yaml
 from lightning_ad import cli
 from lightning_ad.sweep.recovery import trial_cell
 from lightning_ad.sweep.spec import SweepTarget, cell_key
-from lightning_ad.sweep.storage import load_study
+from lightning_ad.sweep.study import load_study
 
 REPO = Path(__file__).parents[1]
 SWEEPS = REPO / "sweeps"

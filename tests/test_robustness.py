@@ -14,7 +14,7 @@ from lightning_ad.config import TrialConfig
 from lightning_ad.errors import LightningADError
 from lightning_ad.sweep.runner import run_sweep
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget
-from lightning_ad.sweep.storage import load_study
+from lightning_ad.sweep.study import load_study
 from lightning_ad.train import run_trial
 from tests.helpers import SWEEPS, invoke, run_cli, trial_runs
 

@@ -1,2 +1,2 @@
-"""A trial's detector on its own: saved, served as an MLflow model, registered, and
-used to score new images."""
+"""A logged detector put to use: registered (``registry``), scoring image files (``predict``)
+and served over HTTP (``serving``)."""

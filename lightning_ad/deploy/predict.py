@@ -19,8 +19,10 @@ import pandas as pd
 
 from lightning_ad import plots
 from lightning_ad.data.mvtec import IMAGE_SUFFIXES
-from lightning_ad.deploy import digests
-from lightning_ad.deploy.mlflow_model import (
+from lightning_ad.errors import LightningADError
+from lightning_ad.models.detector import Detector
+from lightning_ad.packaging import digests
+from lightning_ad.packaging.mlflow_model import (
     BATCH_SIZE,
     DETECTOR_ARTIFACT,
     ERROR,
@@ -29,8 +31,6 @@ from lightning_ad.deploy.mlflow_model import (
     prepare_images,
     score_pictures,
 )
-from lightning_ad.errors import LightningADError
-from lightning_ad.models.detector import Detector
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def predict(
 ) -> pd.DataFrame:
     """Score ``images`` in chunks (calling ``advance`` with each chunk's size); write a map
     per scored image into ``maps_dir`` when given; refuse images over ``max_pixels`` (see
-    :func:`~lightning_ad.deploy.mlflow_model.prepare_images`)."""
+    :func:`~lightning_ad.packaging.mlflow_model.prepare_images`)."""
     rows = []
     for chunk in _chunks(images, 4 * batch_size):
         read, unreadable = {}, {}

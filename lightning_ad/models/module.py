@@ -11,9 +11,10 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from lightning_ad import metrics, patchcore, scoring
+from lightning_ad import metrics
 from lightning_ad.data.datamodule import LabelledBatch
 from lightning_ad.errors import LightningADError
+from lightning_ad.models import patchcore, scoring
 from lightning_ad.models.detector import (
     DEFAULT_FALSE_ALARM_RATE,
     Detector,
@@ -38,7 +39,7 @@ class TestScores:
 
 class AnomalyModule(pl.LightningModule):
     """Trains :class:`~lightning_ad.models.net.AnomalyNet` to tell normal images from their
-    twins, and scores the test split with every scorer of :mod:`lightning_ad.scoring` that
+    twins, and scores the test split with every scorer of :mod:`lightning_ad.models.scoring` that
     applies (image AUROC overall and per defect type), and PatchCore's anomaly maps against the
     masks (pixel AUROC and AUPRO, overall and per defect type).
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lightning_ad.config import NO_HEAD
 from lightning_ad.errors import LightningADError, unknown
+from lightning_ad.grid import NO_HEAD
 from lightning_ad.models.backbones import Backbone, build_backbone
 from lightning_ad.models.heads import build_head
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lightning_ad.config import NO_HEAD, cell_label
 from lightning_ad.data.mvtec import GOOD, IMAGE_SUFFIXES
 from lightning_ad.deploy.predict import ImageFile, load_detector, predict
 from lightning_ad.errors import LightningADError
+from lightning_ad.grid import NO_HEAD, cell_label
 from lightning_ad.report import MAIN_METRIC
 
 PER_DEFECT = 2

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning_ad
-from lightning_ad.config import GRID_KEYS, SETTINGS
+from lightning_ad.config import SETTINGS
 from lightning_ad.data.mvtec import IMAGE_SUFFIXES
 from lightning_ad.data.resolve import ResolvedCategory
+from lightning_ad.grid import GRID_KEYS
 
 FINGERPRINT_LENGTH = 12
 LOCATION_SETTINGS = ("data_root", "data_dir")

@@ -8,8 +8,8 @@ import warnings
 import optuna
 
 from lightning_ad import tracking
-from lightning_ad.config import GRID_KEYS
 from lightning_ad.errors import describe, redact
+from lightning_ad.grid import GRID_KEYS
 from lightning_ad.sweep.liveness import WorkerLock
 from lightning_ad.sweep.parent import SweepParent
 from lightning_ad.sweep.recovery import (

@@ -24,7 +24,7 @@ import optuna
 from optuna.trial import TrialState
 
 from lightning_ad import tracking
-from lightning_ad.config import GRID_KEYS
+from lightning_ad.grid import GRID_KEYS
 from lightning_ad.sweep import liveness
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget, cell_key
 from lightning_ad.sweep.storage import rdb_backend, trials_with_heartbeat, worker_locks

@@ -31,14 +31,15 @@ import optuna
 
 from lightning_ad import interrupts, tracking
 from lightning_ad.errors import LightningADError, RedactSecrets, redact
-from lightning_ad.progress import SweepProgress
 from lightning_ad.sweep.liveness import WorkerLock
 from lightning_ad.sweep.objective import CellObjective
 from lightning_ad.sweep.parent import SweepParent
 from lightning_ad.sweep.preflight import preflight
+from lightning_ad.sweep.progress import SweepProgress
 from lightning_ad.sweep.recovery import GridStatus, TrialIndex, grid_status, plan, trial_count
 from lightning_ad.sweep.spec import SweepTarget
-from lightning_ad.sweep.storage import load_study, worker_locks
+from lightning_ad.sweep.storage import worker_locks
+from lightning_ad.sweep.study import load_study
 
 WORKER_STOPPED = 3
 """A worker process's exit status after a one-line error (its parent then stops too)."""

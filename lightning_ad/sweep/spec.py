@@ -17,16 +17,10 @@ from typing import Any
 import yaml
 
 from lightning_ad import tracking
-from lightning_ad.config import (
-    GRID_KEYS,
-    NO_HEAD,
-    SETTINGS,
-    TrialConfig,
-    check_name,
-    check_setting_type,
-)
+from lightning_ad.config import SETTINGS, TrialConfig, check_name, check_setting_type
 from lightning_ad.data.twins import TwinClasses
 from lightning_ad.errors import LightningADError, unknown
+from lightning_ad.grid import GRID_KEYS, NO_HEAD
 
 SPEC_KEYS = ("name", "description", "grid", "fixed", "search")
 SEARCH_KEYS = ("trials_per_cell", "params")

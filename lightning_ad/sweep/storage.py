@@ -1,5 +1,5 @@
 """Where a sweep's study lives: Optuna's journal file by default, any Optuna storage URL
-(PostgreSQL for many machines) when the caller names one; and the study over the grid."""
+(PostgreSQL for many machines) when the caller names one, opened once per process."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from pathlib import Path
 import optuna
 
 from lightning_ad.errors import LightningADError, redact
-from lightning_ad.sweep.spec import SweepTarget
 
 DEFAULT_STORAGE = "mlruns/optuna.journal"
 RDB_POOL = {"pool_size": 2, "max_overflow": 2}
@@ -25,8 +24,6 @@ PostgreSQL connections at rest and 4 at once (``RDB_CONNECTIONS``): 40 workers u
 PostgreSQL's default ``max_connections`` of 100 at rest."""
 RDB_CONNECTIONS = RDB_POOL["pool_size"] + RDB_POOL["max_overflow"]
 _STORAGES: dict[str, optuna.storages.BaseStorage] = {}
-HEARTBEAT_ATTR = "heartbeat_s"
-"""A study's user attribute on RDB storages: the seconds between its trials' heartbeats."""
 
 
 def open_storage(
@@ -156,25 +153,6 @@ def worker_locks(url: str | None) -> Path | None:
     return store.with_name(store.name + ".workers") if store is not None else None
 
 
-def load_study(target: SweepTarget) -> optuna.Study:
-    """The study of ``target``. Its trials sample nothing: every cell is queued with
-    ``enqueue_trial`` (``recovery.plan``), so the grid can grow without retraining anything
-    (Optuna's GridSampler ignores the trials of another grid and would run every cell again).
-
-    The study lives in the process's one storage object of its URL (``shared_storage``). On an
-    RDB storage the heartbeat interval is the study's (``HEARTBEAT_ATTR``), so that workers
-    started with other ``--heartbeat`` values never fail each other's live trials.
-    """
-    from lightning_ad.sweep.recovery import RequeueStaleTrial  # recovery builds on this module
-
-    storage = shared_storage(target.storage, target.heartbeat, RequeueStaleTrial(target))
-    study = optuna.create_study(
-        study_name=target.study_name, storage=storage, direction="maximize", load_if_exists=True
-    )
-    _agree_on_heartbeat(study, target.heartbeat)
-    return study
-
-
 def shared_storage(
     url: str | None,
     heartbeat: int = 60,
@@ -228,21 +206,3 @@ def trials_with_heartbeat(backend: optuna.storages.RDBStorage, trial_ids: list[i
     beat = models.TrialHeartbeatModel.trial_id
     with Session(backend.engine) as session:
         return {row[0] for row in session.query(beat).filter(beat.in_(trial_ids))}
-
-
-def _agree_on_heartbeat(study: optuna.Study, requested: int) -> None:
-    backend = rdb_backend(study)
-    if backend is None:
-        return
-    agreed = study.user_attrs.get(HEARTBEAT_ATTR)
-    if agreed is None:  # the first worker of the study sets it
-        study.set_user_attr(HEARTBEAT_ATTR, requested)
-        agreed = requested
-    if agreed != requested:
-        warnings.warn(
-            f"--heartbeat {requested} ignored: this study's trials beat every {agreed} s "
-            "(the first worker's setting), and a worker with a shorter wait would fail the "
-            "live trials of the others",
-            stacklevel=2,
-        )
-    backend.heartbeat_interval, backend.grace_period = agreed, 3 * agreed

@@ -12,9 +12,9 @@ import mlflow
 import pytest
 import torch
 
-from lightning_ad.deploy import digests
 from lightning_ad.errors import LightningADError
 from lightning_ad.models.detector import Detector
+from lightning_ad.packaging import digests
 from lightning_ad.train import TrialResult
 from tests.helpers import invoke
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torchvision
 
-from lightning_ad import patchcore
 from lightning_ad.errors import LightningADError
+from lightning_ad.models import patchcore
 from lightning_ad.models.backbones import (
     BACKBONES,
     TORCHVISION_BACKBONES,

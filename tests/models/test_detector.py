@@ -16,11 +16,11 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_ad.data.datamodule import load_images
 from lightning_ad.data.mvtec import MVTecCategory
 from lightning_ad.data.twins import is_grey
-from lightning_ad.deploy.mlflow_model import score_images
 from lightning_ad.errors import LightningADError
 from lightning_ad.models.detector import Detector, DetectorSpec, Threshold
 from lightning_ad.models.net import AnomalyNet
-from lightning_ad.scoring import SCORERS
+from lightning_ad.models.scoring import SCORERS
+from lightning_ad.packaging.mlflow_model import score_images
 
 
 @pytest.mark.parametrize("n", [5, 64, 100, 257])

@@ -38,7 +38,8 @@ from lightning_ad.services import (
 )
 from lightning_ad.sweep.recovery import plan, trial_cell
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget
-from lightning_ad.sweep.storage import RDB_CONNECTIONS, load_study, rdb_backend
+from lightning_ad.sweep.storage import RDB_CONNECTIONS, rdb_backend
+from lightning_ad.sweep.study import load_study
 from tests.helpers import (
     REPO,
     assert_grid_filled_once,

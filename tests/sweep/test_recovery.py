@@ -23,7 +23,8 @@ from lightning_ad.sweep.recovery import (
     trial_count,
 )
 from lightning_ad.sweep.spec import SweepTarget, cell_key
-from lightning_ad.sweep.storage import load_study, worker_locks
+from lightning_ad.sweep.storage import worker_locks
+from lightning_ad.sweep.study import load_study
 
 RUNNING, WAITING, FAIL = (
     optuna.trial.TrialState.RUNNING,

@@ -20,7 +20,8 @@ from lightning_ad.errors import LightningADError
 from lightning_ad.sweep import objective, recovery
 from lightning_ad.sweep.runner import run_sweep
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget
-from lightning_ad.sweep.storage import load_study, open_storage
+from lightning_ad.sweep.storage import open_storage
+from lightning_ad.sweep.study import load_study
 from tests.helpers import (
     SWEEPS,
     assert_grid_filled_once,

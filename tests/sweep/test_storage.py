@@ -10,7 +10,8 @@ import pytest
 
 from lightning_ad.errors import LightningADError
 from lightning_ad.sweep.spec import SweepTarget
-from lightning_ad.sweep.storage import RDB_POOL, load_study, open_storage
+from lightning_ad.sweep.storage import RDB_POOL, open_storage
+from lightning_ad.sweep.study import load_study
 
 
 def test_unreachable_storage_is_one_clear_error() -> None:

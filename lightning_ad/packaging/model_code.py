@@ -3,6 +3,6 @@ MLflow the model object; nothing is unpickled."""
 
 from mlflow.models import set_model
 
-from lightning_ad.deploy.mlflow_model import DetectorModel
+from lightning_ad.packaging.mlflow_model import DetectorModel
 
 set_model(DetectorModel())

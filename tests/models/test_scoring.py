@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lightning_ad import metrics, scoring
+from lightning_ad import metrics
 from lightning_ad.errors import LightningADError
+from lightning_ad.models import scoring
 
 
 @pytest.fixture

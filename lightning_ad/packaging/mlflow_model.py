@@ -10,7 +10,7 @@ parameter ``maps=true``, also ``map``: the PatchCore anomaly map at the detector
 The model is saved as code (``model_code.py``), not as a pickle; its weights are tensors read
 with ``torch.load(weights_only=True)``. ``predict`` never loads it through MLflow (it reads the
 detector's data files after checking their digests) and ``serve`` checks every file first
-(:mod:`lightning_ad.deploy.digests`).
+(:mod:`lightning_ad.packaging.digests`).
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ from mlflow import MlflowClient
 from mlflow.models import ModelSignature
 
 from lightning_ad.data.mvtec import decode_image
-from lightning_ad.deploy.serving import MAX_IMAGES_ENV
 from lightning_ad.errors import LightningADError
 from lightning_ad.models.detector import Detector
 
+MAX_IMAGES_ENV = "LIGHTNING_AD_SERVE_MAX_IMAGES"
+"""The most images one request may hold, where ``lightning-ad serve`` sets it."""
 MODEL_ARTIFACT = "model"
 """Where a trial run keeps its detector: ``runs:/RUN_ID/model``."""
 DETECTOR_ARTIFACT = "detector"
@@ -192,8 +193,8 @@ def log_detector(
     example: np.ndarray,
 ) -> None:
     """:func:`save_detector`, logged to the run as ``model``, with the digests of its files
-    (:mod:`lightning_ad.deploy.digests`: what ``predict`` and ``serve`` check them against)."""
-    from lightning_ad.deploy import digests
+    (:mod:`lightning_ad.packaging.digests`: what ``predict`` and ``serve`` check them against)."""
+    from lightning_ad.packaging import digests
 
     with tempfile.TemporaryDirectory(prefix="lightning_ad-model-") as tmp:
         folder = save_detector(Path(tmp) / MODEL_ARTIFACT, detector, example)

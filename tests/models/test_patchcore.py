@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_ad import patchcore
 from lightning_ad.errors import LightningADError
+from lightning_ad.models import patchcore
 from lightning_ad.models.net import AnomalyNet
 
 

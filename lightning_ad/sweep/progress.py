@@ -24,7 +24,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from lightning_ad.config import FROZEN_LABEL, NO_HEAD
+from lightning_ad.grid import FROZEN_LABEL, NO_HEAD
 from lightning_ad.sweep.recovery import SURPLUS_ATTR, cell_key, trial_cell
 from lightning_ad.sweep.spec import SweepSpec
 

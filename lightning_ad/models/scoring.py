@@ -82,7 +82,7 @@ SCORERS: dict[str, Scorer] = {
     "fused": Scorer(
         lambda f: fused_scores(f.model, f.frozen), needs_training=True, needs_frozen=True
     ),
-    # PatchCore's image score: the largest patch distance (lightning_ad.patchcore).
+    # PatchCore's image score: the largest patch distance (lightning_ad.models.patchcore).
     "patch": Scorer(
         lambda f: f.patch_distances.reshape(len(f.patch_distances), -1).max(axis=1),
         needs_training=False,
