@@ -9,12 +9,9 @@ import numpy as np
 
 from benchmarks.harness import Row, Setup, benchmark, category, ratio_row, side_by_side
 from lightning_ad.data.datamodule import load_images
-from lightning_ad.data.twins import (
-    DistortionTwin,
-    keras_reference_transform,
-    object_masks,
-    warp_patch,
-)
+from lightning_ad.data.masks import object_masks
+from lightning_ad.data.twins import DistortionTwin, warp_patch
+from tests.keras_reference import keras_reference_transform
 
 
 @benchmark("B2")

@@ -13,7 +13,7 @@ import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
-from lightning_ad.data.twins import TwinClasses
+from lightning_ad.data.classes import TwinClasses
 from lightning_ad.errors import LightningADError, unknown
 from lightning_ad.grid import NO_HEAD
 
@@ -119,7 +119,8 @@ class TrialConfig:
 
     def validate(self) -> None:
         """Every name and number checked before anything is written; errors name the value."""
-        from lightning_ad.data.twins import build_twin, check_mask_mode
+        from lightning_ad.data.masks import check_mask_mode
+        from lightning_ad.data.twins import build_twin
         from lightning_ad.models.backbones import check_backbone
         from lightning_ad.models.detector import check_false_alarm_rate
         from lightning_ad.models.heads import check_head

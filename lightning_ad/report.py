@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from lightning_ad import tracking, verdict
-from lightning_ad.data.twins import CLASS2, CLASS3, TwinClasses
+from lightning_ad.data.classes import CLASS2, CLASS3, TwinClasses
 from lightning_ad.grid import CELL_KEYS, GRID_KEYS, NO_HEAD, cell_label
 
 if TYPE_CHECKING:

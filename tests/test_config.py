@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from lightning_ad.config import SETTINGS, TrialConfig, check_setting_type
-from lightning_ad.data.twins import TwinClasses
+from lightning_ad.data.classes import TwinClasses
 from lightning_ad.errors import LightningADError
 
 

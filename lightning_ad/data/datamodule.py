@@ -20,15 +20,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from lightning_ad.data.classes import TwinClasses
+from lightning_ad.data.masks import object_masks
 from lightning_ad.data.mvtec import MVTecCategory, read_image, read_mask, resize
-from lightning_ad.data.twins import (
-    NORMAL,
-    Twin,
-    TwinClasses,
-    build_twin,
-    is_grey,
-    object_masks,
-)
+from lightning_ad.data.twins import NORMAL, Twin, build_twin, is_grey
 from lightning_ad.errors import LightningADError
 
 SCORING_BATCH_SIZE = 4

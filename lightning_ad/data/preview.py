@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 
 from lightning_ad.data.datamodule import load_images, load_masks
+from lightning_ad.data.masks import mean_image, object_masks
 from lightning_ad.data.mvtec import MVTecCategory
-from lightning_ad.data.twins import TWINS, DistortionTwin, mean_image, object_masks
+from lightning_ad.data.twins import TWINS, DistortionTwin
 
 COLUMNS = 5
 OUTLINE = (255, 40, 40)

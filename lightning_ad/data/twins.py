@@ -1,10 +1,10 @@
 """Anomaly twins: synthetic anomalies made from normal images, one small class each.
 
 Every twin is a frozen dataclass of named parameters with one call,
-``twin(image, object_mask, rng) -> image``, on RGB uint8 arrays of shape (H, W, 3); ``object_mask``
-is a bool (H, W) array of where the part is (see :func:`object_masks`). Each twin also splits that
-call into ``sample`` (draw the random parameters) and ``apply`` (draw them on the image), so that
-tests can check the geometry and the preview can show it.
+``twin(image, object_mask, rng) -> image``, on RGB uint8 arrays of shape (H, W, 3);
+``object_mask`` is a bool (H, W) array of where the part is (:mod:`lightning_ad.data.masks`).
+Each twin also splits that call into ``sample`` (draw the random parameters) and ``apply`` (draw
+them on the image), so that tests can check the geometry and the preview can show it.
 
 Lengths are fractions of the image side, so a twin means the same at 96 px and at 224 px.
 Parameters the source article leaves open say so in their docstring: they are choices.
@@ -13,16 +13,13 @@ Parameters the source article leaves open say so in their docstring: they are ch
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Protocol
 
 import cv2
 import numpy as np
 
-from lightning_ad.errors import LightningADError, unknown
-
-MASK_MODES: tuple[str, ...] = ("auto", "mean", "background", "full")
+from lightning_ad.errors import unknown
 
 
 class Twin(Protocol):
@@ -209,24 +206,6 @@ def opencv_inverse_map(rows: AffineRows) -> np.ndarray:
     return np.array([[a11, a10, b1], [a01, a00, b0]], dtype=np.float64)
 
 
-def keras_reference_transform(crop: np.ndarray, theta: float, tx: float, ty: float) -> np.ndarray:
-    """What Keras computes: ``scipy.ndimage.affine_transform`` per channel, ``mode="nearest"``.
-
-    Slow; kept as the reference that tests and ``make bench`` compare ``warp_patch`` against.
-    """
-    from scipy import ndimage
-
-    (a00, a01, b0), (a10, a11, b1) = keras_affine_rows(theta, tx, ty, crop.shape[0], crop.shape[1])
-    matrix, offset = np.array([[a00, a01], [a10, a11]]), np.array([b0, b1])
-    channels = [
-        ndimage.affine_transform(
-            crop[..., c].astype(np.float32), matrix, offset, order=1, mode="nearest"
-        )
-        for c in range(crop.shape[2])
-    ]
-    return np.stack(channels, axis=-1)
-
-
 # --------------------------------------------------------------------------------------------
 # cutpaste and scar: CutPaste (Li et al., CVPR 2021)
 
@@ -345,150 +324,3 @@ def build_twin(name: str, **params: object) -> Twin:
     if extra:
         raise unknown("parameter", extra[0], known, of=f"twin '{name}'")
     return cls(**params)
-
-
-@dataclass(frozen=True)
-class TwinClasses:
-    """The classes a model learns: ``normal`` (class 0), then one class per twin.
-
-    :meth:`parse` takes every way a user writes them: ``2`` or ``3`` (the article's presets,
-    [normal, line] and [normal, line, distortion]), ``class2``, a label such as
-    ``normal+cutpaste+scar``, the CLI's ``normal,cutpaste``, or a list. :attr:`label` writes them
-    back the way the grid, the runs and the tables do, and ``parse(label)`` gives them again.
-    """
-
-    names: tuple[str, ...]
-
-    @classmethod
-    def parse(cls, value: int | str | Sequence[str] | TwinClasses) -> TwinClasses:
-        if isinstance(value, TwinClasses):
-            return value
-        if isinstance(value, str) and value.removeprefix("class").isdigit():
-            value = int(value.removeprefix("class"))
-        if isinstance(value, int):
-            if value not in PRESETS:
-                raise LightningADError(
-                    f"classes={value} has no preset; use {' or '.join(map(str, PRESETS))}, "
-                    f"or twin names such as {NORMAL},cutpaste,scar"
-                )
-            return cls(PRESETS[value])
-        names = tuple(value.replace(",", "+").split("+")) if isinstance(value, str) else value
-        names = tuple(names)
-        if not names or names[0] != NORMAL:
-            raise LightningADError(f"classes {list(names)} must start with '{NORMAL}' (class 0)")
-        for name in names[1:]:
-            if name not in TWINS:
-                raise unknown("twin", name, [NORMAL, *TWINS])
-        if len(set(names)) != len(names) or len(names) < 2:
-            raise LightningADError(f"classes {list(names)} need at least two distinct names")
-        return cls(names)
-
-    @property
-    def label(self) -> str:
-        """``class2`` / ``class3`` for the article's presets, else the names joined by ``+``."""
-        for count, names in PRESETS.items():
-            if names == self.names:
-                return f"class{count}"
-        return "+".join(self.names)
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-
-PRESETS: dict[int, tuple[str, ...]] = {
-    2: (NORMAL, "line"),
-    3: (NORMAL, "line", "distortion"),
-}
-CLASS2, CLASS3 = TwinClasses(PRESETS[2]).label, TwinClasses(PRESETS[3]).label
-"""The two class sets the comparison table sets side by side (class3 - class2)."""
-
-
-# --------------------------------------------------------------------------------------------
-# object masks: where the part is, for the distortion patch and blob-aware lines
-
-
-def mean_image(images: np.ndarray) -> np.ndarray:
-    """Pixel-wise mean of a category's training images (N, H, W, 3) -> float32 (H, W, 3).
-
-    Where the pose varies, the part averages away and the mean is the background (the article's
-    "training data average")."""
-    return images.mean(axis=0, dtype=np.float64).astype(np.float32)
-
-
-def _binarise(difference: np.ndarray) -> np.ndarray:
-    """Otsu threshold of a difference map, cleaned: an opening removes speckle, a closing fills."""
-    diff = np.clip(difference, 0, 255).astype(np.uint8)
-    _, binary = cv2.threshold(diff, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    k = max(3, (min(diff.shape) // 32) | 1)
-    binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    return cv2.morphologyEx(binary, cv2.MORPH_CLOSE, np.ones((k, k), np.uint8)).astype(bool)
-
-
-def mask_from_mean(image: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """The article's mask: |image - category mean|, largest channel difference, Otsu-binarised."""
-    return _binarise(np.abs(image.astype(np.float32) - mean).max(axis=2))
-
-
-def mask_from_background(image: np.ndarray) -> np.ndarray:
-    """|image - the image's own median colour|, Otsu-binarised: needs no other image, so it
-    follows the part however it lies."""
-    median = np.median(image.reshape(-1, 3), axis=0).astype(np.float32)
-    return _binarise(np.abs(image.astype(np.float32) - median).max(axis=2))
-
-
-def compactness(mask: np.ndarray) -> float:
-    """How much a mask looks like one solid part, in [0, 1]: the share of its pixels in its
-    largest connected component (speckle scores low) times that component's solidity, its area
-    over its convex hull's (a thin outline or ring scores low). 0 for an empty mask."""
-    total = int(mask.sum())
-    if total == 0:
-        return 0.0
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    area = int(stats[largest, cv2.CC_STAT_AREA])
-    points = cv2.findNonZero((labels == largest).astype(np.uint8))
-    hull_area = max(cv2.contourArea(cv2.convexHull(points)), 1.0)
-    return float(area / total * min(1.0, area / hull_area))
-
-
-def choose_mask_mode(images: np.ndarray, mean: np.ndarray, sample: int = 32) -> str:
-    """What ``auto`` picks for a category: the mode whose masks come out more compact.
-
-    Each mode scores the median :func:`compactness` of its masks over up to ``sample`` training
-    images. The mean-image mask breaks up where the pose varies a lot (the part's smear in the
-    mean leaves pieces and holes) and shrinks to fragments of the outline where the part never
-    moves (the mean *is* the part); the per-image background mask stays one solid piece in both
-    cases. The higher score wins; ties (within 0.05) keep ``mean``, the article's choice. When
-    neither reaches 0.4 the category is a texture (grid): the part is the whole image, ``full``.
-    """
-    step = max(1, len(images) // sample)
-    picked = images[::step][:sample]
-    by_mean = float(np.median([compactness(mask_from_mean(im, mean)) for im in picked]))
-    by_background = float(np.median([compactness(mask_from_background(im)) for im in picked]))
-    if max(by_mean, by_background) < 0.4:
-        return "full"
-    return "background" if by_background > by_mean + 0.05 else "mean"
-
-
-def check_mask_mode(mode: str) -> None:
-    if mode not in MASK_MODES:
-        raise unknown("mask mode", mode, MASK_MODES)
-
-
-def object_masks(images: np.ndarray, mode: str = "auto") -> tuple[np.ndarray, str]:
-    """Object masks (N, H, W) bool for a category's images, and the mode actually used.
-
-    Modes: ``mean`` (the article: |image - category mean|), ``background`` (|image - its own
-    median colour|), ``full`` (everything: for textures), ``auto`` (see :func:`choose_mask_mode`).
-    """
-    check_mask_mode(mode)
-    mean = mean_image(images)
-    if mode == "auto":
-        mode = choose_mask_mode(images, mean)
-    if mode == "full":
-        return np.ones(images.shape[:3], bool), mode
-    if mode == "mean":
-        masks = [mask_from_mean(im, mean) for im in images]
-    else:
-        masks = [mask_from_background(im) for im in images]
-    return np.stack(masks), mode

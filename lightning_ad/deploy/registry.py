@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from lightning_ad import tracking
 from lightning_ad.config import check_name
-from lightning_ad.data.twins import TwinClasses
+from lightning_ad.data.classes import TwinClasses
 from lightning_ad.errors import LightningADError
 from lightning_ad.grid import GRID_KEYS, MODEL_KEYS
 from lightning_ad.packaging.mlflow_model import MODEL_ARTIFACT

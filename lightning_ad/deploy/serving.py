@@ -7,7 +7,7 @@ its own: one client could send gigabytes. Starlette's ``RequestBodyLimitMiddlewa
 received so far) passes the limit, before the app reads further, so an oversized request costs
 the server no more than the limit. The number of images a request may hold (and so the size of
 a ``maps=true`` answer) is bounded by
-:data:`~lightning_ad.packaging.mlflow_model.MAX_IMAGES_ENV`, which ``DetectorModel`` reads. Each
+:data:`~lightning_ad.packaging.MAX_IMAGES_ENV`, which ``DetectorModel`` reads. Each
 request is scored in a thread of its own (MLflow's ``asyncio.to_thread``), so a large one does
 not stop the server from reading and answering the others.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.types import ASGIApp
 
-from lightning_ad.packaging.mlflow_model import MAX_IMAGES_ENV
+from lightning_ad.packaging import MAX_IMAGES_ENV
 
 MAX_BODY_ENV = "LIGHTNING_AD_SERVE_MAX_BODY_BYTES"
 DEFAULT_MAX_BODY_MB = 32

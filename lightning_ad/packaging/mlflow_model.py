@@ -31,9 +31,8 @@ from mlflow.models import ModelSignature
 from lightning_ad.data.mvtec import decode_image
 from lightning_ad.errors import LightningADError
 from lightning_ad.models.detector import Detector
+from lightning_ad.packaging import MAX_IMAGES_ENV
 
-MAX_IMAGES_ENV = "LIGHTNING_AD_SERVE_MAX_IMAGES"
-"""The most images one request may hold, where ``lightning-ad serve`` sets it."""
 MODEL_ARTIFACT = "model"
 """Where a trial run keeps its detector: ``runs:/RUN_ID/model``."""
 DETECTOR_ARTIFACT = "detector"

@@ -18,7 +18,7 @@ import yaml
 
 from lightning_ad import tracking
 from lightning_ad.config import SETTINGS, TrialConfig, check_name, check_setting_type
-from lightning_ad.data.twins import TwinClasses
+from lightning_ad.data.classes import TwinClasses
 from lightning_ad.errors import LightningADError, unknown
 from lightning_ad.grid import GRID_KEYS, NO_HEAD
 

@@ -3,19 +3,18 @@ import re
 import numpy as np
 import pytest
 
+from lightning_ad.data.classes import TwinClasses
+from lightning_ad.data.masks import compactness, object_masks
 from lightning_ad.data.twins import (
     CutPasteTwin,
     DistortionTwin,
     LineTwin,
     ScarTwin,
-    TwinClasses,
     build_twin,
-    compactness,
     keras_affine_rows,
-    keras_reference_transform,
-    object_masks,
 )
 from lightning_ad.errors import LightningADError
+from tests.keras_reference import keras_reference_transform
 
 SIZE = 96
 

@@ -12,7 +12,8 @@ import pytest
 from mlflow.exceptions import MlflowException
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
-from lightning_ad.packaging.mlflow_model import IMAGE, MAX_IMAGES_ENV, DetectorModel
+from lightning_ad.packaging import MAX_IMAGES_ENV
+from lightning_ad.packaging.mlflow_model import IMAGE, DetectorModel
 
 
 async def _echo_length(scope, receive, send) -> None:
