@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lightning_ad.config import TrialConfig
+from lightning_ad.data.config import DataConfig
 from lightning_ad.data.datamodule import AnomalyDataModule
 from lightning_ad.models.net import AnomalyNet
 
@@ -101,13 +103,15 @@ def ratio_row(
     )
 
 
+def data_config(**settings: object) -> DataConfig:
+    """The data part of a trial with these ``settings`` (the rest at their defaults)."""
+    return TrialConfig(**({"backbone": "mobilenet_v2"} | settings)).data
+
+
 def datamodule(setup: Setup, batch_size: int = 32) -> AnomalyDataModule:
     dm = AnomalyDataModule(
         setup.data_root / "screw",
-        classes=3,
-        image_size=setup.image_size,
-        batch_size=batch_size,
-        seed=0,
+        data_config(image_size=setup.image_size, batch_size=batch_size),
         num_workers=0,
     )
     dm.setup("fit")

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from benchmarks.harness import Row, Setup, benchmark, category
 from lightning_ad.data.datamodule import load_images
 from lightning_ad.deploy import predict
+from lightning_ad.models.config import NetConfig
 from lightning_ad.models.detector import Detector, DetectorSpec
 from lightning_ad.models.net import AnomalyNet
 from lightning_ad.packaging.mlflow_model import BATCH_SIZE, save_detector
@@ -62,11 +63,11 @@ def predict_throughput(setup: Setup) -> Row:
 
 def _saved_detector(setup: Setup, backbone: str, side: int, folder: Path) -> Path:
     pretrained = "false" if setup.tiny else "auto"
-    net = AnomalyNet(backbone, "arcface", 3, pretrained=pretrained).eval()
+    net = AnomalyNet(NetConfig(backbone, "arcface", 3, {}, pretrained, "frozen")).eval()
     spec = DetectorSpec(backbone, "arcface", 3, {}, "patch", side, True, 0.01)
     normals = load_images(tuple(s.path for s in category(setup).train), side)
     tensor = torch.from_numpy(normals.transpose(0, 3, 1, 2).copy())
     loader = DataLoader(TensorDataset(tensor, torch.zeros(len(tensor))), batch_size=32)
-    detector = Detector.fit(spec, net, loader, pretrained)
+    detector = Detector.fit(spec, net, loader)
     detector.calibrate(loader, 0.01)  # any threshold: only the time is measured
     return save_detector(folder, detector, normals[0])

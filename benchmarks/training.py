@@ -12,18 +12,23 @@ from benchmarks.harness import (
     Row,
     Setup,
     benchmark,
+    data_config,
     datamodule,
     one_epoch_trainer,
     ratio_row,
     side_by_side,
     train_step,
 )
+from lightning_ad.config import TrialConfig
 from lightning_ad.data.datamodule import AnomalyDataModule
 from lightning_ad.models.module import AnomalyModule
 
 
-def _module(backbone: str = "mobilenet_v2", **kwargs) -> AnomalyModule:
-    return AnomalyModule(backbone=backbone, head="arcface", n_classes=3, **kwargs)
+def _module(
+    backbone: str = "mobilenet_v2", pretrained: str = "auto", channels_last: bool = True
+) -> AnomalyModule:
+    config = TrialConfig(backbone=backbone, head="arcface", classes=3, pretrained=pretrained)
+    return AnomalyModule(config.net, config.optimizer, config.scoring, channels_last)
 
 
 @benchmark("B1")
@@ -94,7 +99,7 @@ def scaling(setup: Setup) -> Row:
 
     def epoch_seconds(size: int, fraction: float) -> float:
         dm = AnomalyDataModule(
-            setup.data_root / "screw", classes=3, image_size=size, batch_size=32, num_workers=0
+            setup.data_root / "screw", data_config(image_size=size), num_workers=0
         )
         dm.setup("fit")
         keep = max(1, int(fraction * len(dm.train_set.images)))

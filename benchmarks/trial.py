@@ -88,11 +88,7 @@ def measure(settings: dict) -> dict:
         result = run_trial(config, tracking_uri=f"sqlite:///{tmp}/mlflow.db", progress_bar=False)
     # The trial's own peak, before the scorer timings below allocate features of their own.
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    dm = AnomalyDataModule(
-        Path(settings["data_root"]) / "screw",
-        image_size=config.image_size,
-        score_image_size=config.scoring_size,
-    )
+    dm = AnomalyDataModule(Path(settings["data_root"]) / "screw", config.data)
     dm.setup("fit")
     cache = sum(
         d.images.nbytes
@@ -123,7 +119,7 @@ def _time_scorers(config: TrialConfig, n_good: int, n_test: int) -> dict[str, fl
     cheap = time.perf_counter() - t0
 
     channels = build_backbone(config.backbone, pretrained="false").patch_channels
-    side, grid = config.scoring_size, config.scoring_size // 8
+    side, grid = config.data.scoring_size, config.data.scoring_size // 8
     good_patches = torch.randn(n_good, channels, grid, grid)
     test_patches = torch.randn(n_test, channels, grid, grid)
     masks = np.zeros((n_test, side, side), bool)

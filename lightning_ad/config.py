@@ -1,21 +1,27 @@
 """``TrialConfig``: every setting of one trial, from the CLI (``train``) or a sweep's grid cell.
 
-Nothing else reads global state: ``train.run_trial(config)`` is the only way a model is trained.
-Each rule about a setting is checked where its concept lives (a head knows its class count, a
-backbone its smallest image, a scorer whether it needs training); ``TrialConfig`` asks them all
-before anything is written. Importing this module does not import torch: the command line reads
-the fields (their types, defaults and ``help``) to build the ``train`` flags.
+The settings are flat, as a user writes them (``--lr``, a sweep file's ``fixed:``); each consumer
+gets its part whole: ``data`` (the DataModule), ``net`` and ``optimizer`` (the network and its
+training), ``scoring`` (the detector), ``training`` (the Trainer). Each part checks its own rules
+when it is built, asking the module that owns a concept (a head knows its class count, a scorer
+whether it needs training); ``TrialConfig`` builds them all before anything is written, and
+checks what spans parts (a backbone's smallest image). Importing this module does not import
+torch: the command line reads the fields (their types, defaults and ``help``) to build the
+``train`` flags.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from lightning_ad.data.classes import TwinClasses
+from lightning_ad.data.config import DataConfig
 from lightning_ad.errors import LightningADError, unknown
 from lightning_ad.grid import NO_HEAD
+from lightning_ad.models.config import NetConfig, OptimizerConfig, ScoringConfig
 
 ARTIFACT_LEVELS = ("full", "minimal")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -104,50 +110,71 @@ class TrialConfig:
         """False for the frozen baseline: nothing is trained."""
         return self.head != NO_HEAD
 
-    @property
-    def scoring_size(self) -> int:
-        """The image side the test images and the memory bank are read at."""
-        return self.score_image_size or self.image_size
+    @functools.cached_property
+    def data(self) -> DataConfig:
+        """What the DataModule reads."""
+        return DataConfig(
+            classes=self.classes,
+            twin_params=self.twin_params,
+            image_size=self.image_size,
+            scoring_size=self.score_image_size,
+            batch_size=self.batch_size,
+            samples_per_epoch=self.samples_per_epoch,
+            val_fraction=self.val_fraction,
+            mask_mode=self.mask_mode,
+            seed=self.seed,
+        )
 
-    @property
-    def score_used(self) -> str:
-        """The scorer behind ``test/auc``: ``score``, unless it needs a trained head and this
-        is the frozen baseline; then kNN, and the run's ``score_used`` parameter says so."""
+    @functools.cached_property
+    def net(self) -> NetConfig:
+        """What builds the network."""
+        return NetConfig(
+            backbone=self.backbone,
+            head=self.head,
+            n_classes=len(self.classes),
+            head_params=self.head_params,
+            pretrained=self.pretrained,
+            bn_mode=self.bn_mode,
+        )
+
+    @functools.cached_property
+    def optimizer(self) -> OptimizerConfig:
+        """What trains the network."""
+        return OptimizerConfig(self.lr, self.backbone_lr, self.amsgrad, self.cosine_schedule)
+
+    @functools.cached_property
+    def scoring(self) -> ScoringConfig:
+        """What scores the test split. Its scorer is ``score``, unless that needs a trained head
+        and this is the frozen baseline: then kNN (logged as the run's ``score_used``)."""
         from lightning_ad.models.scoring import scorer_for
 
-        return scorer_for(self.score, self.trains)
+        return ScoringConfig(
+            scorer=scorer_for(self.score, self.trains),
+            image_size=self.data.scoring_size,
+            coreset_fraction=self.coreset_fraction,
+            false_alarm_rate=self.false_alarm_rate,
+            seed=self.seed,
+        )
+
+    @functools.cached_property
+    def training(self) -> TrainingConfig:
+        """What the Trainer runs."""
+        return TrainingConfig(self.epochs, self.max_time_minutes, self.swa, swa_lr=self.lr)
 
     def validate(self) -> None:
-        """Every name and number checked before anything is written; errors name the value."""
-        from lightning_ad.data.masks import check_mask_mode
-        from lightning_ad.data.twins import build_twin
+        """Every name and number checked before anything is written; errors name the value.
+
+        Each part checks its own settings when it is built; what spans parts is checked here.
+        """
         from lightning_ad.models.backbones import check_backbone
-        from lightning_ad.models.detector import check_false_alarm_rate
-        from lightning_ad.models.heads import check_head
-        from lightning_ad.models.net import check_bn_mode
-        from lightning_ad.models.patchcore import check_coreset_fraction
-        from lightning_ad.models.scoring import check_scorer
 
         check_name("category", self.category)
+        for part in ("data", "net", "optimizer", "scoring", "training"):
+            getattr(self, part)  # building a part runs its checks
         check_backbone(self.backbone, self.image_size)
-        check_backbone(self.backbone, self.scoring_size)
-        check_head(self.head, len(self.classes), self.head_params)
-        for twin, params in self.twin_params.items():
-            build_twin(twin, **params)
-        check_scorer(self.score)
-        check_coreset_fraction(self.coreset_fraction)
-        check_mask_mode(self.mask_mode)
-        check_bn_mode(self.bn_mode)
-        check_false_alarm_rate(self.false_alarm_rate)
+        check_backbone(self.backbone, self.data.scoring_size)
         if self.artifacts not in ARTIFACT_LEVELS:
             raise unknown("artifacts level", self.artifacts, ARTIFACT_LEVELS)
-        for name in ("epochs", "batch_size", "samples_per_epoch"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise LightningADError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "backbone_lr"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise LightningADError(f"{name} must be positive, got {value}")
 
     def params(self) -> dict[str, Any]:
         """The flat parameter set logged to MLflow (data and versions are added by ``train``)."""
@@ -156,7 +183,7 @@ class TrialConfig:
         skip = ("head_params", "twin_params", "classes")
         flat = {k: v for k, v in asdict(self).items() if k not in skip}
         flat["classes"] = self.classes.label
-        flat["score_used"] = self.score_used
+        flat["score_used"] = self.scoring.scorer
         if self.trains:
             flat |= {
                 f"head/{k}": v for k, v in (head_parameters(self.head) | self.head_params).items()
@@ -164,6 +191,30 @@ class TrialConfig:
         for twin, params in self.twin_params.items():
             flat |= {f"twin/{twin}/{k}": v for k, v in params.items()}
         return flat
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """What the Trainer runs (its engineering, not the science).
+
+    Attributes:
+        epochs: the most training epochs (early stopping on ``val/loss``).
+        max_time_minutes: stop training after this many minutes (None: no limit).
+        swa: average the weights of the last epochs (Lightning's SWA) ...
+        swa_lr: ... at this learning rate.
+
+    Raises:
+        LightningADError: fewer than one epoch.
+    """
+
+    epochs: int
+    max_time_minutes: float | None
+    swa: bool
+    swa_lr: float
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise LightningADError(f"epochs must be at least 1, got {self.epochs}")
 
 
 SETTINGS = {f.name: f for f in fields(TrialConfig)}

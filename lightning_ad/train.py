@@ -23,7 +23,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, Stochast
 from pytorch_lightning.loggers import MLFlowLogger
 
 from lightning_ad import explain, metrics, plots, tracking
-from lightning_ad.config import TrialConfig
+from lightning_ad.config import TrainingConfig, TrialConfig
 from lightning_ad.data.datamodule import AnomalyDataModule
 from lightning_ad.data.resolve import ResolvedCategory, resolve_category
 from lightning_ad.errors import LightningADError
@@ -53,45 +53,29 @@ def run_trial(
     """Train (unless ``head`` is ``none``) and test one model; log everything to one MLflow run.
 
     Args:
+        config: the trial's settings; each part goes whole to the object that uses it.
         tracking_uri: see :func:`lightning_ad.tracking.resolve_tracking_uri`.
         experiment: the MLflow experiment, created if missing.
         tags: extra run tags (a sweep passes ``mlflow.parentRunId`` and its trial number).
         callbacks: extra Lightning callbacks (a sweep passes its pruning callback).
         progress_bar: Lightning's bar; default on when stderr is a terminal.
+
+    Returns:
+        The run's id, its metrics (``test/*``, ``val/*``), the trial's seconds and its best
+        validation loss.
+
+    Raises:
+        LightningADError: data, weights or a store that cannot be used (named, with what to
+            do), a NaN loss, or a full disk; the run is marked FAILED.
+        KeyboardInterrupt: Ctrl-C or SIGTERM; the run is marked KILLED.
     """
     started = time.perf_counter()
     uri = tracking.resolve_tracking_uri(tracking_uri)
     tracking.ensure_reachable(uri)
     data = resolve_category(config.category, config.data_root, config.data_dir)
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    datamodule = AnomalyDataModule(
-        data.root,
-        classes=config.classes,
-        twin_params=config.twin_params,
-        image_size=config.image_size,
-        score_image_size=config.scoring_size,
-        batch_size=config.batch_size,
-        samples_per_epoch=config.samples_per_epoch,
-        val_fraction=config.val_fraction,
-        mask_mode=config.mask_mode,
-        seed=config.seed,
-    )
-    module = AnomalyModule(
-        backbone=config.backbone,
-        head=config.head,
-        n_classes=len(config.classes),
-        head_params=config.head_params,
-        pretrained=config.pretrained,
-        lr=config.lr,
-        backbone_lr=config.backbone_lr,
-        amsgrad=config.amsgrad,
-        cosine_schedule=config.cosine_schedule,
-        bn_mode=config.bn_mode,
-        main_score=config.score_used,
-        coreset_fraction=config.coreset_fraction,
-        seed=config.seed,
-        false_alarm_rate=config.false_alarm_rate,
-    )
+    datamodule = AnomalyDataModule(data.root, config.data)
+    module = AnomalyModule(config.net, config.optimizer, config.scoring)
     tracking.ensure_experiment(experiment, uri)
     logger = TrialLogger(
         experiment_name=experiment,
@@ -145,7 +129,9 @@ def _fit_and_test(
     """Training (unless frozen), then the test split scored with the best checkpoint (lowest
     val/loss); returns the test scores and that val/loss (None when nothing was trained)."""
     with tempfile.TemporaryDirectory(prefix="lightning_ad-ckpt-") as checkpoints:
-        trainer = _trainer(config, logger, Path(checkpoints), callbacks or [], progress_bar)
+        trainer = _trainer(
+            config.training, logger, Path(checkpoints), callbacks or [], progress_bar
+        )
         best, best_loss = None, None
         if module.net.trains:
             _interruptible(trainer, lambda: trainer.fit(module, datamodule=datamodule))
@@ -185,7 +171,7 @@ def _interruptible(trainer: pl.Trainer, call: Callable[[], object]) -> None:
 
 
 def _trainer(
-    config: TrialConfig,
+    config: TrainingConfig,
     logger: MLFlowLogger,
     checkpoints: Path,
     extra: list[pl.Callback],
@@ -198,7 +184,7 @@ def _trainer(
         *extra,
     ]
     if config.swa:
-        callbacks.append(StochasticWeightAveraging(swa_lrs=config.lr, swa_epoch_start=0.5))
+        callbacks.append(StochasticWeightAveraging(swa_lrs=config.swa_lr, swa_epoch_start=0.5))
     return pl.Trainer(
         max_epochs=config.epochs,
         max_time={"minutes": config.max_time_minutes} if config.max_time_minutes else None,
@@ -310,12 +296,12 @@ def _log_artifacts(
         paths.append(sheet({"PatchCore map": patch_maps}, folder / "anomaly_maps.png"))
         if module.net.trains:
             maps = explain.gradcam_maps(
-                module.net, datamodule.test_dataloader(), range(1, len(config.classes))
+                module.net, datamodule.test_dataloader(), range(1, len(config.data.classes))
             )
             pixel_auc = metrics.pixel_auroc(explain.strongest(maps), masks)
             client.log_metric(run_id, "test/pixel_auc_gradcam", pixel_auc)
             scores.metrics["test/pixel_auc_gradcam"] = pixel_auc
-            titles = {f"Grad-CAM({config.classes.names[c]})": maps[c] for c in maps}
+            titles = {f"Grad-CAM({config.data.classes.names[c]})": maps[c] for c in maps}
             paths.append(sheet(titles, folder / "gradcam.png"))
         for path in paths:
             client.log_artifact(run_id, str(path), artifact_path="plots")

@@ -39,10 +39,10 @@ def test_every_rule_is_one_clear_error(settings: dict, message: str) -> None:
 
 def test_the_frozen_baseline_with_a_trained_scorer_is_an_explicit_logged_choice() -> None:
     frozen = TrialConfig(head="none", score="fused")
-    assert frozen.score == "fused" and frozen.score_used == "knn"
+    assert frozen.score == "fused" and frozen.scoring.scorer == "knn"
     assert frozen.params()["score"] == "fused" and frozen.params()["score_used"] == "knn"
     trained = TrialConfig(head="arcface", score="fused")
-    assert trained.score_used == "fused"
+    assert trained.scoring.scorer == "fused"
 
 
 def test_classes_are_one_value_whatever_their_spelling() -> None:

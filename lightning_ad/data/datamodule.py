@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lightning_ad.data.classes import TwinClasses
+from lightning_ad.data.config import DataConfig
 from lightning_ad.data.masks import object_masks
 from lightning_ad.data.mvtec import MVTecCategory, read_image, read_mask, resize
 from lightning_ad.data.twins import NORMAL, Twin, build_twin, is_grey
@@ -154,61 +154,31 @@ class AnomalyDataModule(pl.LightningDataModule):
 
     Args:
         category_dir: a category folder in MVTec AD layout (see :mod:`lightning_ad.data.resolve`).
-        classes: the classes to learn, anything :meth:`TwinClasses.parse` takes: ``2``, ``3``
-            or twin names starting with ``normal`` (class 0).
-        twin_params: per-twin parameter overrides, e.g. ``{"line": {"blob_aware": True}}``.
-        image_size: side of the square images the model trains on.
-        score_image_size: side of the train/good images the scorers are fitted on and of the
-            test images; default ``image_size``. A fully convolutional backbone trained on small
-            images can be scored at full resolution, where small defects are more than a pixel.
-        batch_size: images per batch, all classes mixed.
+        config: which images, twins and sizes (:class:`~lightning_ad.data.config.DataConfig`).
+            Test images are never used for any choice: the validation slice picks the
+            checkpoint and sets the threshold.
         scoring_batch_size: images per batch where nothing trains (:data:`SCORING_BATCH_SIZE`).
-        samples_per_epoch: training samples (an image as one class) drawn per epoch; default
-            as many as the train split has normal images. Equal for every class count, so
-            class2 and class3 trials of one seed take the same number of optimizer steps.
-        val_fraction: share of train/good held out, with its own fixed twins, for model
-            selection and early stopping. Test images are never used for any choice.
-        mask_mode: how the object mask for twins is found: auto, mean, background or full.
-        seed: drives the split, the shuffling and every twin.
         num_workers: loader processes; ``None`` picks 0 on CPU (the twins are cheap and a
             worker would steal a core from the model) and up to 4 with a GPU.
+
+    Raises:
+        LightningADError: (in ``setup``) a category too small to hold out a validation slice.
     """
 
     def __init__(
         self,
         category_dir: str | Path,
-        classes: int | str | Sequence[str] | TwinClasses = 3,
-        twin_params: Mapping[str, Mapping[str, Any]] | None = None,
-        image_size: int = 96,
-        score_image_size: int | None = None,
-        batch_size: int = 32,
+        config: DataConfig,
         scoring_batch_size: int = SCORING_BATCH_SIZE,
-        samples_per_epoch: int | None = None,
-        val_fraction: float = 0.2,
-        mask_mode: str = "auto",
-        seed: int = 0,
         num_workers: int | None = None,
     ) -> None:
         super().__init__()
-        if not 0 < val_fraction < 1:
-            raise LightningADError(f"val_fraction {val_fraction} must lie strictly between 0 and 1")
-        self.category_dir = Path(category_dir)
-        self.classes = TwinClasses.parse(classes)
-        params = dict(twin_params or {})
+        self.category_dir, self.config = Path(category_dir), config
         self.twins: list[Twin | None] = [
-            None if name == NORMAL else build_twin(name, **params.get(name, {}))
-            for name in self.classes.names
+            None if name == NORMAL else build_twin(name, **config.twin_params.get(name, {}))
+            for name in config.classes.names
         ]
-        self.image_size, self.batch_size, self.val_fraction = image_size, batch_size, val_fraction
         self.scoring_batch_size = scoring_batch_size
-        if samples_per_epoch is not None and samples_per_epoch < 1:
-            raise LightningADError(
-                f"samples_per_epoch must be at least 1, got {samples_per_epoch}; leave it unset "
-                "for as many as the train split's normal images"
-            )
-        self.samples_per_epoch = samples_per_epoch
-        self.score_image_size = score_image_size or image_size
-        self.mask_mode, self.seed = mask_mode, seed
         cuda = torch.cuda.is_available()
         self.num_workers = (
             (min(4, os.cpu_count() or 1) if cuda else 0) if num_workers is None else num_workers
@@ -228,45 +198,46 @@ class AnomalyDataModule(pl.LightningDataModule):
         # than it gives there (make bench B2: about 20 -> 13 us per patch at 96 px) and would
         # compete with torch for the cores. Forked DataLoader workers inherit the setting.
         cv2.setNumThreads(1)
+        config = self.config
         category = MVTecCategory.load(self.category_dir)
-        images = load_images(tuple(s.path for s in category.train), self.image_size)
-        masks, self.used_mask_mode = object_masks(images, self.mask_mode)
-        order = np.random.default_rng([self.seed, 7]).permutation(len(images))
-        n_val = max(1, round(self.val_fraction * len(images)))
+        images = load_images(tuple(s.path for s in category.train), config.image_size)
+        masks, self.used_mask_mode = object_masks(images, config.mask_mode)
+        order = np.random.default_rng([config.seed, 7]).permutation(len(images))
+        n_val = max(1, round(config.val_fraction * len(images)))
         if len(images) - n_val < 2:  # the scorers need two normals to fit (kNN's scale, LOF)
             raise LightningADError(
                 f"{category.root / 'train' / 'good'} has {len(images)} image(s): "
                 "too few to hold out "
-                f"a validation slice of {self.val_fraction:.0%} and fit on the rest; add normal "
+                f"a validation slice of {config.val_fraction:.0%} and fit on the rest; add normal "
                 "images"
             )
         val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
-        self.train_set = TwinDataset(images[train], masks[train], self.twins, self.seed, stream=0)
-        self.val_set = TwinDataset(images[val], masks[val], self.twins, self.seed, stream=1)
+        self.train_set = TwinDataset(images[train], masks[train], self.twins, config.seed, stream=0)
+        self.val_set = TwinDataset(images[val], masks[val], self.twins, config.seed, stream=1)
         # The scorers are fitted on the train split only: the validation slice's normals are
         # new to them, as a production part is, so the threshold set on their scores is
         # set on scores like those new parts will get (the twins of these images still pick
         # the checkpoint, which the scorers do not see).
-        good = load_images(tuple(s.path for s in category.train), self.score_image_size)
-        self.good_set = TwinDataset(good[train], None, [None], self.seed, stream=2)
-        self.val_good_set = TwinDataset(good[val], None, [None], self.seed, stream=3)
+        good = load_images(tuple(s.path for s in category.train), config.scoring_size)
+        self.good_set = TwinDataset(good[train], None, [None], config.seed, stream=2)
+        self.val_good_set = TwinDataset(good[val], None, [None], config.seed, stream=3)
         self.grey = all(is_grey(image) for image in images)
         self.defect_names = ("good", *category.defect_types)
         self.test_paths = tuple(str(s.path.relative_to(category.root)) for s in category.test)
         self.test_set = LabelledDataset(
-            load_images(tuple(s.path for s in category.test), self.score_image_size),
+            load_images(tuple(s.path for s in category.test), config.scoring_size),
             [s.label for s in category.test],
             [self.defect_names.index(s.defect) for s in category.test],
-            load_masks(tuple(s.mask_path for s in category.test), self.score_image_size),
+            load_masks(tuple(s.mask_path for s in category.test), config.scoring_size),
         )
 
     @property
     def epoch_samples(self) -> int:
-        """Training samples per epoch (see ``samples_per_epoch``)."""
-        return self.samples_per_epoch or len(self.train_set.images)
+        """Training samples per epoch (``DataConfig.samples_per_epoch``)."""
+        return self.config.samples_per_epoch or len(self.train_set.images)
 
     def train_dataloader(self) -> DataLoader:
-        sampler = EpochSampler(len(self.train_set), self.seed, self.epoch_samples)
+        sampler = EpochSampler(len(self.train_set), self.config.seed, self.epoch_samples)
         return self._loader(self.train_set, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
@@ -290,7 +261,7 @@ class AnomalyDataModule(pl.LightningDataModule):
     ) -> DataLoader:
         return DataLoader(
             dataset,
-            batch_size=batch_size or self.batch_size,
+            batch_size=batch_size or self.config.batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

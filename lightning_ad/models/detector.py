@@ -27,6 +27,7 @@ from lightning_ad.data.twins import is_grey
 from lightning_ad.errors import LightningADError
 from lightning_ad.models import patchcore, scoring
 from lightning_ad.models.backbones import Backbone, build_backbone
+from lightning_ad.models.config import NetConfig, ScoringConfig
 from lightning_ad.models.net import AnomalyNet
 
 SPEC_FILE = "detector.json"
@@ -112,6 +113,26 @@ class DetectorSpec:
     map_scale: float | None = None
     """The largest anomaly-map value on a held-out normal image: a heat map's mid-scale."""
 
+    @classmethod
+    def of(cls, net: NetConfig, scoring: ScoringConfig, grey: bool) -> DetectorSpec:
+        """The spec of a detector of network ``net`` scored as ``scoring`` says."""
+        return cls(
+            backbone=net.backbone,
+            head=net.head,
+            n_classes=net.n_classes,
+            head_params=dict(net.head_params),
+            scorer=scoring.scorer,
+            image_size=scoring.image_size,
+            grey=grey,
+            coreset_fraction=scoring.coreset_fraction,
+        )
+
+    def net_config(self) -> NetConfig:
+        """The network's settings, for weights read from a file (nothing pretrained)."""
+        return NetConfig(
+            self.backbone, self.head, self.n_classes, self.head_params, "false", bn_mode="frozen"
+        )
+
 
 class Detector:
     """Scores uint8 RGB images (B, 3, S, S) with one scorer fitted on normal images.
@@ -138,14 +159,27 @@ class Detector:
         spec: DetectorSpec,
         net: AnomalyNet,
         normals: DataLoader,
-        pretrained: str | Path = "auto",
         seed: int = 0,
     ) -> Detector:
-        """Fit the scorers on the ``normals`` (the train split's good images, as loaded)."""
+        """Fit the scorers on the ``normals``.
+
+        Args:
+            spec: what the detector is (its network's names, scorer, image side).
+            net: the network, trained or frozen; the ``fused`` scorer also builds the
+                untrained backbone from the weights ``net`` started from.
+            normals: the train split's good images, as loaded (uint8 batches).
+            seed: PatchCore's coreset sampling.
+
+        Returns:
+            The fitted detector, without a threshold until :meth:`calibrate`.
+
+        Raises:
+            LightningADError: ``normals`` is empty.
+        """
         frozen = None
         if scoring.needs_frozen_view(spec.scorer, net.trains):
             device = next(net.parameters()).device
-            frozen = build_backbone(spec.backbone, pretrained)
+            frozen = build_backbone(spec.backbone, net.config.pretrained)
             frozen = frozen.to(device, memory_format=net.memory_format).eval()
         features = _collect(_Embedder(net, frozen), normals)
         bank = patchcore.MemoryBank(spec.coreset_fraction, seed).fit(features.pop("patches"))
@@ -242,7 +276,7 @@ class Detector:
             ) from err
         threshold = raw.pop("threshold")
         spec = DetectorSpec(**raw, threshold=Threshold(**threshold) if threshold else None)
-        net = AnomalyNet(spec.backbone, spec.head, spec.n_classes, spec.head_params, "false")
+        net = AnomalyNet(spec.net_config())
         net.load_state_dict(tensors["net"])
         frozen = None
         if tensors["frozen"] is not None:

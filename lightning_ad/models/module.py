@@ -4,7 +4,6 @@ validation, every scorer and its AUROC on the test split."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -15,12 +14,8 @@ from lightning_ad import metrics
 from lightning_ad.data.datamodule import LabelledBatch
 from lightning_ad.errors import LightningADError
 from lightning_ad.models import patchcore, scoring
-from lightning_ad.models.detector import (
-    DEFAULT_FALSE_ALARM_RATE,
-    Detector,
-    DetectorSpec,
-    Threshold,
-)
+from lightning_ad.models.config import NetConfig, OptimizerConfig, ScoringConfig
+from lightning_ad.models.detector import Detector, DetectorSpec, Threshold
 from lightning_ad.models.net import AnomalyNet
 
 
@@ -44,45 +39,28 @@ class AnomalyModule(pl.LightningModule):
     masks (pixel AUROC and AUPRO, overall and per defect type).
 
     Args:
-        backbone, head, n_classes, head_params, pretrained, channels_last: the network's
-            (see :class:`~lightning_ad.models.net.AnomalyNet`).
-        lr, amsgrad: Adam's (the article's author: 1e-4 with amsgrad).
-        backbone_lr: the backbone's own learning rate (default ``lr``): lower, it keeps more of
-            the pretrained features the scorers read.
-        cosine_schedule: anneal the learning rate to 0 over the run.
-        bn_mode: ``frozen`` keeps the backbone's BatchNorm statistics while training
-            (:data:`~lightning_ad.models.net.BN_MODES`).
-        main_score: the scorer logged again as ``test/auc``; the caller has made sure it
-            applies to this network (``TrialConfig.score_used``).
-        coreset_fraction, seed: PatchCore's memory bank (``patchcore.MemoryBank``).
-        false_alarm_rate: the detector's decision threshold, set on the held-out normal images
-            (:class:`~lightning_ad.models.detector.Threshold`).
+        net: the network (:class:`~lightning_ad.models.config.NetConfig`).
+        optimizer: its training (:class:`~lightning_ad.models.config.OptimizerConfig`).
+        scoring: the test split's scoring and the detector's threshold
+            (:class:`~lightning_ad.models.config.ScoringConfig`); its scorer is logged again as
+            ``test/auc``.
+        channels_last: see :class:`~lightning_ad.models.net.AnomalyNet`.
+
+    The DataModule hands it the train split's normal images (the scorers' reference), the
+    validation slice's (the threshold's) and whether the images are grey (the detector's
+    input).
     """
 
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
-        head: str = "arcface",
-        n_classes: int = 3,
-        head_params: dict | None = None,
-        pretrained: str | Path = "auto",
-        lr: float = 1e-4,
-        backbone_lr: float | None = None,
-        amsgrad: bool = True,
-        cosine_schedule: bool = False,
-        bn_mode: str = "frozen",
-        main_score: str = "knn",
-        coreset_fraction: float = 0.01,
-        seed: int = 0,
-        false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
+        net: NetConfig,
+        optimizer: OptimizerConfig,
+        scoring: ScoringConfig,
         channels_last: bool = True,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(logger=False)  # train.py logs one flat, complete set itself
-        self.net = AnomalyNet(
-            backbone, head, n_classes, head_params, pretrained, channels_last, bn_mode
-        )
-        self.main_score = main_score
+        self.net = AnomalyNet(net, channels_last)
+        self.optimization, self.scoring = optimizer, scoring
         self.test_scores: TestScores | None = None
         self._test_batches: list[dict[str, torch.Tensor]] = []
         # Fitted when the test starts; a plain object, outside the module tree, so that its
@@ -132,13 +110,13 @@ class AnomalyModule(pl.LightningModule):
         self._shared_step(batch, "val")
 
     def configure_optimizers(self):
-        backbone_lr = self.hparams.backbone_lr or self.hparams.lr
+        settings = self.optimization
         groups = [
-            {"params": self.net.backbone.parameters(), "lr": backbone_lr},
+            {"params": self.net.backbone.parameters(), "lr": settings.backbone_lr},
             {"params": self.net.head.parameters()},
         ]
-        optimizer = torch.optim.Adam(groups, lr=self.hparams.lr, amsgrad=self.hparams.amsgrad)
-        if not self.hparams.cosine_schedule:
+        optimizer = torch.optim.Adam(groups, lr=settings.lr, amsgrad=settings.amsgrad)
+        if not settings.cosine_schedule:
             return optimizer
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=self.trainer.max_epochs
@@ -149,22 +127,9 @@ class AnomalyModule(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         datamodule = self.trainer.datamodule
-        spec = DetectorSpec(
-            backbone=self.hparams.backbone,
-            head=self.hparams.head,
-            n_classes=self.hparams.n_classes,
-            head_params=dict(self.hparams.head_params or {}),
-            scorer=self.main_score,
-            image_size=datamodule.score_image_size,
-            grey=datamodule.grey,
-            coreset_fraction=self.hparams.coreset_fraction,
-        )
+        spec = DetectorSpec.of(self.net.config, self.scoring, grey=datamodule.grey)
         self.detector = Detector.fit(
-            spec,
-            self.net,
-            datamodule.train_good_dataloader(),
-            self.hparams.pretrained,
-            self.hparams.seed,
+            spec, self.net, datamodule.train_good_dataloader(), self.scoring.seed
         )
         self._test_batches = []
 
@@ -191,14 +156,14 @@ class AnomalyModule(pl.LightningModule):
             results[f"test/auc_{name}"] = metrics.auroc(labels, values)
             for defect, value in metrics.auroc_per_defect(defects, values, names).items():
                 results[f"test/auc_{name}/{defect}"] = value
-        main = f"test/auc_{self.main_score}"
+        main = f"test/auc_{self.scoring.scorer}"
         results |= {
             "test/auc" + k.removeprefix(main): v for k, v in results.items() if k.startswith(main)
         }
         results |= pixel_metrics(maps, masks, defects, names)
         normals = self.trainer.datamodule.val_good_dataloader()
-        threshold = self.detector.calibrate(normals, self.hparams.false_alarm_rate)
-        results |= threshold_metrics(threshold, scores[self.main_score], labels)
+        threshold = self.detector.calibrate(normals, self.scoring.false_alarm_rate)
+        results |= threshold_metrics(threshold, scores[self.scoring.scorer], labels)
         self.log_dict(results)
         self.test_scores = TestScores(labels, defects, names, scores, results, maps)
 

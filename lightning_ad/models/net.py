@@ -7,14 +7,12 @@ it, ``explain.py`` asks it for Grad-CAM and the benchmarks time it.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
 from lightning_ad.errors import LightningADError, unknown
-from lightning_ad.grid import NO_HEAD
 from lightning_ad.models.backbones import Backbone, build_backbone
+from lightning_ad.models.config import NetConfig
 from lightning_ad.models.heads import build_head
 
 BN_MODES = ("frozen", "train")
@@ -40,36 +38,26 @@ class AnomalyNet(nn.Module):
     """Backbone + metric-learning head.
 
     Args:
-        backbone: a name from :data:`lightning_ad.models.backbones.BACKBONES`.
-        head: a name from :data:`lightning_ad.models.heads.HEADS`, or ``none`` for the frozen
-            baseline (no head: the backbone's embeddings are used as they are).
-        n_classes: number of twin classes (``normal`` included).
-        head_params: the head's paper parameters (alpha, s, m, dynamic).
-        pretrained: ``auto`` | ``true`` | ``false`` | a state-dict path.
+        config: the backbone, the head and how they start (:class:`NetConfig`).
         channels_last: keep weights and images in NHWC. oneDNN's CPU convolutions and cuDNN's
             tensor-core ones are faster that way (``make bench`` B8 measures it).
-        bn_mode: one of :data:`BN_MODES`.
+
+    Raises:
+        LightningADError: pretrained weights that cannot be found or read.
     """
 
-    def __init__(
-        self,
-        backbone: str = "efficientnet_lite0",
-        head: str = "arcface",
-        n_classes: int = 3,
-        head_params: dict | None = None,
-        pretrained: str | Path = "auto",
-        channels_last: bool = True,
-        bn_mode: str = "frozen",
-    ) -> None:
+    def __init__(self, config: NetConfig, channels_last: bool = True) -> None:
         super().__init__()
-        check_bn_mode(bn_mode)
-        self.bn_mode = bn_mode
+        self.config = config
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.backbone = build_backbone(backbone, pretrained).to(memory_format=self.memory_format)
+        backbone = build_backbone(config.backbone, config.pretrained)
+        self.backbone = backbone.to(memory_format=self.memory_format)
         self.head = (
-            None
-            if head == NO_HEAD
-            else build_head(head, self.backbone.out_features, n_classes, **(head_params or {}))
+            build_head(
+                config.head, self.backbone.out_features, config.n_classes, **config.head_params
+            )
+            if config.trains
+            else None
         )
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
@@ -83,7 +71,7 @@ class AnomalyNet(nn.Module):
         """As ``nn.Module.train``, but with ``bn_mode`` frozen the BatchNorm layers stay in
         eval mode: they normalise with, and never update, the pretrained statistics."""
         super().train(mode)
-        if mode and self.bn_mode == "frozen":
+        if mode and self.config.bn_mode == "frozen":
             for layer in self.modules():
                 if isinstance(layer, nn.modules.batchnorm._BatchNorm):
                     layer.eval()

@@ -99,7 +99,12 @@ def check_scorer(name: str) -> None:
 
 
 def scorer_for(name: str, trained: bool) -> str:
-    """``name``, or the fallback when ``name`` needs a trained head and there is none."""
+    """``name``, or the fallback when ``name`` needs a trained head and there is none.
+
+    Raises:
+        LightningADError: ``name`` is no scorer.
+    """
+    check_scorer(name)
     return UNTRAINED_FALLBACK if SCORERS[name].needs_training and not trained else name
 
 

@@ -4,13 +4,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightning_ad.config import TrialConfig
+from lightning_ad.data.config import DataConfig
 from lightning_ad.data.datamodule import AnomalyDataModule, LabelledBatch, load_images
 from lightning_ad.data.mvtec import MVTecCategory
 
 
-def _datamodule(root: Path, **kwargs) -> AnomalyDataModule:
-    params = dict(classes=3, image_size=32, batch_size=8, seed=0) | kwargs
-    dm = AnomalyDataModule(root / "screw", **params)
+def _data(**settings) -> DataConfig:
+    """A trial's data settings: 32-pixel images in batches of 8, unless ``settings`` say."""
+    defaults = {"backbone": "mobilenet_v2", "image_size": 32, "batch_size": 8, "seed": 0}
+    return TrialConfig(**(defaults | settings)).data
+
+
+def _datamodule(root: Path, **settings) -> AnomalyDataModule:
+    dm = AnomalyDataModule(root / "screw", _data(**settings))
     dm.setup("fit")
     return dm
 
@@ -112,7 +119,7 @@ def test_the_good_loaders_split_the_training_images_untouched(synthetic_root: Pa
 
 def test_scoring_reads_train_good_and_test_at_its_own_size(synthetic_root: Path) -> None:
     """Training sees 32-pixel images; the memory bank and the test split see 64 pixels."""
-    dm = AnomalyDataModule(synthetic_root / "screw", image_size=32, score_image_size=64, seed=0)
+    dm = AnomalyDataModule(synthetic_root / "screw", _data(score_image_size=64))
     dm.setup()
     assert next(iter(dm.train_dataloader()))[0].shape[-1] == 32
     assert next(iter(dm.train_good_dataloader()))[0].shape[-1] == 64
@@ -137,6 +144,6 @@ def test_corrupt_training_image_fails_setup_naming_it(screw_copy: Path) -> None:
 
     bad = screw_copy / "train" / "good" / "004.png"
     bad.write_bytes(b"garbage")
-    dm = AnomalyDataModule(screw_copy, image_size=33)
+    dm = AnomalyDataModule(screw_copy, _data(image_size=33))
     with pytest.raises(DataError, match=f"cannot decode image {bad}"):
         dm.setup("fit")

@@ -17,6 +17,7 @@ from lightning_ad.data.datamodule import load_images
 from lightning_ad.data.mvtec import MVTecCategory
 from lightning_ad.data.twins import is_grey
 from lightning_ad.errors import LightningADError
+from lightning_ad.models.config import NetConfig
 from lightning_ad.models.detector import Detector, DetectorSpec, Threshold
 from lightning_ad.models.net import AnomalyNet
 from lightning_ad.models.scoring import SCORERS
@@ -60,10 +61,10 @@ def _loader(root: Path, category: str) -> DataLoader:
 def detector(synthetic_root: Path) -> Detector:
     """An untrained mobilenet_v2 + arcface detector fitted on the tiny screw's normals."""
     torch.manual_seed(0)
-    net = AnomalyNet("mobilenet_v2", "arcface", 3, pretrained="false").eval()
+    net = AnomalyNet(NetConfig("mobilenet_v2", "arcface", 3, {}, "false", "frozen")).eval()
     spec = DetectorSpec("mobilenet_v2", "arcface", 3, {}, "fused", 64, True, 0.1)
     loader = _loader(synthetic_root, "screw")
-    fitted = Detector.fit(spec, net, loader, pretrained="false")
+    fitted = Detector.fit(spec, net, loader)
     fitted.calibrate(loader, 0.1)
     return fitted
 
@@ -93,7 +94,7 @@ def test_only_a_fused_detector_runs_and_keeps_the_frozen_backbone(
     and its file is about half."""
     fused = (detector.save(tmp_path / "fused") / "weights.pt").stat().st_size
     spec = replace(detector.spec, scorer="patch", threshold=None)
-    fitted = Detector.fit(spec, detector.net, _loader(synthetic_root, "screw"), "false")
+    fitted = Detector.fit(spec, detector.net, _loader(synthetic_root, "screw"))
     assert fitted.frozen is None and "frozen" not in fitted.reference
     patch = fitted.save(tmp_path / "patch") / "weights.pt"
     assert patch.stat().st_size < 0.6 * fused

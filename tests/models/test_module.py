@@ -5,8 +5,20 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from lightning_ad.config import TrialConfig
 from lightning_ad.data.datamodule import AnomalyDataModule
 from lightning_ad.models.module import AnomalyModule
+
+
+def _config(**settings) -> TrialConfig:
+    """A tiny trial's settings: mobilenet_v2 from scratch on 32-pixel images, batches of 8."""
+    defaults = {"backbone": "mobilenet_v2", "pretrained": "false", "image_size": 32}
+    return TrialConfig(**(defaults | {"batch_size": 8} | settings))
+
+
+def _module(**settings) -> AnomalyModule:
+    config = _config(**settings)
+    return AnomalyModule(config.net, config.optimizer, config.scoring)
 
 
 def _fit_and_test(
@@ -18,7 +30,7 @@ def _fit_and_test(
     """One epoch of training (unless the module is already trained, or frozen), then the test
     split scored, as ``run_trial`` does it."""
     pl.seed_everything(0, verbose=False)
-    dm = AnomalyDataModule(root / "screw", classes=3, image_size=32, batch_size=8, seed=0)
+    dm = AnomalyDataModule(root / "screw", _config().data)
     trainer = pl.Trainer(
         max_epochs=1,
         logger=False,
@@ -28,7 +40,7 @@ def _fit_and_test(
         num_sanity_val_steps=0,
     )
     if module is None:
-        module = AnomalyModule(backbone="mobilenet_v2", head=head, n_classes=3, pretrained="false")
+        module = _module(head=head)
         if module.net.trains:
             trainer.fit(module, datamodule=dm)
     dm.scoring_batch_size = test_batch_size
@@ -58,7 +70,7 @@ def test_the_frozen_baseline_is_only_scored_and_its_weights_stay_as_built(
     synthetic_root: Path,
 ) -> None:
     pl.seed_everything(0, verbose=False)
-    module = AnomalyModule(backbone="mobilenet_v2", head="none", pretrained="false")
+    module = _module(head="none")
     built = {k: v.clone() for k, v in module.state_dict().items()}
     scored = _fit_and_test(synthetic_root, "none", module=module)
     assert not scored.net.trains and scored.net.head is None
@@ -81,9 +93,7 @@ def test_test_scores_do_not_depend_on_the_batch_size(synthetic_root: Path) -> No
 
 
 def test_the_backbone_learns_at_its_own_rate() -> None:
-    module = AnomalyModule(
-        backbone="mobilenet_v2", head="arcface", pretrained="false", lr=1e-3, backbone_lr=1e-5
-    )
+    module = _module(head="arcface", lr=1e-3, backbone_lr=1e-5)
     backbone, head = module.configure_optimizers().param_groups
     assert backbone["lr"] == 1e-5 and head["lr"] == 1e-3
     assert {id(p) for p in backbone["params"]} == {id(p) for p in module.net.backbone.parameters()}
@@ -95,11 +105,9 @@ def test_fit_keeps_the_batchnorm_statistics_only_when_bn_mode_is_frozen(
 ) -> None:
     """Through Lightning's own fit loop, which sets no layer's mode itself."""
     pl.seed_everything(0, verbose=False)
-    module = AnomalyModule(
-        backbone="mobilenet_v2", head="arcface", pretrained="false", bn_mode=bn_mode
-    )
+    module = _module(head="arcface", bn_mode=bn_mode)
     before = {k: v.clone() for k, v in module.state_dict().items() if "running_mean" in k}
-    dm = AnomalyDataModule(synthetic_root / "screw", classes=3, image_size=32, batch_size=8)
+    dm = AnomalyDataModule(synthetic_root / "screw", _config().data)
     pl.Trainer(
         max_epochs=2,
         logger=False,

@@ -6,11 +6,17 @@ import pytest
 import torch
 
 from lightning_ad.errors import LightningADError
+from lightning_ad.models.config import NetConfig
 from lightning_ad.models.net import AnomalyNet
 
 
+def _net(backbone: str, head: str, bn_mode: str = "frozen") -> AnomalyNet:
+    """An untrained network of three classes."""
+    return AnomalyNet(NetConfig(backbone, head, 3, {}, pretrained="false", bn_mode=bn_mode))
+
+
 def test_normalises_uint8_like_imagenet() -> None:
-    net = AnomalyNet(backbone="resnet18", head="arcface", pretrained="false")
+    net = _net("resnet18", "arcface")
     grey = torch.full((1, 3, 4, 4), 124, dtype=torch.uint8)
     pixels = net.normalise(grey)
     assert pixels.dtype == torch.float32
@@ -20,7 +26,7 @@ def test_normalises_uint8_like_imagenet() -> None:
 
 
 def test_embeddings_and_logits_have_the_expected_shapes() -> None:
-    net = AnomalyNet(backbone="mobilenet_v2", head="arcface", n_classes=3, pretrained="false")
+    net = _net("mobilenet_v2", "arcface")
     images = torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8)
     net.eval()
     with torch.no_grad():
@@ -31,7 +37,7 @@ def test_embeddings_and_logits_have_the_expected_shapes() -> None:
 
 
 def test_the_frozen_baseline_has_no_head_and_no_classifier() -> None:
-    net = AnomalyNet(backbone="mobilenet_v2", head="none", pretrained="false")
+    net = _net("mobilenet_v2", "none")
     assert not net.trains and net.head is None
     with pytest.raises(LightningADError, match="has no classifier"):
         net.classifier()
@@ -42,7 +48,7 @@ def test_bn_mode_decides_whether_training_moves_the_batchnorm_statistics(
     bn_mode: str, moves: bool
 ) -> None:
     torch.manual_seed(0)
-    net = AnomalyNet("mobilenet_v2", "arcface", 3, pretrained="false", bn_mode=bn_mode)
+    net = _net("mobilenet_v2", "arcface", bn_mode)
     before = {k: v.clone() for k, v in net.state_dict().items() if "running_mean" in k}
     net.train()
     net(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8))

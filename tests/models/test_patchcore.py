@@ -9,6 +9,7 @@ import torch
 
 from lightning_ad.errors import LightningADError
 from lightning_ad.models import patchcore
+from lightning_ad.models.config import NetConfig
 from lightning_ad.models.net import AnomalyNet
 
 
@@ -66,7 +67,7 @@ def test_the_anomaly_map_peaks_inside_a_planted_defect() -> None:
     mask = torch.zeros(64, 64, dtype=torch.bool)
     mask[40:48, 16:24] = True
 
-    net = AnomalyNet("efficientnet_lite0", "none", pretrained="auto").eval()
+    net = AnomalyNet(NetConfig("efficientnet_lite0", "none", 3, {}, "auto", "frozen")).eval()
     with torch.no_grad():
         bank = patchcore.MemoryBank(0.5).fit(
             patchcore.patch_features(net.backbone, net.normalise(train))

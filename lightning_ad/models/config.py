@@ -1,0 +1,112 @@
+"""The parts of a trial's settings the model layer reads, each built whole by ``TrialConfig``:
+the network (``NetConfig``), its optimisation (``OptimizerConfig``) and the scoring of the test
+split (``ScoringConfig``). Importing this module imports no torch: each part asks the module
+that owns a rule (heads, scorers, PatchCore) only when it is built."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lightning_ad.errors import LightningADError
+from lightning_ad.grid import NO_HEAD
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """The network: backbone and metric-learning head.
+
+    Attributes:
+        backbone: a name from :data:`lightning_ad.models.backbones.BACKBONES`.
+        head: a name from :data:`lightning_ad.models.heads.HEADS`, or ``none`` for the frozen
+            baseline (no head: the backbone's embeddings are used as they are).
+        n_classes: number of twin classes (``normal`` included).
+        head_params: the head's paper parameters (alpha, s, m, dynamic).
+        pretrained: ``auto`` | ``true`` | ``false`` | a state-dict path.
+        bn_mode: one of :data:`lightning_ad.models.net.BN_MODES`.
+
+    Raises:
+        LightningADError: an unknown head or BatchNorm mode, or a head that cannot take
+            ``n_classes`` or ``head_params``.
+    """
+
+    backbone: str
+    head: str
+    n_classes: int
+    head_params: Mapping[str, Any]
+    pretrained: str
+    bn_mode: str
+
+    def __post_init__(self) -> None:
+        from lightning_ad.models.heads import check_head
+        from lightning_ad.models.net import check_bn_mode
+
+        check_head(self.head, self.n_classes, self.head_params)
+        check_bn_mode(self.bn_mode)
+
+    @property
+    def trains(self) -> bool:
+        """False for the frozen baseline: there is nothing to train."""
+        return self.head != NO_HEAD
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Adam's settings (the article's author: 1e-4 with AMSGrad).
+
+    Attributes:
+        lr: the head's learning rate.
+        backbone_lr: the backbone's own learning rate (None means ``lr``): lower, it keeps
+            more of the pretrained features the scorers read.
+        amsgrad: Adam's AMSGrad variant.
+        cosine_schedule: anneal the learning rate to 0 over the run.
+
+    Raises:
+        LightningADError: a learning rate that is not positive.
+    """
+
+    lr: float
+    backbone_lr: float | None
+    amsgrad: bool
+    cosine_schedule: bool
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "backbone_lr"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise LightningADError(f"{name} must be positive, got {value}")
+        if self.backbone_lr is None:
+            object.__setattr__(self, "backbone_lr", self.lr)
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """How the test split is scored and the detector's threshold set.
+
+    Attributes:
+        scorer: the scorer behind ``test/auc`` and the detector's verdicts; one that applies to
+            the network (``TrialConfig.scoring`` falls back to kNN for the frozen baseline).
+        image_size: side of the images the detector scores (``DataConfig.scoring_size``).
+        coreset_fraction: share of train/good patches in PatchCore's memory bank.
+        false_alarm_rate: the decision threshold's share of held-out normals above it.
+        seed: the memory bank's coreset sampling.
+
+    Raises:
+        LightningADError: an unknown scorer, or a fraction or rate out of its range.
+    """
+
+    scorer: str
+    image_size: int
+    coreset_fraction: float
+    false_alarm_rate: float
+    seed: int
+
+    def __post_init__(self) -> None:
+        from lightning_ad.models.detector import check_false_alarm_rate
+        from lightning_ad.models.patchcore import check_coreset_fraction
+        from lightning_ad.models.scoring import check_scorer
+
+        check_scorer(self.scorer)
+        check_coreset_fraction(self.coreset_fraction)
+        check_false_alarm_rate(self.false_alarm_rate)
