@@ -69,9 +69,10 @@ test-integration: $(STAMP) ## the tests against a real PostgreSQL and mlflow ser
 test-all: $(STAMP) ## run every test, slow and integration ones included
 	$(BIN)/python -m pytest -m ""
 
-lint: $(STAMP) ## ruff check and ruff format --check, over the whole tree
+lint: $(STAMP) ## ruff check and ruff format --check over the whole tree; the import layers (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 format: $(STAMP) ## ruff format + autofix
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .

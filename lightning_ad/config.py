@@ -2,10 +2,10 @@
 
 The settings are flat, as a user writes them (``--lr``, a sweep file's ``fixed:``); each consumer
 gets its part whole: ``data`` (the DataModule), ``net`` and ``optimizer`` (the network and its
-training), ``scoring`` (the detector), ``training`` (the Trainer). Each part checks its own rules
-when it is built, asking the module that owns a concept (a head knows its class count, a scorer
-whether it needs training); ``TrialConfig`` builds them all before anything is written, and
-checks what spans parts (a backbone's smallest image). Importing this module does not import
+training), ``scoring`` (the detector), ``training`` (the Trainer). Before anything is written,
+``TrialConfig`` builds every part (each checks its plain values) and asks each named thing's
+module for its rules (a head knows its class count, a backbone its smallest image, a scorer
+whether it needs training). Importing this module does not import
 torch: the command line reads the fields (their types, defaults and ``help``) to build the
 ``train`` flags.
 """
@@ -164,15 +164,22 @@ class TrialConfig:
     def validate(self) -> None:
         """Every name and number checked before anything is written; errors name the value.
 
-        Each part checks its own settings when it is built; what spans parts is checked here.
+        Each part checks its plain values when it is built; the rules of a named thing (a
+        backbone's smallest image, a head's class count) are asked of the module that owns it.
         """
         from lightning_ad.models.backbones import check_backbone
+        from lightning_ad.models.detector import check_false_alarm_rate
+        from lightning_ad.models.heads import check_head
+        from lightning_ad.models.patchcore import check_coreset_fraction
 
         check_name("category", self.category)
         for part in ("data", "net", "optimizer", "scoring", "training"):
-            getattr(self, part)  # building a part runs its checks
+            getattr(self, part)  # building a part runs its own checks (the scorer's name too)
         check_backbone(self.backbone, self.image_size)
         check_backbone(self.backbone, self.data.scoring_size)
+        check_head(self.head, len(self.classes), self.head_params)
+        check_coreset_fraction(self.coreset_fraction)
+        check_false_alarm_rate(self.false_alarm_rate)
         if self.artifacts not in ARTIFACT_LEVELS:
             raise unknown("artifacts level", self.artifacts, ARTIFACT_LEVELS)
 

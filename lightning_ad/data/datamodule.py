@@ -28,8 +28,8 @@ from lightning_ad.errors import LightningADError
 
 SCORING_BATCH_SIZE = 4
 """Images per batch wherever nothing trains (the scorers' normals, the threshold's, the test
-split): on a 2-core CPU a 256-px efficientnet_lite0 pass runs about 1.3x faster in batches of
-2-8 than of 32 (a batch's activations stay in cache; ``make bench`` B11)."""
+split): small batches keep a batch's activations in cache, which on a CPU beats the larger
+batch's fewer calls (``make bench`` B11 measures it; docs/design-notes.md has the numbers)."""
 
 
 @functools.lru_cache(maxsize=16)
@@ -195,7 +195,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         if hasattr(self, "train_set"):
             return
         # Twins warp and draw on patches of a few dozen pixels: OpenCV's thread pool costs more
-        # than it gives there (make bench B2: about 20 -> 13 us per patch at 96 px) and would
+        # than it gives there (make bench B2; docs/design-notes.md) and would
         # compete with torch for the cores. Forked DataLoader workers inherit the setting.
         cv2.setNumThreads(1)
         config = self.config

@@ -94,9 +94,21 @@ def predict(
     batch_size: int = BATCH_SIZE,
     max_pixels: int | None = None,
 ) -> pd.DataFrame:
-    """Score ``images`` in chunks (calling ``advance`` with each chunk's size); write a map
-    per scored image into ``maps_dir`` when given; refuse images over ``max_pixels`` (see
-    :func:`~lightning_ad.packaging.mlflow_model.prepare_images`)."""
+    """Score image files with a detector.
+
+    Args:
+        detector: the detector (:func:`load_detector`).
+        images: the files (:func:`find_images`).
+        maps_dir: where to write each scored image's anomaly map (PNG), when given.
+        advance: called with each chunk's size as it is scored (a progress bar's).
+        batch_size: images per forward pass.
+        max_pixels: images over this many pixels are refused (see
+            :func:`~lightning_ad.packaging.mlflow_model.prepare_images`).
+
+    Returns:
+        One row per file: its path, ``score``, ``anomalous`` and ``error`` (why an image was
+        not scored: unreadable, too large, grey for a colour detector; the others still are).
+    """
     rows = []
     for chunk in _chunks(images, 4 * batch_size):
         read, unreadable = {}, {}

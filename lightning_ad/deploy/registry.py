@@ -110,9 +110,22 @@ class Registered:
 def register(
     uri: str, run_id: str, name: str | None = None, seeds: list[Run] | None = None
 ) -> Registered:
-    """Register run ``run_id``'s detector as a new version of model ``name`` (default
-    ``<category>-detector``), tagged with its sweep, cell, fingerprint and the cell's numbers
-    over ``seeds`` (its cell's runs; default: those its sweep logged under its fingerprint)."""
+    """Register run ``run_id``'s detector as a new version of a registered model.
+
+    Args:
+        uri: the tracking (and registry) URI.
+        run_id: a finished, complete trial run that logged its detector.
+        name: the registered model (default ``<category>-detector``).
+        seeds: the runs of the run's cell, whose numbers tag the version (default: those its
+            sweep logged under its fingerprint).
+
+    Returns:
+        The new version: its name, number, run and tags (sweep, cell, fingerprint, numbers).
+
+    Raises:
+        LightningADError: an unknown run, one that did not finish its test or logged no
+            detector, or a model name that is not allowed.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 

@@ -1,7 +1,7 @@
 """The parts of a trial's settings the model layer reads, each built whole by ``TrialConfig``:
 the network (``NetConfig``), its optimisation (``OptimizerConfig``) and the scoring of the test
-split (``ScoringConfig``). Importing this module imports no torch: each part asks the module
-that owns a rule (heads, scorers, PatchCore) only when it is built."""
+split (``ScoringConfig``). Plain values, importing no torch; the rules of a named thing (a head's
+class count, a scorer's name) live with it and ``TrialConfig.validate`` asks them."""
 
 from __future__ import annotations
 
@@ -9,8 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lightning_ad.errors import LightningADError
+from lightning_ad.errors import LightningADError, unknown
 from lightning_ad.grid import NO_HEAD
+
+BN_MODES = ("frozen", "train")
+"""``frozen``: BatchNorm layers keep the pretrained backbone's running statistics while the rest
+trains (twin batches at 96 px would otherwise pull them towards training-time statistics);
+``train``: they follow the training batches (PyTorch's default)."""
 
 
 @dataclass(frozen=True)
@@ -24,11 +29,10 @@ class NetConfig:
         n_classes: number of twin classes (``normal`` included).
         head_params: the head's paper parameters (alpha, s, m, dynamic).
         pretrained: ``auto`` | ``true`` | ``false`` | a state-dict path.
-        bn_mode: one of :data:`lightning_ad.models.net.BN_MODES`.
+        bn_mode: one of :data:`BN_MODES`.
 
     Raises:
-        LightningADError: an unknown head or BatchNorm mode, or a head that cannot take
-            ``n_classes`` or ``head_params``.
+        LightningADError: an unknown BatchNorm mode.
     """
 
     backbone: str
@@ -39,11 +43,8 @@ class NetConfig:
     bn_mode: str
 
     def __post_init__(self) -> None:
-        from lightning_ad.models.heads import check_head
-        from lightning_ad.models.net import check_bn_mode
-
-        check_head(self.head, self.n_classes, self.head_params)
-        check_bn_mode(self.bn_mode)
+        if self.bn_mode not in BN_MODES:
+            raise unknown("bn_mode", self.bn_mode, BN_MODES)
 
     @property
     def trains(self) -> bool:
@@ -92,8 +93,9 @@ class ScoringConfig:
         false_alarm_rate: the decision threshold's share of held-out normals above it.
         seed: the memory bank's coreset sampling.
 
-    Raises:
-        LightningADError: an unknown scorer, or a fraction or rate out of its range.
+    The scorer's name, the fraction and the rate are checked by the modules that own them
+    (:mod:`~lightning_ad.models.scoring`, :mod:`~lightning_ad.models.patchcore`,
+    :class:`~lightning_ad.models.detector.Threshold`).
     """
 
     scorer: str
@@ -101,12 +103,3 @@ class ScoringConfig:
     coreset_fraction: float
     false_alarm_rate: float
     seed: int
-
-    def __post_init__(self) -> None:
-        from lightning_ad.models.detector import check_false_alarm_rate
-        from lightning_ad.models.patchcore import check_coreset_fraction
-        from lightning_ad.models.scoring import check_scorer
-
-        check_scorer(self.scorer)
-        check_coreset_fraction(self.coreset_fraction)
-        check_false_alarm_rate(self.false_alarm_rate)

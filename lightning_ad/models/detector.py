@@ -137,8 +137,17 @@ class DetectorSpec:
 class Detector:
     """Scores uint8 RGB images (B, 3, S, S) with one scorer fitted on normal images.
 
-    Build it with :meth:`fit` (from a network and its normal training images) or :meth:`load`.
-    ``frozen`` is the untrained backbone the ``fused`` scorer compares with.
+    Build it with :meth:`fit` (from a network and its normal training images) or :meth:`load`,
+    then set its threshold with :meth:`calibrate`; :meth:`score_batch` scores, :meth:`save`
+    writes it.
+
+    Args:
+        spec: what it is (:class:`DetectorSpec`).
+        net: the network whose embeddings and patch features it scores.
+        reference: the normal images' embeddings, by view (``model``; ``frozen`` for the
+            fused scorer).
+        bank: PatchCore's memory bank of normal patch features.
+        frozen: the untrained backbone the ``fused`` scorer compares with; None otherwise.
     """
 
     def __init__(

@@ -10,15 +10,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lightning_ad.errors import LightningADError, unknown
+from lightning_ad.errors import LightningADError
 from lightning_ad.models.backbones import Backbone, build_backbone
 from lightning_ad.models.config import NetConfig
 from lightning_ad.models.heads import build_head
 
-BN_MODES = ("frozen", "train")
-"""``frozen``: BatchNorm layers keep the pretrained backbone's running statistics while the rest
-trains (twin batches at 96 px would otherwise pull them towards training-time statistics);
-``train``: they follow the training batches (PyTorch's default)."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -90,9 +86,3 @@ class AnomalyNet(nn.Module):
         if self.head is None:
             raise LightningADError("the frozen baseline (head none) has no classifier")
         return Classifier(self.backbone, self.head)
-
-
-def check_bn_mode(mode: str) -> None:
-    """``mode`` must be one of :data:`BN_MODES`."""
-    if mode not in BN_MODES:
-        raise unknown("bn_mode", mode, BN_MODES)

@@ -37,9 +37,8 @@ MODEL_ARTIFACT = "model"
 """Where a trial run keeps its detector: ``runs:/RUN_ID/model``."""
 DETECTOR_ARTIFACT = "detector"
 BATCH_SIZE = 2
-"""Images per forward pass. On the 2-core CPU small batches are fastest (``make bench`` B11 at
-256 px: 28.5, 32.0, 25.6 and 20.4 images/s for batches of 1, 2, 4 and 16): a batch's patch
-features and distance blocks stay in cache."""
+"""Images per forward pass: on a CPU small batches are fastest, their patch features and
+distance blocks staying in cache (``make bench`` B11; docs/design-notes.md has the numbers)."""
 IMAGE, SCORE, ANOMALOUS, ERROR, MAP = "image", "score", "anomalous", "error", "map"
 SIDE_FACTOR = 16
 """An image over ``(SIDE_FACTOR x the detector's side)²`` pixels (and at least 4096 x 4096) is
