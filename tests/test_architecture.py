@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grimp
 import pytest
+from importlinter import configuration
 from importlinter.application.use_cases import lint_imports
 
 import lightning_ad
@@ -24,6 +25,7 @@ def test_every_module_imports_only_from_the_layers_below_its_own(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(PACKAGE.parent)  # where pyproject.toml holds the contract
+    configuration.configure()  # what the lint-imports command does first
     assert lint_imports(cache_dir=None, no_logo=True), "see the broken contract printed above"
 
 

@@ -15,7 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from lightning_ad import report
+from lightning_ad.plots import CELL_PLOT, FOREST_PLOT
+from lightning_ad.report.files import replace_whole
+from lightning_ad.report.formats import render
+from lightning_ad.report.tables import TITLES, display_table
+from lightning_ad.report.trials import Sweep
+from lightning_ad.report.verdicts import Verdicts, verdict_sentences
 
 PAGE = "index.html"
 STYLE = (
@@ -29,34 +34,37 @@ STYLE = (
 
 def write_page(
     trials: pd.DataFrame,
-    spec,
+    spec: Sweep,
     out_dir: Path,
     maps: dict[str, list[Path]],
+    verdicts: Verdicts | None = None,
 ) -> Path:
     """``index.html`` in ``out_dir``, where the plots and ``maps`` already are.
 
     Args:
         trials: the runs of one fingerprint (``report.fetch_trials``).
-        spec: their ``SweepSpec``.
+        spec: their sweep.
         out_dir: the report's folder.
         maps: a section title (``best cell: ...``) -> its map images.
+        verdicts: those of ``trials``, when the caller has them.
 
     Returns:
         The page's path.
     """
-    verdicts = report.verdict_sentences(trials) or ["(no pair of class2 and class3 runs yet)"]
+    verdicts = verdicts or Verdicts(trials)
+    sentences = verdict_sentences(trials, verdicts) or ["(no pair of class2 and class3 runs yet)"]
     parts = [
         f"<h1>{html.escape(spec.name)}: class3 vs class2</h1>",
         "<h2>Verdict (the trials' own scorer)</h2><ul>",
-        *(f"<li>{html.escape(line)}</li>" for line in verdicts),
+        *(f"<li>{html.escape(line)}</li>" for line in sentences),
         "</ul>",
     ]
     for name in ("median", "delta", "pixel", "aupro"):
-        table, bold = report.display_table(trials, spec, name, "html")
-        title = html.escape(report.TITLES[name])
-        parts += [f"<h2>{title}</h2>", report.render(table, "html", bold_best=bold)]
+        table, bold = display_table(trials, spec, name, "html", verdicts)
+        title = html.escape(TITLES[name])
+        parts += [f"<h2>{title}</h2>", render(table, "html", bold_best=bold)]
     parts.append("<h2>Plots</h2>")
-    for plot in (report.CELL_PLOT, report.FOREST_PLOT):
+    for plot in (CELL_PLOT, FOREST_PLOT):
         if (out_dir / plot).is_file():
             parts.append(f'<img class="plot" src="{_inline(out_dir / plot)}" alt="{plot}"><br>')
     for title, images in maps.items():
@@ -70,7 +78,7 @@ def write_page(
         f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(spec.name)}'
         f"</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
     )
-    return report.replace_whole(out_dir / PAGE, lambda path: path.write_text(text))
+    return replace_whole(out_dir / PAGE, lambda path: path.write_text(text))
 
 
 def _inline(image: Path) -> str:

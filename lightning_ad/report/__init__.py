@@ -1,0 +1,125 @@
+"""Comparison tables from MLflow: median AUC per cell (image, pixel, AUPRO), class3 - class2
+deltas overall and per defect type, each with two paired tests.
+
+Everything is read back from the tracking server (runs, and each trial's per-image test scores
+artifact), never from local state, so a table can be made from any server that holds the sweep's
+runs. Each table exists twice: *tidy* (one row per cell, pair or defect, numeric columns at full
+precision; CSV and Parquet, for programs) and *display* (the article's wide layout, rounded;
+Markdown, HTML, LaTeX, for people).
+
+- ``trials``: the trial runs of one settings fingerprint as a table, with their scores.
+- ``formats``: the file formats; a display table rendered as Markdown, HTML or LaTeX.
+- ``verdicts``: class3 - class2 per pair and scorer, per defect type; sentences, metrics.
+- ``tables``: the median and verdict tables, tidy and display; the parent run's medians.
+- ``files``: a report's folder: every table, the plots, ``settings.json``, ``latest``.
+- ``page``: the report as one HTML page.
+
+A sweep is read through :class:`Sweep` (what ``SweepSpec`` offers), so that this package
+imports nothing of ``lightning_ad.sweep``. The names below are its interface: ``report.X``.
+"""
+
+from lightning_ad.plots import CELL_PLOT, FOREST_PLOT
+from lightning_ad.report.files import (
+    FILE_NAMES,
+    LATEST,
+    SETTINGS_FILE,
+    Settings,
+    replace_whole,
+    suffix,
+    tables_in,
+    write_report,
+    write_table,
+)
+from lightning_ad.report.formats import (
+    DATA_FORMATS,
+    DISPLAY_FORMATS,
+    FORMATS,
+    format_value,
+    render,
+)
+from lightning_ad.report.page import PAGE, write_page
+from lightning_ad.report.tables import (
+    PARENT_MEDIANS,
+    TABLES,
+    TITLES,
+    CellStats,
+    cell_stats,
+    columns,
+    display_table,
+    main_table,
+    median_metric,
+    median_metrics,
+    summary_text,
+    tidy_medians,
+    tidy_table,
+)
+from lightning_ad.report.trials import (
+    MAIN_METRIC,
+    MAP_METRICS,
+    RUN_FACTS,
+    SCORES,
+    Sweep,
+    fetch_trials,
+    in_grid,
+    trials_frame,
+)
+from lightning_ad.report.verdicts import (
+    DEFECT_COLUMNS,
+    DELTA_COLUMNS,
+    Verdicts,
+    defect_verdicts,
+    paired_verdicts,
+    verdict_display,
+    verdict_metrics,
+    verdict_sentences,
+)
+
+__all__ = [
+    "CELL_PLOT",
+    "DATA_FORMATS",
+    "DEFECT_COLUMNS",
+    "DELTA_COLUMNS",
+    "DISPLAY_FORMATS",
+    "FILE_NAMES",
+    "FOREST_PLOT",
+    "FORMATS",
+    "LATEST",
+    "MAIN_METRIC",
+    "MAP_METRICS",
+    "PAGE",
+    "PARENT_MEDIANS",
+    "RUN_FACTS",
+    "SCORES",
+    "SETTINGS_FILE",
+    "TABLES",
+    "TITLES",
+    "CellStats",
+    "Settings",
+    "Sweep",
+    "Verdicts",
+    "cell_stats",
+    "columns",
+    "defect_verdicts",
+    "display_table",
+    "fetch_trials",
+    "format_value",
+    "in_grid",
+    "main_table",
+    "median_metric",
+    "median_metrics",
+    "paired_verdicts",
+    "render",
+    "replace_whole",
+    "suffix",
+    "summary_text",
+    "tables_in",
+    "tidy_medians",
+    "tidy_table",
+    "trials_frame",
+    "verdict_display",
+    "verdict_metrics",
+    "verdict_sentences",
+    "write_page",
+    "write_report",
+    "write_table",
+]

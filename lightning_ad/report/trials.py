@@ -1,0 +1,81 @@
+"""A sweep's trials as one table, read back from the tracking server: a row per complete trial
+run of one settings fingerprint, each with its per-image test scores."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from lightning_ad import tracking
+from lightning_ad.grid import GRID_KEYS
+
+RUN_FACTS = ("dataset", "data_root", "git_commit", "score_used")
+"""Run parameters that say where a cell's numbers came from; the tidy table carries them."""
+MAIN_METRIC = "test/auc"
+MAP_METRICS = {"pixel": "test/pixel_auc", "aupro": "test/aupro"}
+SCORES = "scores"
+"""The trials-table column holding each run's per-image test scores (see :func:`fetch_trials`)."""
+
+
+class Sweep(Protocol):
+    """What the report reads of a sweep (``sweep.spec.SweepSpec`` is one): its name, its grid
+    (key -> values, in the tables' order), its fixed settings and its runnable cells' keys
+    (grid values in ``GRID_KEYS`` order)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def grid(self) -> Mapping[str, Sequence]: ...
+
+    @property
+    def fixed(self) -> Mapping[str, object]: ...
+
+    @property
+    def runnable_keys(self) -> Collection[tuple]: ...
+
+
+def fetch_trials(
+    tracking_uri: str,
+    experiment: str,
+    spec: Sweep,
+    fingerprint: str,
+    category: str | None = None,
+) -> pd.DataFrame:
+    """The complete trial runs of ``spec``'s grid under a settings ``fingerprint``, one row per
+    run (see :func:`trials_frame`), each with its per-image test scores in column ``scores``
+    (None where the run has none): from the parent runs' bundles where they hold the run
+    (:data:`tracking.SCORES_BUNDLE`), else read. Cells no longer in the grid are left out."""
+    runs = tracking.finished_trial_runs(tracking_uri, experiment, spec.name, fingerprint, category)
+    trials = in_grid(trials_frame(runs), spec)
+    parents = tracking.sweep_parents(tracking_uri, experiment, spec.name, category, fingerprint)
+    bundled = tracking.bundled_test_scores(tracking_uri, parents, set(trials["run_id"]))
+    runs = list(zip(trials["run_id"], trials["artifact_uri"], strict=True))
+    trials[SCORES] = tracking.runs_test_scores(tracking_uri, runs, bundled)
+    return trials
+
+
+def trials_frame(runs: Iterable) -> pd.DataFrame:
+    """Trial runs as a table: the grid keys (``seed`` as int), where each came from, every
+    ``test/*`` metric, the run id and artifact root; the latest run wins for a repeated
+    cell. ``runs`` is read once, so it may be a page-by-page search."""
+    rows = []
+    for run in runs:
+        row = {key: run.data.params.get(key) for key in (*GRID_KEYS, *RUN_FACTS)}
+        row |= {k: v for k, v in run.data.metrics.items() if k.startswith("test/")}
+        rows.append(row | {"run_id": run.info.run_id, "artifact_uri": run.info.artifact_uri})
+    if not rows:
+        return pd.DataFrame(columns=[*GRID_KEYS, MAIN_METRIC, "run_id", "artifact_uri"])
+    table = pd.DataFrame(rows)
+    table["seed"] = table["seed"].astype(int)
+    return table.drop_duplicates(subset=list(GRID_KEYS), keep="last").reset_index(drop=True)
+
+
+def in_grid(trials: pd.DataFrame, spec: Sweep) -> pd.DataFrame:
+    """The rows whose cell is one of ``spec``'s runnable cells."""
+    cells = {tuple(str(v) for v in key) for key in spec.runnable_keys}
+    keep = [tuple(str(v) for v in row) in cells for row in trials[list(GRID_KEYS)].to_numpy()]
+    return trials.loc[np.array(keep, dtype=bool)].reset_index(drop=True)
