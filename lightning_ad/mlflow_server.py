@@ -19,6 +19,7 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -26,11 +27,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from lightning_ad import interrupts, tracking
+from lightning_ad import interrupts
 from lightning_ad.errors import LightningADError, redact
 
 ADMIN = "admin"
 LOOPBACK_NAMES = ("localhost",)
+SERVER_WARNINGS_IGNORED = ("starlette.middleware.wsgi is deprecated",)
+"""Starts of third-party warnings the MLflow server prints once per worker process, which ask
+nothing of a lightning_ad user (MLflow's own code uses the deprecated module)."""
+
+
+def mlflow_command(*args: str) -> list[str]:
+    """``mlflow ARGS`` run by this interpreter (``python -m mlflow``): make and other callers run
+    us without the venv's ``bin/`` on PATH, where a bare ``mlflow`` is not found."""
+    if importlib.util.find_spec("mlflow") is None:
+        raise LightningADError(
+            f"mlflow is not installed for {sys.executable}; run make install "
+            "(or pip install mlflow)"
+        )
+    return [sys.executable, "-m", "mlflow", *args]
+
+
+def mlflow_server_env() -> dict[str, str]:
+    """The environment for ``mlflow ui`` / ``mlflow server``: MLflow's job runner (huey worker
+    processes for GenAI features: judges, trace rollups) is off unless the user turned it on;
+    a sweep needs none of it, and on Ctrl-C each of its processes prints a traceback. And the
+    warnings of :data:`SERVER_WARNINGS_IGNORED` stay out of the terminal."""
+    ignored = ",".join(f"ignore:{start}" for start in SERVER_WARNINGS_IGNORED)
+    previous = os.environ.get("PYTHONWARNINGS")
+    return {
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        **os.environ,
+        "PYTHONWARNINGS": f"{previous},{ignored}" if previous else ignored,
+    }
 
 
 @dataclass(frozen=True)
@@ -80,15 +109,15 @@ class ServerOptions:
         settings and ``args``. The store's URI may hold a password, so it travels in the
         environment (``MLFLOW_BACKEND_STORE_URI``), which only this user can read, never on the
         command line, which ``ps`` shows every local user."""
-        command = tracking.mlflow_command(verb, *args, *self.args())
+        command = mlflow_command(verb, *args, *self.args())
         stores = {"MLFLOW_BACKEND_STORE_URI": backend_store_uri}
         stores["MLFLOW_REGISTRY_STORE_URI"] = backend_store_uri  # MLflow's default, said quietly
         return Process(command, self.env() | stores)
 
     def env(self) -> dict[str, str]:
-        """The server's environment: ``tracking.mlflow_server_env``, and with ``--auth`` the
+        """The server's environment: :func:`mlflow_server_env`, and with ``--auth`` the
         basic-auth app's configuration (written, with the password, on first use)."""
-        env = tracking.mlflow_server_env()
+        env = mlflow_server_env()
         if self.auth_dir is not None:
             auth = BasicAuth(self.auth_dir)
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth.configure())

@@ -1,14 +1,24 @@
 """Figures. Per trial: one ROC curve per scorer, score histograms per defect type, and a sheet of
-anomaly maps (PatchCore's, Grad-CAM's) over a few test images of each defect type. Per sweep:
-each cell's seeds as dots, and class3 - class2 per pair as a forest plot."""
+anomaly maps (PatchCore's, Grad-CAM's) over a few test images of each defect type. Per sweep
+(:func:`sweep_plots`): each cell's seeds as dots, and class3 - class2 per pair as a forest
+plot."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-from sklearn.metrics import roc_curve
+
+from lightning_ad.grid import NO_HEAD, cell_label
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+CELL_PLOT, FOREST_PLOT = "auc_per_cell.png", "class3_vs_class2_forest.png"
+"""The file names of a sweep report's two plots (:func:`sweep_plots`)."""
 
 
 def pyplot():
@@ -25,6 +35,8 @@ def roc_curves(
     labels: np.ndarray, scores: dict[str, np.ndarray], metrics: dict[str, float], out: Path
 ) -> Path:
     """ROC of good (0) vs every defect (1), one curve per scorer, AUROC in the legend."""
+    from sklearn.metrics import roc_curve  # only here: the report imports this module too
+
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     for name, values in scores.items():
@@ -108,6 +120,38 @@ def map_sheet(
     fig.savefig(out, dpi=90)
     plt.close(fig)
     return out
+
+
+def sweep_plots(
+    trials: pd.DataFrame, metric: str, verdicts: pd.DataFrame
+) -> dict[str, Callable[[Path], Path]]:
+    """A sweep report's two plots, file name -> what draws it into a PNG: :data:`CELL_PLOT`
+    (each cell's seeds and median of ``metric``, each frozen baseline's median as a line) and
+    :data:`FOREST_PLOT` (the ``verdicts``' intervals per head and scorer); none without trials.
+
+    Args:
+        trials: a row per trial run: ``backbone``, ``head``, ``classes`` and ``metric``.
+        metric: the column plotted per cell (the test AUC of the trials' own scorer).
+        verdicts: a class3 - class2 verdict row per pair and scorer (``report.paired_verdicts``).
+    """
+    if trials.empty:
+        return {}
+    cells, floors = {}, {}
+    for (backbone, head, classes), group in trials.groupby(["backbone", "head", "classes"]):
+        values = group[metric].dropna().to_numpy(float)
+        if not len(values):
+            continue
+        if head == NO_HEAD:
+            floors[f"frozen {backbone}"] = float(np.median(values))
+        cells[f"{backbone} · {cell_label(head, classes)}"] = values
+    rows = [
+        row | {"label": f"{row['backbone']} · {row['head']} · {row['scorer']}"}
+        for row in verdicts.to_dict("records")
+    ]
+    return {
+        CELL_PLOT: lambda out: cell_dots(cells, floors, "test AUC, the trials' own scorer", out),
+        FOREST_PLOT: lambda out: forest(rows, out),
+    }
 
 
 def cell_dots(

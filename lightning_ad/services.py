@@ -26,9 +26,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightning_ad import tracking
 from lightning_ad.errors import LightningADError
-from lightning_ad.mlflow_server import BasicAuth, ServerOptions, wait_until_answering
+from lightning_ad.mlflow_server import (
+    BasicAuth,
+    ServerOptions,
+    mlflow_command,
+    wait_until_answering,
+)
 
 PG_USER = "lightning_ad"
 PG_ADMIN = "postgres"
@@ -224,7 +228,7 @@ def local_services(
     children at the password."""
     mlflow = mlflow or ServerOptions(port=free_port())
     mlflow.check()  # a host beyond loopback without a login fails now, before anything starts
-    tracking.mlflow_command()  # so does a missing mlflow
+    mlflow_command()  # so does a missing mlflow
     root.mkdir(parents=True, exist_ok=True)
     postgres = Postgres(root / "postgres", pg_port, (root / "pgpass").resolve())
     previous = os.environ.get("PGPASSFILE")

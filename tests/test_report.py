@@ -15,6 +15,7 @@ import pytest
 from lightning_ad import report
 from lightning_ad.cli import main
 from lightning_ad.sweep.fingerprint import Settings
+from lightning_ad.sweep.parent import parent_description
 from lightning_ad.sweep.spec import SweepSpec
 from tests.helpers import SWEEPS
 
@@ -266,7 +267,7 @@ def test_the_parent_overview_opens_on_the_verdict_and_its_metrics_chart_it(
     """What the MLflow UI shows first on the parent run: a sentence per pair, then the medians;
     the settings last. Its metrics hold each cell's medians and each pair's interval."""
     trials = _trials(logged[0])
-    lines = report.parent_description(trials, SweepSpec.load(QUICK), _SETTINGS).splitlines()
+    lines = parent_description(trials, SweepSpec.load(QUICK), _SETTINGS).splitlines()
     assert lines[0].startswith("### Verdict: class3 - class2")
     assert lines[1].startswith("- screw, mobilenet_v2, arcface (") and "2 seeds" in lines[1]
     assert lines.index("### Median test AUC over seeds (n seeds)") < next(

@@ -1,4 +1,4 @@
-"""tracking.py: URLs safe to print, the default store, experiments tagged as model training."""
+"""tracking: URLs safe to print, the default store, experiments tagged as model training."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def test_a_runs_scores_are_read_in_place_from_a_local_store_and_none_when_missin
 def test_a_parents_bundle_gives_each_runs_scores_file_as_logged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tracking, "local_artifacts", lambda uri: None)  # as on a server
+    monkeypatch.setattr(tracking.scores, "local_artifacts", lambda uri: None)  # as on a server
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)
     experiment = client.create_experiment("bundle")
@@ -93,12 +93,12 @@ def test_a_parents_bundle_gives_each_runs_scores_file_as_logged(
     shutil.rmtree(local_file_uri_to_path(runs[0][1]))  # a bundled run is not read again
     assert tracking.runs_test_scores(uri, runs)[0] is None
     pd.testing.assert_frame_equal(tracking.runs_test_scores(uri, runs, bundled)[0], read[0])
-    monkeypatch.setattr(tracking, "client", lambda uri: pytest.fail("nothing new, logged"))
+    monkeypatch.setattr(tracking.scores, "client", lambda uri: pytest.fail("nothing new, logged"))
     tracking.log_scores_bundle(uri, parent, list(bundled.items()))
 
 
 class _FakeTime:
-    """``tracking``'s clock, where sleeping takes no time but is counted."""
+    """``tracking.store``'s clock, where sleeping takes no time but is counted."""
 
     def __init__(self) -> None:
         self.now, self.slept = 0.0, []
@@ -134,8 +134,8 @@ def test_a_tracking_server_coming_back_within_the_patience_is_waited_for() -> No
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(tracking.urllib.request, "urlopen", closed_twice)
-            patch.setattr(tracking, "time", _FakeTime())
+            patch.setattr(tracking.store.urllib.request, "urlopen", closed_twice)
+            patch.setattr(tracking.store, "time", _FakeTime())
             tracking.ensure_reachable(f"http://127.0.0.1:{server.server_port}", patience_s=60)
     finally:
         server.shutdown()
@@ -146,7 +146,7 @@ def test_a_tracking_server_that_stays_away_is_one_error_naming_it_and_the_wait(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fake = _FakeTime()
-    monkeypatch.setattr(tracking, "time", fake)
+    monkeypatch.setattr(tracking.store, "time", fake)
     with pytest.raises(LightningADError, match=r"at http://127.0.0.1:9 for 60 s"):
         tracking.ensure_reachable("http://127.0.0.1:9", patience_s=60)
     assert fake.slept == [1, 2, 4, 8, 10, 10, 10, 10]  # backoff, capped, within the 60 s

@@ -2,6 +2,7 @@
 
 - ``spec``: what a sweep is (``SweepSpec``, ``SearchSpec``) and where it runs (``SweepTarget``).
 - ``fingerprint``: what a cell's result depends on beyond its grid values, hashed.
+- ``history``: which fingerprint of a sweep's runs a table or a registration reads.
 - ``preflight``: the data, weights, tracking URI and storage checked before anything is written.
 - ``storage``: the Optuna storage, one per process and URL.
 - ``liveness``: a local worker's file lock, which tells for sure whether its trial is alive.
@@ -14,6 +15,6 @@
 - ``progress``: the live view of a sweep in the terminal.
 - ``runner``: ``run_sweep``, the worker loop and the worker processes.
 
-Import from the modules themselves; this package file imports nothing, so that ``report`` can
-name ``SweepSpec`` without importing the runner.
+Import from the modules themselves; this package file imports nothing, so that importing one
+module does not import the runner.
 """

@@ -3,14 +3,13 @@ spec and its settings, the median AUC of every cell, a description with the tabl
 Overview in the UI), and the report.
 
 After each trial the median of that trial's table cell is logged, from the values the Optuna
-study already holds (reading the cell's runs back from MLflow cost a second per trial at 1,000
-seeds: ``make bench`` B10). The description (every table, from every run) is rewritten while
-the sweep runs by a process of its own, one per sweep command and one at a time,
-``DESCRIBE_EVERY_S`` after the last one ended or ten times as long as it took, and once more at
-the sweep's end. A worker neither waits for it nor holds what it reads: rewritten in the
-worker, it stalled a trial for minutes at 10,000 runs on a tracking server and grew the
-worker's memory by a fifth (B10). On a tracking server each rewrite also logs the bundle of
-the trials' scores files, which readers download instead of one file per run.
+study already holds: no run is read back from MLflow. The description (every table, from every
+run) is rewritten while the sweep runs by a process of its own, one per sweep command and one
+at a time, ``DESCRIBE_EVERY_S`` after the last one ended or ten times as long as it took, and
+once more at the sweep's end. A worker neither waits for it nor holds what it reads: reading
+every run is slow on a large sweep and grows the memory of the process that does it. On a
+tracking server each rewrite also logs the bundle of the trials' scores files, which readers
+download instead of one file per run. ``docs/design-notes.md`` has the measurements.
 """
 
 from __future__ import annotations
@@ -23,17 +22,20 @@ import signal
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from lightning_ad import interrupts, report, report_page, tracking
+from lightning_ad import interrupts, report, tracking
 from lightning_ad.errors import redact
 from lightning_ad.sweep.examples import example_maps
+from lightning_ad.sweep.fingerprint import Settings
 from lightning_ad.sweep.recovery import GridStatus
-from lightning_ad.sweep.spec import SweepTarget
+from lightning_ad.sweep.spec import SweepSpec, SweepTarget
 from lightning_ad.sweep.storage import DEFAULT_STORAGE
 
 DESCRIBE_EVERY_S = 30.0
@@ -64,7 +66,7 @@ class SweepParent:
     @classmethod
     def find_or_create(cls, target: SweepTarget) -> SweepParent:
         spec = target.spec
-        run_id = tracking.parent_run(
+        run_id = parent_run(
             target.tracking_uri,
             target.experiment,
             target.study_name,
@@ -96,7 +98,7 @@ class SweepParent:
         finite = values[np.isfinite(values)]  # as the tables count them
         if finite.size:
             median = (float(np.median(finite)), int(finite.size))
-            tracking.log_metrics(self.target.tracking_uri, self.run_id, {key: median})
+            log_metrics(self.target.tracking_uri, self.run_id, {key: median})
         self.describe_when_due()
 
     def describe_when_due(self) -> None:
@@ -131,19 +133,20 @@ class SweepParent:
         trials = report.fetch_trials(
             target.tracking_uri, target.experiment, target.spec, target.fingerprint
         )
-        self._log_medians(trials)
+        verdicts = report.Verdicts(trials)  # every table, plot and metric below shares them
+        self._log_medians(trials, verdicts)
         client = tracking.client(target.tracking_uri)
-        description = report.parent_description(trials, target.spec, target.settings)
+        description = parent_description(trials, target.spec, target.settings, verdicts)
         client.set_tag(self.run_id, tracking.NOTE_TAG, description)
         self._log_scores_bundle(trials)
         if not write_reports:
             return []
-        files = report.write_report(trials, target.spec, target.settings, target.reports)
+        files = report.write_report(trials, target.spec, target.settings, target.reports, verdicts)
         self._log_report(files)
         try:  # the page and its maps are for reading: a failure there is a warning
             category_dir = Path(target.settings.values["data"]["root"])
             maps = example_maps(trials, category_dir, target.tracking_uri, target.reports)
-            page = report_page.write_page(trials, target.spec, target.reports, maps)
+            page = report.write_page(trials, target.spec, target.reports, maps, verdicts)
         except Exception as err:
             warnings.warn(f"no report page: {redact(str(err))}", stacklevel=1)
             return files
@@ -168,15 +171,15 @@ class SweepParent:
         except Exception as err:  # the tables stand without it
             warnings.warn(f"could not log the scores bundle: {redact(str(err))}", stacklevel=1)
 
-    def _log_medians(self, trials) -> None:
+    def _log_medians(self, trials, verdicts: report.Verdicts) -> None:
         """The medians of each cell in ``trials`` and the verdict of each pair, their step the
         seed count (``report.median_metrics``, ``report.verdict_metrics``)."""
-        metrics = report.median_metrics(trials) | report.verdict_metrics(trials)
-        tracking.log_metrics(self.target.tracking_uri, self.run_id, metrics)
+        metrics = report.median_metrics(trials) | report.verdict_metrics(trials, verdicts)
+        log_metrics(self.target.tracking_uri, self.run_id, metrics)
 
     def reopen(self) -> None:
         """RUNNING again: this command has cells to run (a resumed or extended sweep)."""
-        tracking.reopen(self.target.tracking_uri, self.run_id)
+        reopen(self.target.tracking_uri, self.run_id)
 
     def close(self, status: GridStatus, interrupted: bool) -> None:
         """End the run once nothing is left to run: FINISHED, or FAILED with the number of
@@ -190,6 +193,87 @@ class SweepParent:
                 client.set_terminated(self.run_id, "KILLED")
         elif status.finished:
             client.set_terminated(self.run_id, "FAILED" if status.failed else "FINISHED")
+
+
+def parent_run(
+    uri: str,
+    experiment: str,
+    study: str,
+    tags: Mapping[str, str],
+    params: Mapping[str, str],
+    spec: Mapping,
+    settings: Mapping,
+) -> str:
+    """The sweep's parent run for ``study``: found by its tags, or created with ``tags``,
+    ``params``, ``spec`` (its ``sweep.yaml`` artifact) and ``settings`` (``settings.json``, what
+    its fingerprint stands for). Two sweeps started at the same moment may both create one;
+    both then keep the older and the loser deletes its own."""
+    experiment_id = tracking.ensure_experiment(experiment, uri)
+    query = (
+        f"tags.`{tracking.ROLE_TAG}` = '{tracking.SWEEP_ROLE}' "
+        f"and tags.`{tracking.STUDY_TAG}` = {tracking.quoted(study)}"
+    )
+
+    def oldest() -> str | None:
+        runs = tracking.search_all(uri, experiment, query)
+        runs.sort(key=lambda r: (r.info.start_time, r.info.run_id))
+        return runs[0].info.run_id if runs else None
+
+    found = oldest()
+    if found:
+        return found
+    mlflow_client = tracking.client(uri)
+    run = mlflow_client.create_run(
+        experiment_id,
+        run_name=study,
+        tags={tracking.ROLE_TAG: tracking.SWEEP_ROLE, tracking.STUDY_TAG: study, **tags},
+    )
+    for key, value in params.items():
+        mlflow_client.log_param(run.info.run_id, key, value)
+    mlflow_client.log_dict(run.info.run_id, dict(spec), "sweep.yaml")
+    mlflow_client.log_dict(run.info.run_id, dict(settings), tracking.SETTINGS_ARTIFACT)
+    winner = oldest()
+    if winner != run.info.run_id:
+        mlflow_client.delete_run(run.info.run_id)
+    return winner
+
+
+def reopen(uri: str, run_id: str) -> None:
+    """Set a run back to RUNNING (a sweep resumed or extended after it was closed)."""
+    mlflow_client = tracking.client(uri)
+    if mlflow_client.get_run(run_id).info.status != "RUNNING":
+        mlflow_client.update_run(run_id, status="RUNNING")
+
+
+def log_metrics(uri: str, run_id: str, metrics: Mapping[str, tuple[float, int]]) -> None:
+    """Metrics ``key -> (value, step)`` in one request (``log_batch``)."""
+    if not metrics:
+        return
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(key, float(value), now, step) for key, (value, step) in metrics.items()]
+    tracking.client(uri).log_batch(run_id, metrics=batch)
+
+
+def parent_description(
+    trials: pd.DataFrame,
+    spec: SweepSpec,
+    settings: Settings,
+    verdicts: report.Verdicts | None = None,
+) -> str:
+    """The parent run's description (markdown on its Overview in the UI), the answer first:
+    the class3 - class2 verdicts, the median table and the intervals per scorer, then how many
+    trials and which settings. ``verdicts``: those of ``trials``, when the caller has them."""
+    tables = report.summary_text(trials, spec, "md", ("median", "delta"), verdicts)
+    for title in ("Verdict:", "Median test AUC", "class3 - class2 per scorer"):
+        tables = tables.replace(title, f"### {title}", 1)
+    text = (
+        f"{tables}\n\n**{spec.name}**: {len(trials)} finished trials. Tables, plots and the "
+        "HTML report: the `report/` artifacts (written when the sweep ends).\n\n"
+        f"Settings {settings.describe()} (all of them: `settings.json`).\n"
+    )
+    return text[: tracking.MAX_TAG_LENGTH]
 
 
 @dataclass(frozen=True)

@@ -46,10 +46,8 @@ def worker_id() -> str:
 
 QUEUE_AHEAD = 64
 """Cells queued at a time. Optuna reads every WAITING trial whenever a worker asks for one
-(on PostgreSQL, from the database), and so did our index, several times a trial: with the whole
-grid queued, a trial's cost grew with the grid. Workers queue the next cells when the queue
-runs dry (B10, ``make bench-orchestration``: with this and a leaner ``TrialIndex``, a trial at
-10,000 cells costs 1.17x one at 100, 2.2x before)."""
+(on PostgreSQL, from the database): with the whole grid queued, a trial's cost would grow with
+the grid. Workers queue the next cells when the queue runs dry (``docs/design-notes.md``)."""
 
 
 def trial_count(study: optuna.Study) -> int:
@@ -252,8 +250,8 @@ class TrialIndex:
     unfinished at the last read and the ones created since are looked at. What a worker asks
     before and after every trial (which step is next, whether its cell is taken, the seeds of
     its table cell) then costs one list of the study's trials from the storage (which reads
-    only what changed) instead of walks over every trial (three walks a trial took about 60 ms
-    at 7,500 trials; B10 measures the whole)."""
+    only what changed) instead of walks over every trial, whose cost grows with the study
+    (``docs/design-notes.md``)."""
 
     def __init__(self, study: optuna.Study, spec: SweepSpec) -> None:
         self.study, self.spec = study, spec
