@@ -3,9 +3,10 @@
 The real sweep machinery runs (preflight, the Optuna study and its queue of cells, recovery, the
 MLflow parent run and one child run per trial with the usual params, tags, ~30 metrics and the
 per-image scores artifact, the medians, the parent's description) with the training replaced by
-a no-op that logs plausible metrics at once. A trial's orchestration time is the interval
-between the starts of two successive no-op trials of one worker: everything the sweep does
-around a trial. Only for measurement: the no-op lives here, not in the user's command line.
+a no-op that logs plausible metrics at once (``tests.fakes.NoOpTrials``, given to ``run_sweep``
+as its trial runner). A trial's orchestration time is the interval between the starts of two
+successive no-op trials of one worker: everything the sweep does around a trial. Only for
+measurement: the no-op lives with the tests, not in the user's command line.
 
     python benchmarks/run.py --only B10            # local stores, grids of 100 and 1,000 cells
     LIGHTNING_AD_B10_CELLS=100,10000 python benchmarks/run.py --only B10
@@ -33,22 +34,20 @@ import numpy as np
 
 from benchmarks.harness import Row, Setup, benchmark
 from lightning_ad import tracking
-from lightning_ad.config import TrialConfig
-from lightning_ad.sweep import objective, runner
 from lightning_ad.sweep import parent as parent_module
+from lightning_ad.sweep import runner
 from lightning_ad.sweep.parent import SweepParent
 from lightning_ad.sweep.recovery import trial_count
 from lightning_ad.sweep.runner import run_sweep
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget
 from lightning_ad.sweep.storage import RDB_CONNECTIONS
 from lightning_ad.sweep.study import load_study
-from lightning_ad.train import TrialResult
+from tests.fakes import NoOpTrials, rss_bytes
 
 GOAL_MEDIAN_S = 0.15
 GOAL_GROWTH = 1.5
 GOAL_TABLE_S = 30.0
 GOAL_RSS_GROWTH = 1.10
-METRICS = 30
 STARTS = "noop-starts-{pid}.json"
 """What each worker process leaves in the sweep's reports folder: its no-op trials' starts."""
 DESCRIBED = "described-{pid}.json"
@@ -57,67 +56,12 @@ this benchmark, it imports what this benchmark imports (torch, ~1 GB), unlike on
 ``lightning-ad sweep``; its growth over its start is what the description itself costs."""
 
 
-class NoOpTrials:
-    """``objective.run_trial`` replaced: one MLflow run as ``train.run_trial`` leaves it, no
-    training; the start of every call timed."""
-
-    def __init__(self) -> None:
-        self.starts: list[float] = []
-        self.rss: list[int] = []
-        self.rng = np.random.default_rng(0)
-
-    def __call__(
-        self, config: TrialConfig, uri: str, experiment: str, tags=None, **_
-    ) -> TrialResult:
-        self.starts.append(time.perf_counter())
-        self.rss.append(_rss_bytes())
-        client = tracking.client(uri)
-        experiment_id = tracking.ensure_experiment(experiment, uri)
-        run = client.create_run(experiment_id, tags={"dataset": "synthetic", **(tags or {})})
-        metrics = {"test/auc": float(self.rng.uniform(0.5, 1.0))}
-        metrics |= {f"test/auc_x{i}": float(self.rng.uniform(0.5, 1.0)) for i in range(METRICS)}
-        from mlflow.entities import Metric, Param
-
-        now = int(time.time() * 1000)
-        client.log_batch(
-            run.info.run_id,
-            metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
-            params=[Param(k, str(v)) for k, v in config.params().items()],
-        )
-        self._log_scores(client, run.info.run_id)
-        client.set_tag(run.info.run_id, tracking.COMPLETE_TAG, "true")
-        client.set_terminated(run.info.run_id, "FINISHED")
-        return TrialResult(run.info.run_id, metrics, 0.0, 0.5)
-
-    def save(self, folder: Path) -> None:
-        """This worker's starts and RSS, for the process that ran the sweep."""
-        path = folder / STARTS.format(pid=os.getpid())
-        path.write_text(json.dumps({"starts": self.starts, "rss": self.rss}))
-
-    def _log_scores(self, client, run_id: str) -> None:
-        labels = np.r_[np.zeros(10, int), np.ones(10, int)]
-        rows = ["image,defect,label,knn"] + [
-            f"test/{'good' if y == 0 else 'x'}/{i:03d}.png,{'good' if y == 0 else 'x'},{y},"
-            f"{self.rng.random() + y:.4f}"
-            for i, y in enumerate(labels)
-        ]
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "test_scores.csv"
-            path.write_text("\n".join(rows) + "\n")
-            client.log_artifact(run_id, str(path), artifact_path="scores")
-
-
 def _peak_rss_bytes() -> int:
     """This process's peak RSS since it started (``VmHWM``; ``ru_maxrss`` would carry the
     high-water mark of the process that forked it across the exec)."""
     with open("/proc/self/status") as status:
         [line] = [line for line in status if line.startswith("VmHWM:")]
     return int(line.split()[1]) * 1024
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def measure(
@@ -158,9 +102,9 @@ def measure(
             reports_dir=str(Path(tmp) / "reports"),
         )
         Path(target.reports).mkdir(parents=True, exist_ok=True)
-        with _noop_workers(target.reports), _connections(stores, storage) as connections:
+        with _noop_workers(target.reports) as noop, _connections(stores, storage) as connections:
             t0 = time.perf_counter()
-            outcome = run_sweep(target, workers=workers, show_progress=False)
+            outcome = run_sweep(target, workers=workers, show_progress=False, train=noop)
             wall = time.perf_counter() - t0
         assert outcome.status.all_complete, outcome.status
         result = _trial_times(target.reports, workers)
@@ -199,39 +143,38 @@ def _stores(stores: str, root: Path) -> Iterator[tuple[str, str]]:
 
 
 @contextlib.contextmanager
-def _noop_workers(reports: Path) -> Iterator[None]:
-    """Every worker, in this process or a spawned one, runs no-op trials and leaves its starts
-    in ``reports``."""
-    real_run_trial, real_worker = objective.run_trial, runner._worker_process
-    real_describe = parent_module._describe
+def _noop_workers(reports: Path) -> Iterator[NoOpTrials]:
+    """The no-op trial runner to give ``run_sweep``; every worker, in this process or a spawned
+    one (which gets a copy of it), leaves its no-op trials' starts in ``reports``."""
+    real_worker, real_describe = runner._worker_process, parent_module._describe
     noop = NoOpTrials()
-    objective.run_trial, runner._worker_process = noop, _noop_worker_process
+    runner._worker_process = _noop_worker_process
     parent_module._describe = _measured_describe
     try:
-        yield
+        yield noop
     finally:
-        objective.run_trial, runner._worker_process = real_run_trial, real_worker
+        runner._worker_process = real_worker
         parent_module._describe = real_describe
         if noop.starts:  # one worker, this process
-            noop.save(reports)
+            noop.save(reports / STARTS.format(pid=os.getpid()))
 
 
-def _noop_worker_process(parent: SweepParent, first_trial: int, threads: int) -> None:
-    """``runner._worker_process`` with no-op trials (a spawned process imports this module
-    afresh, so the real worker function is the one it calls)."""
-    noop = NoOpTrials()
-    objective.run_trial = noop
+def _noop_worker_process(
+    parent: SweepParent, first_trial: int, threads: int, train: NoOpTrials
+) -> None:
+    """``runner._worker_process``, then its copy of the no-op's starts saved (a spawned process
+    imports ``runner`` afresh, so the real worker function is the one it calls)."""
     try:
-        runner._worker_process(parent, first_trial, threads)
+        runner._worker_process(parent, first_trial, threads, train)
     finally:
-        noop.save(Path(parent.target.reports))
+        train.save(Path(parent.target.reports) / STARTS.format(pid=os.getpid()))
 
 
 def _measured_describe(target: SweepTarget, run_id: str, *args) -> None:
     """``parent._describe`` (the body of a description process), leaving its peak RSS in the
     reports folder (a spawned process imports ``parent`` afresh: the real one is what it
     calls)."""
-    start_mb = _rss_bytes() / 2**20
+    start_mb = rss_bytes() / 2**20
     try:
         parent_module._describe(target, run_id, *args)
     finally:

@@ -128,6 +128,26 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.5)
 
 
+def wait_for_holds(
+    markers: list[Path], processes: list[subprocess.Popen], timeout: float = 300
+) -> None:
+    """Wait until every process holds a trial (each wrote its marker: ``hold_trial``), so that
+    all of them have taken a cell, whichever started first. A process that ends before then
+    fails the test with its output."""
+
+    def all_held() -> bool:
+        for process in processes:
+            if process.poll() is not None:
+                output = process.stdout.read() if process.stdout else ""
+                raise AssertionError(  # not its arguments: a storage URL may hold a password
+                    f"process {process.pid} ended ({process.returncode}) before holding a "
+                    f"trial: {output}"
+                )
+        return all(marker.exists() for marker in markers)
+
+    wait_for(all_held, timeout, f"{len(markers)} processes to hold a trial each")
+
+
 def trial_runs(target: SweepTarget, status: str | None = None) -> list:
     client = mlflow.MlflowClient(target.tracking_uri)
     experiment = client.get_experiment_by_name(target.experiment)

@@ -11,6 +11,8 @@ this process hold: not those of ``--workers N`` processes.
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,7 +20,9 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from lightning_ad import cli
-from lightning_ad.sweep import objective
+from lightning_ad.grid import NO_HEAD
+from lightning_ad.sweep import runner
+from lightning_ad.train import TrialResult, run_trial
 
 HOLD_SECONDS = 600
 """A bound, so that a test that never sends its signal fails instead of hanging CI."""
@@ -42,20 +46,29 @@ class HoldTraining(pl.Callback):
         raise RuntimeError(f"hold_trial: no signal came within {HOLD_SECONDS} s")
 
 
+class HoldNthTraining:
+    """A trial runner: ``train.run_trial``, whose ``n``-th training trial (1-based) in the
+    process that made it holds in its first epoch (``HoldTraining``). A ``--workers`` process
+    gets a pickled copy, whose trials never hold."""
+
+    def __init__(self, marker: Path, n: int, release: Path | None = None) -> None:
+        self.marker, self.n, self.release = marker, n, release
+        self.started, self.pid = 0, os.getpid()
+
+    def __call__(self, config, *args, callbacks=None, **kwargs) -> TrialResult:
+        if config.head != NO_HEAD and os.getpid() == self.pid:
+            self.started += 1
+            if self.started == self.n:
+                callbacks = [*(callbacks or []), HoldTraining(self.marker, self.release)]
+        return run_trial(config, *args, callbacks=callbacks, **kwargs)
+
+
 def hold_nth_training_trial(marker: Path, n: int, release: Path | None = None) -> None:
     """Make the ``n``-th training trial of this process hold (see the module docstring)."""
-    real_run_trial = objective.run_trial
-    started = 0
-
-    def run_trial(config, *args, callbacks=None, **kwargs):
-        nonlocal started
-        if config.head != "none":
-            started += 1
-            if started == n:
-                callbacks = [*(callbacks or []), HoldTraining(marker, release)]
-        return real_run_trial(config, *args, callbacks=callbacks, **kwargs)
-
-    objective.run_trial = run_trial
+    # The command line takes no trial runner; it looks ``run_sweep`` up in ``runner`` when the
+    # sweep command runs, so this one, with the holding runner bound, is the one it calls.
+    hold = HoldNthTraining(marker, n, release)
+    runner.run_sweep = functools.partial(runner.run_sweep, train=hold)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import contextlib
 import datetime
 import fcntl
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -59,22 +59,37 @@ class WorkerLock:
         trial.set_user_attr(LOCK_ATTR, self.name)
 
 
-def is_dead(folder: Path, trial: optuna.trial.FrozenTrial) -> bool:
-    """Whether RUNNING ``trial`` of a local store has no living worker."""
+def is_dead(
+    folder: Path,
+    trial: optuna.trial.FrozenTrial,
+    flock: Callable[[IO[str], int], None] = fcntl.flock,
+) -> bool:
+    """Whether RUNNING ``trial`` of a local store has no living worker.
+
+    Args:
+        folder: the store's lock folder (``storage.worker_locks``).
+        trial: a RUNNING trial; its ``LOCK_ATTR`` names its worker's lock file. Without one,
+            it is dead once it started more than ``UNCLAIMED_GRACE_S`` ago.
+        flock: how a lock is asked for (``fcntl.flock``). The file system decides what it
+            demands of the descriptor (NFS: a writable one), so a test can stand in for one.
+
+    Returns:
+        True when no process holds the trial's lock (its file is free or gone).
+    """
     name = trial.user_attrs.get(LOCK_ATTR)
     if name is None:
         started = trial.datetime_start or datetime.datetime.now()
         return (datetime.datetime.now() - started).total_seconds() > UNCLAIMED_GRACE_S
-    return not _is_held(folder / str(name))
+    return not _is_held(folder / str(name), flock)
 
 
-def _is_held(path: Path) -> bool:
+def _is_held(path: Path, flock: Callable[[IO[str], int], None]) -> bool:
     try:
         # Read-write: on NFS flock is emulated with byte-range locks, and an exclusive one on a
         # read-only descriptor is EBADF. "r+" neither creates nor truncates the worker's file;
         # one we may not write (another user's) is asked read-only, as local disks allow.
         with _opened(path) as file:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the file closes
+            flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the file closes
     except FileNotFoundError:
         return False  # the worker ended and removed it
     except BlockingIOError:

@@ -4,6 +4,7 @@ inner study of several) -> the test AUC that Optuna records for the cell."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import optuna
 
@@ -25,17 +26,33 @@ from lightning_ad.sweep.search import tune_cell
 from lightning_ad.sweep.spec import SearchSpec
 from lightning_ad.train import TrialResult, run_trial
 
+TrialRunner = Callable[..., TrialResult]
+"""What trains one cell: ``train.run_trial``'s signature, ``(config, tracking_uri, experiment,
+*, tags, callbacks, progress_bar) -> TrialResult``, its MLflow run left FINISHED or FAILED."""
+
 
 class CellObjective:
     """``study.optimize(CellObjective(parent, index, lock))``: the queued cell a trial takes,
-    trained, tested and logged as a child run of the sweep's parent run. ``index`` is the
-    worker's view of the study's trials; ``lock`` the worker's (``liveness``), None on storages
-    whose trials send heartbeats instead."""
+    trained, tested and logged as a child run of the sweep's parent run.
+
+    Args:
+        parent: the sweep's parent run; told of every finished cell.
+        index: the worker's view of the study's trials.
+        lock: the worker's lock (``liveness``); None on storages whose trials send heartbeats
+            instead.
+        train: what trains and tests one trial config (``train.run_trial``; a stand-in that
+            trains nothing measures or tests the machinery around it).
+    """
 
     def __init__(
-        self, parent: SweepParent, index: TrialIndex, lock: WorkerLock | None = None
+        self,
+        parent: SweepParent,
+        index: TrialIndex,
+        lock: WorkerLock | None = None,
+        train: TrialRunner = run_trial,
     ) -> None:
         self.parent, self.target, self.index, self.lock = parent, parent.target, index, lock
+        self.train = train
 
     def __call__(self, trial: optuna.Trial) -> float:
         if self.lock is not None:  # first: from now on, this trial is alive while we are
@@ -89,7 +106,7 @@ class CellObjective:
     def _train(self, cell: dict, tuned: dict, callbacks: list, tags: dict[str, str]) -> TrialResult:
         target = self.target
         config = target.spec.trial_config(cell, target.data_root, target.data_dir, tuned)
-        return run_trial(
+        return self.train(
             config,
             target.tracking_uri,
             target.experiment,

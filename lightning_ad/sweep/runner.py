@@ -32,7 +32,7 @@ import optuna
 from lightning_ad import interrupts, tracking
 from lightning_ad.errors import LightningADError, RedactSecrets, redact
 from lightning_ad.sweep.liveness import WorkerLock
-from lightning_ad.sweep.objective import CellObjective
+from lightning_ad.sweep.objective import CellObjective, TrialRunner
 from lightning_ad.sweep.parent import SweepParent
 from lightning_ad.sweep.preflight import preflight
 from lightning_ad.sweep.progress import SweepProgress
@@ -40,6 +40,7 @@ from lightning_ad.sweep.recovery import GridStatus, TrialIndex, grid_status, pla
 from lightning_ad.sweep.spec import SweepTarget
 from lightning_ad.sweep.storage import worker_locks
 from lightning_ad.sweep.study import load_study
+from lightning_ad.train import run_trial
 
 WORKER_STOPPED = 3
 """A worker process's exit status after a one-line error (its parent then stops too)."""
@@ -55,11 +56,32 @@ class SweepOutcome:
     status: GridStatus
 
 
-def run_sweep(target: SweepTarget, workers: int = 1, show_progress: bool = True) -> SweepOutcome:
+def run_sweep(
+    target: SweepTarget,
+    workers: int = 1,
+    show_progress: bool = True,
+    train: TrialRunner = run_trial,
+) -> SweepOutcome:
     """Run (or resume) the sweep of one category: the report files, and where the grid stands
     (failed cells are reported, not raised: the others still ran). It starts processes by
     spawning (workers, the description's): a script calling it needs the usual
-    ``if __name__ == "__main__":`` guard."""
+    ``if __name__ == "__main__":`` guard.
+
+    Args:
+        target: the sweep, its category and where it runs and writes.
+        workers: worker processes; 1 runs the trials in this process.
+        show_progress: show the live view (``progress``) while the workers run.
+        train: what trains and tests one trial (``train.run_trial``); with ``workers`` > 1 it
+            is pickled into each worker process.
+
+    Returns:
+        The report files and where the grid stands.
+
+    Raises:
+        LightningADError: the preflight failed, a service stayed unreachable, or workers
+            stopped early (finished cells are kept).
+        KeyboardInterrupt: Ctrl-C or SIGTERM; the parent run is closed as KILLED first.
+    """
     quiet_libraries()
     tracking.use_retries()
     preflight([target])
@@ -71,7 +93,7 @@ def run_sweep(target: SweepTarget, workers: int = 1, show_progress: bool = True)
     if not grid_status(study, target.spec).finished:
         parent.reopen()
     try:
-        _run_workers(parent, first_trial, workers, show_progress)
+        _run_workers(parent, first_trial, workers, show_progress, train)
     except KeyboardInterrupt:
         parent.stop_describing()  # first: it ignores Ctrl-C and would write after the close
         parent.close(grid_status(study, target.spec), interrupted=True)
@@ -86,12 +108,26 @@ def run_sweep(target: SweepTarget, workers: int = 1, show_progress: bool = True)
     return SweepOutcome(files, status)
 
 
-def work(parent: SweepParent, first_trial: int, threads: int | None = None) -> None:
+def work(
+    parent: SweepParent,
+    first_trial: int,
+    threads: int | None = None,
+    train: TrialRunner = run_trial,
+) -> None:
     """One worker: take queued cells, queue the next ones when none is left, then wait for the
-    ones running elsewhere (the body of each ``--workers`` process). Cells that failed in
-    trials numbered from ``first_trial`` on (this command's) are not retried. A tracking server
-    that stays unreachable for ``tracking.OUTAGE_PATIENCE_S`` stops it with one line; no cell
-    is lost."""
+    ones running elsewhere (the body of each ``--workers`` process).
+
+    Args:
+        parent: the sweep's parent run.
+        first_trial: this command's first trial number: cells that failed in trials numbered
+            from it on are not retried.
+        threads: torch's CPU threads in this process (None: torch's default).
+        train: what trains and tests one trial (``train.run_trial``).
+
+    Raises:
+        LightningADError: the tracking server stayed unreachable for
+            ``tracking.OUTAGE_PATIENCE_S`` (one line; no cell is lost).
+    """
     if threads:
         import torch
 
@@ -102,7 +138,7 @@ def work(parent: SweepParent, first_trial: int, threads: int | None = None) -> N
     poll = LOCAL_POLL_S if locks is not None else min(target.heartbeat, 10)
     with WorkerLock.held(locks) as lock:
         index = TrialIndex(study, target.spec)
-        objective = CellObjective(parent, index, lock)
+        objective = CellObjective(parent, index, lock, train)
         while True:
             step = index.next_step()
             if step == "take":
@@ -130,31 +166,37 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", module="pytorch_lightning")
 
 
-def _worker_process(parent: SweepParent, first_trial: int, threads: int) -> None:
+def _worker_process(
+    parent: SweepParent, first_trial: int, threads: int, train: TrialRunner
+) -> None:
     quiet_libraries()
     # The parent reports the interruption; SIGTERM ends a trial here as Ctrl-C does.
     with contextlib.suppress(KeyboardInterrupt), interrupts.sigterm_as_interrupt():
         try:
-            work(parent, first_trial, threads)
+            work(parent, first_trial, threads, train)
         except LightningADError as err:  # e.g. the tracking server stayed away: one line
             print(f"lightning-ad: worker stopped: {redact(str(err))}", file=sys.stderr)
             sys.exit(WORKER_STOPPED)
 
 
-def _run_workers(parent: SweepParent, first_trial: int, workers: int, show_progress: bool) -> None:
+def _run_workers(
+    parent: SweepParent, first_trial: int, workers: int, show_progress: bool, train: TrialRunner
+) -> None:
     target = parent.target
     threads = max(1, (os.cpu_count() or 1) // workers)
     with SweepProgress(
         target.study_name, target.spec, lambda: load_study(target), enabled=show_progress
     ):
         if workers == 1:
-            work(parent, first_trial)
+            work(parent, first_trial, train=train)
             return
         context = multiprocessing.get_context("spawn")
         # One description for all: this process writes it while its workers run trials.
         worker_parent = dataclasses.replace(parent, describing=False)
         processes = [
-            context.Process(target=_worker_process, args=(worker_parent, first_trial, threads))
+            context.Process(
+                target=_worker_process, args=(worker_parent, first_trial, threads, train)
+            )
             for _ in range(workers)
         ]
         for process in processes:

@@ -73,8 +73,23 @@ def tune_cell(
 ) -> optuna.trial.FrozenTrial:
     """Run what is left of the cell's budget and return its best trial (lowest ``val/loss``).
 
-    ``train(tuned, callbacks, tags)`` trains one proposal; ``mark_selected(run_id)`` tags the
-    winner's MLflow run so that tables use it alone.
+    Args:
+        search: the settings to tune and the budget of proposals per cell.
+        study_name: the cell's inner study; an existing one is resumed (its finished proposals
+            count against the budget, failed ones do not).
+        storage: the sweep's storage object, which the inner study shares.
+        seed: the sampler's seed (the cell's), so that a rerun proposes the same settings.
+        train: ``train(tuned, callbacks, tags)`` trains one proposal with ``tuned`` settings,
+            ``callbacks`` added to Lightning's and ``tags`` to its MLflow run.
+        mark_selected: ``mark_selected(run_id)`` tags the winner's MLflow run so that tables
+            use it alone.
+
+    Returns:
+        The inner study's best trial; its ``mlflow_run_id`` and ``test_auc`` user attributes
+        name its run and the cell's result.
+
+    Raises:
+        LightningADError: no proposal finished with a val/loss, naming the first one's error.
     """
     study = optuna.create_study(
         study_name=study_name,
@@ -98,7 +113,9 @@ def tune_cell(
         if pruning.pruned_at is not None:
             raise optuna.TrialPruned(f"pruned after epoch {pruning.pruned_at}")
         if result.val_loss is None:
-            raise RuntimeError("no val/loss was recorded; the cell cannot be tuned")
+            unusable = RuntimeError("no val/loss was recorded; the cell cannot be tuned")
+            trial.set_user_attr("error", describe(unusable))
+            raise unusable
         return result.val_loss
 
     done = sum(

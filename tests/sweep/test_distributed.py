@@ -47,6 +47,7 @@ from tests.helpers import (
     start_sweep,
     sweep_command,
     wait_for,
+    wait_for_holds,
 )
 
 pytestmark = pytest.mark.integration
@@ -82,9 +83,18 @@ def _target(services: Services, sweep_file: Path, data_root: Path) -> SweepTarge
     )
 
 
-def _command(target: SweepTarget, data_root: Path, sweep_file: Path, *extra: str, hold=None):
+def _command(
+    target: SweepTarget,
+    data_root: Path,
+    sweep_file: Path,
+    *extra: str,
+    hold: Path | None = None,
+    release: Path | None = None,
+) -> list[str]:
     where = ["--storage", target.storage, "--tracking-uri", target.tracking_uri]
-    return sweep_command(data_root, *where, *extra, sweep_file=sweep_file, hold=hold)
+    return sweep_command(
+        data_root, *where, *extra, sweep_file=sweep_file, hold=hold, release=release
+    )
 
 
 def _sweep_file(tmp_path: Path, name: str, **fixed: object) -> Path:
@@ -106,9 +116,19 @@ def test_two_workers_on_postgres_and_mlflow_server(
         _target(services, sweep_file, synthetic_root),
         storage=services.storage.replace(f"{PG_USER}@", f"{PG_USER}:{password}@"),
     )
-    command = _command(target, synthetic_root, sweep_file)
-    workers = [start_sweep(command, tmp_path / f"machine{i}") for i in range(2)]
+    # Each worker holds in its first training trial until both do: both take cells, whichever
+    # starts first or runs faster.
+    release, held = tmp_path / "release", [tmp_path / f"held{i}" for i in range(2)]
+    workers = [
+        start_sweep(
+            _command(target, synthetic_root, sweep_file, hold=held[i], release=release),
+            tmp_path / f"machine{i}",
+        )
+        for i in range(2)
+    ]
     with sampled_connections(services.storage) as counts:
+        wait_for_holds(held, workers)
+        release.touch()
         for worker in workers:
             output, _ = worker.communicate(timeout=900)
             assert worker.returncode == 0, output
@@ -116,7 +136,8 @@ def test_two_workers_on_postgres_and_mlflow_server(
     assert 1 <= max(counts) <= 2 * RDB_CONNECTIONS, counts  # one storage, one pool a process
     study = assert_grid_filled_once(target)
     assert password not in repr([(t.user_attrs, t.system_attrs) for t in study.trials])
-    assert len({t.user_attrs["worker"] for t in study.trials}) == 2  # both took cells
+    worker_pids = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in study.trials}
+    assert worker_pids == {w.pid for w in workers}  # both took cells
     client = mlflow.MlflowClient(target.tracking_uri)
     experiment = client.get_experiment_by_name(target.experiment)
     for run in client.search_runs([experiment.experiment_id]):

@@ -9,13 +9,12 @@ import signal
 
 import pytest
 
-from benchmarks.orchestration import NoOpTrials
 from lightning_ad import tracking
-from lightning_ad.sweep import objective
 from lightning_ad.sweep import parent as parent_module
 from lightning_ad.sweep.parent import DESCRIBER_NAME, SweepParent
 from lightning_ad.sweep.runner import run_sweep
 from lightning_ad.sweep.spec import SweepTarget
+from tests.fakes import NoOpTrials
 
 CELL = {"backbone": "resnet18", "head": "arcface", "classes": "class2", "seed": 0}
 
@@ -69,9 +68,6 @@ def test_one_description_process_runs_at_a_time_and_stays_with_its_process(
     assert not describers()
 
 
-def test_a_sweep_ends_its_description_process(
-    target: SweepTarget, started: list, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(objective, "run_trial", NoOpTrials())
-    assert run_sweep(target, show_progress=False).status.all_complete
+def test_a_sweep_ends_its_description_process(target: SweepTarget, started: list) -> None:
+    assert run_sweep(target, show_progress=False, train=NoOpTrials()).status.all_complete
     assert started and not describers()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 from pathlib import Path
 
 import optuna
@@ -14,6 +15,7 @@ import pytest
 from lightning_ad.sweep import liveness, recovery
 from lightning_ad.sweep.liveness import WorkerLock
 from lightning_ad.sweep.recovery import (
+    CELL_ATTR,
     INTERRUPTED,
     TrialIndex,
     fail_dead_trials,
@@ -42,6 +44,15 @@ def _take(study: optuna.Study, cell: dict, lock: WorkerLock | None) -> optuna.Tr
     return trial
 
 
+def _unclaimed(study: optuna.Study, cell: dict, started_s_ago: float) -> int:
+    """A trial of ``cell`` RUNNING since ``started_s_ago`` seconds, whose worker never wrote
+    its lock's name on it; its number."""
+    trial = optuna.trial.create_trial(state=RUNNING, user_attrs={CELL_ATTR: cell})
+    trial.datetime_start = datetime.datetime.now() - datetime.timedelta(seconds=started_s_ago)
+    study.add_trial(trial)
+    return trial_count(study) - 1
+
+
 def test_a_dead_workers_trial_is_failed_and_queued_a_live_ones_is_left(
     target: SweepTarget,
 ) -> None:
@@ -55,7 +66,7 @@ def test_a_dead_workers_trial_is_failed_and_queued_a_live_ones_is_left(
     with WorkerLock.held(folder) as live:
         live_trial = _take(study, live_cell, live)
         crashed_trial = _take(study, target.spec.runnable_cells()[2], None)
-        study._storage.set_trial_user_attr(crashed_trial._trial_id, "worker_lock", "crashed.lock")
+        crashed_trial.set_user_attr(liveness.LOCK_ATTR, "crashed.lock")
         plan(study, target, retry_failed_before=trial_count(study))
         states = {t.number: t.state for t in study.get_trials()}
         assert states[dead_trial.number] == FAIL and states[crashed_trial.number] == FAIL
@@ -65,18 +76,23 @@ def test_a_dead_workers_trial_is_failed_and_queued_a_live_ones_is_left(
     assert len(waiting) == len({cell_key(c) for c in waiting})  # each cell queued once
 
 
-def test_an_unclaimed_trial_is_dead_only_after_the_grace_period(
-    target: SweepTarget, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A worker killed between taking a trial and writing its lock's name on it."""
+def test_an_unclaimed_trial_is_dead_only_after_the_grace_period(target: SweepTarget) -> None:
+    """A worker killed between taking a trial and writing its lock's name on it: its trial is
+    failed as interrupted (queued again, not a failed cell) once the grace has passed."""
     study = load_study(target)
-    trial = _take(study, target.spec.runnable_cells()[0], None)
-    fail_dead_trials(study, target)
-    assert study._storage.get_trial(trial._trial_id).state == RUNNING
-    monkeypatch.setattr(liveness, "UNCLAIMED_GRACE_S", -1.0)
+    cells = target.spec.runnable_cells()
+    taken = _take(study, cells[0], None).number  # a live worker, about to claim it
+    inside = _unclaimed(study, cells[1], liveness.UNCLAIMED_GRACE_S - 5)
+    past = _unclaimed(study, cells[2], liveness.UNCLAIMED_GRACE_S + 5)
     fail_dead_trials(study, target)
     fail_dead_trials(study, target)  # again, as a second command would: no error
-    assert study._storage.get_trial(trial._trial_id).state == FAIL
+    trials = study.get_trials()
+    assert [trials[n].state for n in (taken, inside, past)] == [RUNNING, RUNNING, FAIL]
+    assert trials[past].user_attrs[INTERRUPTED] is True
+    assert not grid_status(study, target.spec).failed
+    plan(study, target, retry_failed_before=0)
+    waiting = [recovery.trial_cell(t) for t in study.get_trials(states=(WAITING,))]
+    assert cells[2] in waiting and cells[0] not in waiting and cells[1] not in waiting
 
 
 def test_an_interrupted_cell_is_queued_again_a_failed_one_once_per_command(
@@ -169,12 +185,12 @@ def test_a_cell_queued_twice_is_run_by_the_lower_trial_alone(target: SweepTarget
 
 
 @pytest.mark.parametrize("storage", ["journal", "sqlite"])
-def test_the_index_reads_only_what_changed_and_agrees_with_a_fresh_read(
+def test_the_index_kept_up_to_date_agrees_with_a_fresh_read(
     target: SweepTarget, storage: str, tmp_path: Path
 ) -> None:
     """A worker's TrialIndex, refreshed between other workers' trials, answers as an index
-    that reads the whole study anew, and reads no finished trial twice (on the journal, and on
-    an RDB storage, which Optuna wraps in its cache)."""
+    that reads the whole study anew (on the journal, and on an RDB storage, which Optuna wraps
+    in its cache)."""
     if storage == "sqlite":
         target = dataclasses.replace(target, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     study, spec = load_study(target), target.spec
@@ -188,20 +204,23 @@ def test_the_index_reads_only_what_changed_and_agrees_with_a_fresh_read(
     running = _take(study, cells[2], None)
     duplicate = _take(study, cells[2], None)  # the running cell, queued twice
     study.enqueue_trial(cells[3])
-    added = []
-    add_finished = index._add_finished
-    index._add_finished = lambda trial: added.append(trial.number) or add_finished(trial)
     assert index.next_step() == "take"
-    assert len(added) == 3  # the three trials that finished since; nothing else
     fresh = TrialIndex(study, spec)
     assert index.seeds_of(cells[0]) == {cell_key(cells[0]): 0.7, cell_key(other_seed): 0.8}
     assert index.seeds_of(cells[0]) == fresh.seeds_of(cells[0])
-    assert index.next_step() == fresh.next_step() and len(added) == 3
+    assert index.next_step() == fresh.next_step()
     assert "taken by trial" in index.surplus_reason(duplicate, queued_cell(duplicate))
     assert index.surplus_reason(running, queued_cell(running)) is None
     queued = study.ask()  # the trial WAITING at the last read, taken and finished since
     study.tell(queued, 0.6)
-    assert index.seeds_of(cells[3])[cell_key(cells[3])] == 0.6 and added[3:] == [queued.number]
+    study.tell(running, 0.9)  # RUNNING at the last read, finished since
+    assert index.seeds_of(cells[3])[cell_key(cells[3])] == 0.6
+    assert index.seeds_of(cells[2])[cell_key(cells[2])] == 0.9
+    assert "completed by trial" in index.surplus_reason(duplicate, queued_cell(duplicate))
+    fresh = TrialIndex(study, spec)
+    for cell in cells:
+        assert index.seeds_of(cell) == fresh.seeds_of(cell)
+    assert index.next_step() == fresh.next_step() == "wait"  # for the duplicate, still RUNNING
 
 
 def _same_table_cell(a: dict, b: dict) -> bool:

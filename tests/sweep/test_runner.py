@@ -14,14 +14,15 @@ import optuna
 import pytest
 import yaml
 
-from benchmarks.orchestration import NoOpTrials
 from lightning_ad import cli, report, tracking
 from lightning_ad.errors import LightningADError
-from lightning_ad.sweep import objective, recovery
+from lightning_ad.sweep import recovery
 from lightning_ad.sweep.runner import run_sweep
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget
 from lightning_ad.sweep.storage import open_storage
 from lightning_ad.sweep.study import load_study
+from lightning_ad.train import run_trial
+from tests.fakes import NoOpTrials
 from tests.helpers import (
     SWEEPS,
     assert_grid_filled_once,
@@ -115,24 +116,18 @@ def test_quick_sweep_runs_resumes_and_tables_match(target: SweepTarget) -> None:
     assert "report/index.html" in artifacts and "report/maps" in artifacts
 
 
-def test_a_failing_trial_is_recorded_and_retried_on_rerun(
-    target: SweepTarget, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real_run_trial = objective.run_trial
-
+def test_a_failing_trial_is_recorded_and_retried_on_rerun(target: SweepTarget) -> None:
     def flaky(config, *args, **kwargs):
         if config.head == "arcface" and config.seed == 1 and config.classes.label == "class3":
             raise RuntimeError("simulated bad data")
-        return real_run_trial(config, *args, **kwargs)
+        return run_trial(config, *args, **kwargs)
 
-    monkeypatch.setattr(objective, "run_trial", flaky)
-    run_sweep(target, show_progress=False)  # the sweep goes on past the failure
+    run_sweep(target, show_progress=False, train=flaky)  # the sweep goes on past the failure
     study = load_study(target)
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     assert len(failed) == 1 and "simulated bad data" in failed[0].user_attrs["error"]
     assert len(trial_runs(target)) == 7
 
-    monkeypatch.setattr(objective, "run_trial", real_run_trial)
     run_sweep(target, show_progress=False)
     children = trial_runs(target)
     assert len(children) == 8  # only the failed cell was trained again
@@ -153,14 +148,13 @@ def test_a_grid_larger_than_the_queue_runs_each_cell_once(
     monkeypatch.setattr(recovery, "QUEUE_AHEAD", 3)
     noop, waiting = NoOpTrials(), []
 
-    def run_trial(config, *args, **kwargs):
+    def counting_queue(config, *args, **kwargs):
         waiting.append(
             len(load_study(target).get_trials(states=(optuna.trial.TrialState.WAITING,)))
         )
         return noop(config, *args, **kwargs)
 
-    monkeypatch.setattr(objective, "run_trial", run_trial)
-    assert run_sweep(target, show_progress=False).status.all_complete
+    assert run_sweep(target, show_progress=False, train=counting_queue).status.all_complete
     assert_grid_filled_once(target)
     assert len(waiting) == 8 and max(waiting) == 2  # three queued, one of them taken
 
@@ -227,24 +221,26 @@ def test_search_tunes_trained_cells_and_runs_the_frozen_one_once(
 def test_a_cell_whose_proposals_all_fail_is_a_failed_cell_and_exit_1(
     synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    real_run_trial = objective.run_trial
-
-    def arcface_fails(config, *args, **kwargs):
-        if config.head == "arcface":
-            raise RuntimeError("simulated divergence")
-        return real_run_trial(config, *args, **kwargs)
-
-    monkeypatch.setattr(objective, "run_trial", arcface_fails)
+    """Every learning rate the search may propose drives arcface's loss to NaN: all three
+    proposals fail. The frozen cell is never searched (lr cannot change it) and runs."""
+    diverging = {
+        **SEARCH_SWEEP,
+        "search": {
+            "trials_per_cell": 3,
+            "params": {"lr": {"low": 1e29, "high": 1e30, "log": True}},
+        },
+    }
     monkeypatch.chdir(tmp_path)
     spec_file = tmp_path / "tuned.yaml"
-    spec_file.write_text(yaml.safe_dump(SEARCH_SWEEP))
+    spec_file.write_text(yaml.safe_dump(diverging))
     code = cli.main(
         ["sweep", "--sweep", str(spec_file), "--data-root", str(synthetic_root), "--quiet"]
     )
     assert code == 1
     err = capsys.readouterr().err
     assert "failed: screw mobilenet_v2 arcface class3 0: LightningADError: inner study" in err
-    assert "none of its 3 proposals finished" in err and "simulated divergence" in err
+    assert "none of its 3 proposals finished" in err and "(3 failed, 0 pruned)" in err
+    assert re.search(r"the first failed with LightningADError: \w+ loss is (nan|inf)", err)
     assert "1 cell is not complete" in err
     target = SweepTarget(SweepSpec.load(spec_file), "screw", data_root=str(synthetic_root))
     client = mlflow.MlflowClient(target.tracking_uri)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from pathlib import Path
 
 import optuna
 import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from lightning_ad.errors import LightningADError
 from lightning_ad.sweep.spec import SweepTarget
@@ -90,9 +93,23 @@ def test_a_line_that_is_no_record_is_refused_with_its_number(tmp_path) -> None:
 def test_a_process_opens_one_storage_per_url(target: SweepTarget) -> None:
     """The planner, the worker, the progress view and every category share one storage (on
     PostgreSQL: one engine, one pool of ``RDB_CONNECTIONS``)."""
-    rdb = dataclasses.replace(target, storage=f"sqlite:///{target.reports_dir}-optuna.db")
+    database = Path(f"{target.reports_dir}-optuna.db")
+    rdb = dataclasses.replace(target, storage=f"sqlite:///{database}")
     grid = dataclasses.replace(rdb, category="grid")  # another study in the same storage
-    first, second = load_study(rdb), load_study(grid)
+    engines = set()
+
+    def connected(connection) -> None:  # every connection any engine of this database makes
+        if Path(connection.engine.url.database).resolve() == database.resolve():
+            engines.add(connection.engine)
+
+    event.listen(Engine, "engine_connect", connected)
+    try:
+        first, second = load_study(rdb), load_study(grid)
+        first.enqueue_trial({"seed": 0})  # a write through each
+        second.enqueue_trial({"seed": 1})
+        assert len(load_study(rdb).get_trials()) == len(second.get_trials()) == 1
+    finally:
+        event.remove(Engine, "engine_connect", connected)
     assert first.study_name != second.study_name
-    assert first._storage._backend is second._storage._backend is load_study(rdb)._storage._backend
-    assert first._storage._backend.engine.pool.size() == RDB_POOL["pool_size"]
+    [engine] = engines  # one engine served both studies and the second load
+    assert engine.pool.size() == RDB_POOL["pool_size"]
