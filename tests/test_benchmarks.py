@@ -15,7 +15,8 @@ from benchmarks.run import main
     [
         pytest.param("B1,B2,B3", marks=pytest.mark.e2e),
         pytest.param("B4,B6,B8", marks=pytest.mark.e2e),
-        "B10",  # the orchestration of a whole sweep of no-op trials: seconds on 10 and 30 cells
+        # the orchestration of a whole sweep of no-op trials: seconds on 10 and 30 cells
+        pytest.param("B10", marks=pytest.mark.e2e),
         pytest.param("B11", marks=pytest.mark.e2e),  # predict: a detector saved, loaded, run
         pytest.param("B9", marks=pytest.mark.slow),  # B9 compiles: minutes
     ],

@@ -15,6 +15,7 @@ from lightning_ad.data.synthetic import MARKER, generate_category
 from lightning_ad.sweep.fingerprint import data_fingerprint
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget
 from tests.conftest import TINY_SIZE
+from tests.fakes import NoOpTrials
 from tests.helpers import trial_runs
 from tests.sweep.conftest import temporary_target
 
@@ -45,10 +46,12 @@ def _table_seeds(target: SweepTarget, fingerprint: str | None = None) -> list[in
 
 
 def _sweep(spec: SweepSpec, data_root: Path, tmp_path: Path) -> SweepTarget:
+    """The sweep run to its end with trials that train nothing: which cells run is the
+    question here, not what they compute."""
     from lightning_ad.sweep.runner import run_sweep
 
     target = temporary_target(spec, data_root, tmp_path)
-    assert run_sweep(target, show_progress=False).status.all_complete
+    assert run_sweep(target, show_progress=False, train=NoOpTrials()).status.all_complete
     return target
 
 

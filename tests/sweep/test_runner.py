@@ -21,7 +21,6 @@ from lightning_ad.sweep.runner import run_sweep
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget
 from lightning_ad.sweep.storage import open_storage
 from lightning_ad.sweep.study import load_study
-from lightning_ad.train import run_trial
 from tests.fakes import NoOpTrials
 from tests.helpers import (
     SWEEPS,
@@ -117,10 +116,12 @@ def test_quick_sweep_runs_resumes_and_tables_match(target: SweepTarget) -> None:
 
 
 def test_a_failing_trial_is_recorded_and_retried_on_rerun(target: SweepTarget) -> None:
+    noop = NoOpTrials()
+
     def flaky(config, *args, **kwargs):
         if config.head == "arcface" and config.seed == 1 and config.classes.label == "class3":
             raise RuntimeError("simulated bad data")
-        return run_trial(config, *args, **kwargs)
+        return noop(config, *args, **kwargs)
 
     run_sweep(target, show_progress=False, train=flaky)  # the sweep goes on past the failure
     study = load_study(target)
@@ -128,7 +129,7 @@ def test_a_failing_trial_is_recorded_and_retried_on_rerun(target: SweepTarget) -
     assert len(failed) == 1 and "simulated bad data" in failed[0].user_attrs["error"]
     assert len(trial_runs(target)) == 7
 
-    run_sweep(target, show_progress=False)
+    run_sweep(target, show_progress=False, train=noop)
     children = trial_runs(target)
     assert len(children) == 8  # only the failed cell was trained again
     keys = [
