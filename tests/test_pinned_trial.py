@@ -30,17 +30,6 @@ PINNED_TRIAL = TINY | dict(
     coreset_fraction=0.1,
 )
 PINNED = {
-    "0.3.1": {
-        "test/auc_knn": 0.548,
-        "test/auc_lof": 0.456,
-        "test/auc_patch": 0.252,
-        "test/auc_prob": 0.408,
-        "test/aupro": 0.416893,
-        "test/detection_rate": 0.58,
-        "test/false_alarm_rate": 1.0,
-        "test/pixel_auc": 0.74583,
-        "val/threshold": 31.826054,
-    },
     "0.3.2": {
         "test/auc_knn": 0.548,
         "test/auc_lof": 0.456,
