@@ -12,6 +12,7 @@ WORKERS  ?= 1
 CELLS    ?= 100,1000
 STORES   ?= local
 FORMAT   ?= md
+SCORE    ?=
 OUT      ?=
 HOST     ?= 127.0.0.1
 PORT     ?= 5000
@@ -87,10 +88,10 @@ sweep: $(STAMP) ## run or resume a sweep: make sweep CATEGORY=screw [SWEEP=defau
 	$(BIN)/lightning-ad sweep --sweep $(SWEEP) --category $(CATEGORY) --workers $(WORKERS) \
 		$(if $(DATA_ROOT),--data-root '$(DATA_ROOT)')
 
-table: $(STAMP) ## print and write the comparison tables: make table CATEGORY=screw [SWEEP=default] [FORMAT=md] [OUT=file|folder] [FINGERPRINT=id]
+table: $(STAMP) ## print and write the comparison tables: make table CATEGORY=screw [SWEEP=default] [FORMAT=md] [OUT=file|folder] [FINGERPRINT=id] [SCORE=knn]
 	$(BIN)/lightning-ad table --sweep $(SWEEP) --category $(CATEGORY) --format $(FORMAT) \
 		$(if $(OUT),--out '$(OUT)') $(if $(DATA_ROOT),--data-root '$(DATA_ROOT)') \
-		$(if $(FINGERPRINT),--fingerprint $(FINGERPRINT))
+		$(if $(FINGERPRINT),--fingerprint $(FINGERPRINT)) $(if $(SCORE),--score $(SCORE))
 
 register: $(STAMP) ## register a sweep cell's detector: make register CATEGORY=screw CELL=backbone=X,head=Y,classes=3 [SEED=0] [NAME=screw-detector] [SWEEP=default] [FINGERPRINT=id]
 	@test -n '$(CELL)' || { echo "make register: pass CELL=backbone=X,head=Y,classes=N (a cell of make table)"; exit 2; }

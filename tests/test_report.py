@@ -4,6 +4,7 @@ writes one table per file."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -194,6 +195,45 @@ def test_out_file_as_csv_is_one_table_pandas_parses(
         "class3_vs_class2_by_defect.parquet",
         "median_auc.parquet",
     ]
+
+
+def test_another_scorer_reads_the_same_runs_as_its_own(
+    logged: tuple[str, list[dict]], tmp_path: Path
+) -> None:
+    """Each run scored itself by knn (``test/auc``) and logged lof too: read by lof, every cell's
+    median is lof's, and the report keeps lof's tables beside the runs' own."""
+    uri, runs = logged
+    trials = _trials(uri)
+    assert report.scorers_logged(trials) == ["lof"]
+    by_lof = report.scored_by(trials, "lof")
+    assert list(by_lof["test/auc"]) == list(trials["test/auc_lof"])
+    assert set(by_lof["score_used"]) == {"lof"} and set(trials["score_used"]) == {"knn"}
+    assert not any(c.startswith("test/auc/") for c in by_lof)  # lof logged no defect AUROCs
+    assert list(by_lof["test/pixel_auc"]) == list(trials["test/pixel_auc"])  # PatchCore's maps
+    files = report.write_report(trials, SweepSpec.load(QUICK), _SETTINGS, tmp_path / "out")
+    cells = pd.read_csv(tmp_path / "out" / "by_scorer" / "lof" / "median_auc.csv")
+    assert {f.name for f in files if f.parent.name == "lof"} >= {"median_auc.md", "median_auc.csv"}
+    row = cells[(cells["head"] == "arcface") & (cells["classes"] == "class3")].iloc[0]
+    lof = [r["test/auc_lof"] for r in runs if (r["head"], r["classes"]) == ("arcface", "class3")]
+    assert row["median"] == pytest.approx(np.median(lof), abs=1e-12)
+    assert row["score_used"] == "lof"
+
+
+def test_table_score_prints_that_scorers_medians_and_names_the_logged_ones_otherwise(
+    logged: tuple[str, list[dict]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    uri, runs = logged
+    monkeypatch.chdir(tmp_path)
+    args = ["table", "--sweep", str(QUICK), "--category", "screw", "--tracking-uri", uri]
+    args += ["--fingerprint", FINGERPRINT, "--format", "csv"]
+    assert main([*args, "--score", "lof"]) == 0
+    cells = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    frozen = [r["test/auc_lof"] for r in runs if r["head"] == "none"]
+    assert cells.loc[cells["head"] == "none", "median"].item() == pytest.approx(np.median(frozen))
+    assert main([*args, "--score", "fused"]) == 2
+    assert "--score fused: no run of this table logged it; the runs logged lof" in (
+        capsys.readouterr().err
+    )
 
 
 @pytest.mark.parametrize(

@@ -62,6 +62,13 @@ def add_table(commands: Commands) -> None:
         "type (default: all; one table, median, for --out FILE and for csv on stdout)",
     )
     table.add_argument(
+        "--score",
+        metavar="SCORER",
+        help="read the runs as scored by SCORER (lof, knn, prob, fused, patch: any the runs "
+        "logged), e.g. knn for the article's measure on the pooled embedding (default: each "
+        "run's own, the sweep's score); reports/.../by_scorer/ holds every scorer's tables",
+    )
+    table.add_argument(
         "--out",
         help="a FILE (one table) or a FOLDER (a file per table) instead of printing; "
         "reports/<sweep>/<category>/<fingerprint>/ always gets every table in every format",
@@ -91,6 +98,8 @@ def _table(args: argparse.Namespace) -> None:
         )
         if current:  # reports/<sweep>/<category>/latest: the tables of today's settings
             report.write_report(trials, target.spec, target.settings, target.reports)
+        if args.score:
+            trials = report.scored_by(trials, args.score)
         if out is None:
             _print_tables(report, trials, target.spec, args)
             continue

@@ -22,6 +22,7 @@ from lightning_ad.plots import CELL_PLOT, FOREST_PLOT
 from lightning_ad.report.files import (
     FILE_NAMES,
     LATEST,
+    SCORER_FOLDER,
     SETTINGS_FILE,
     Settings,
     replace_whole,
@@ -61,6 +62,8 @@ from lightning_ad.report.trials import (
     Sweep,
     fetch_trials,
     in_grid,
+    scored_by,
+    scorers_logged,
     trials_frame,
 )
 from lightning_ad.report.verdicts import (
@@ -89,6 +92,7 @@ __all__ = [
     "PAGE",
     "PARENT_MEDIANS",
     "RUN_FACTS",
+    "SCORER_FOLDER",
     "SCORES",
     "SETTINGS_FILE",
     "TABLES",
@@ -110,6 +114,8 @@ __all__ = [
     "paired_verdicts",
     "render",
     "replace_whole",
+    "scored_by",
+    "scorers_logged",
     "suffix",
     "summary_text",
     "tables_in",

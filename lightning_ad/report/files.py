@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -14,7 +14,13 @@ import pandas as pd
 from lightning_ad import plots
 from lightning_ad.report.formats import DATA_FORMATS, DISPLAY_FORMATS, FORMATS, render
 from lightning_ad.report.tables import TABLES, display_table, tidy_table
-from lightning_ad.report.trials import MAIN_METRIC, MAP_METRICS, Sweep
+from lightning_ad.report.trials import (
+    MAIN_METRIC,
+    MAP_METRICS,
+    Sweep,
+    scored_by,
+    scorers_logged,
+)
 from lightning_ad.report.verdicts import Verdicts
 
 FILE_NAMES = {
@@ -24,6 +30,12 @@ FILE_NAMES = {
     "delta": "class3_vs_class2",
     "defects": "class3_vs_class2_by_defect",
 }
+SCORER_FOLDER = "by_scorer"
+"""``<fingerprint>/by_scorer/<scorer>/``: the tables as another scorer reads the same runs
+(:func:`~lightning_ad.report.trials.scored_by`); the folder's own are the runs' own scorer's."""
+SCORER_TABLES = ("median", "defects")
+"""What changes with the scorer: the class3 - class2 table already has a row per scorer, and
+the anomaly maps (pixel AUROC, AUPRO) are PatchCore's whatever the scorer."""
 SETTINGS_FILE = "settings.json"
 LATEST = "latest"
 """``reports/<sweep>/<category>/latest``: a link to the fingerprint folder written last."""
@@ -87,7 +99,8 @@ def write_report(
     verdicts: Verdicts | None = None,
 ) -> list[Path]:
     """Every table in every format, the two plots and ``settings.json`` (the settings whose
-    fingerprint names the folder) into ``out_dir``, then points ``latest`` beside it there.
+    fingerprint names the folder) into ``out_dir``, the tables of each other scorer the runs
+    logged into ``out_dir/by_scorer/<scorer>/``, then points ``latest`` beside it there.
 
     Args:
         trials: the runs of one fingerprint (``fetch_trials``).
@@ -101,17 +114,40 @@ def write_report(
     """
     verdicts = verdicts or Verdicts(trials)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [
-        write_table(trials, spec, name, fmt, out_dir / f"{FILE_NAMES[name]}{suffix(fmt)}", verdicts)
-        for fmt in FORMATS
-        for name in tables_in(fmt)
-    ]
+    written = _write_tables(trials, spec, TABLES, out_dir, verdicts)
+    for scorer in _other_scorers(trials):
+        folder = out_dir / SCORER_FOLDER / scorer
+        written += _write_tables(scored_by(trials, scorer), spec, SCORER_TABLES, folder)
     drawn = plots.sweep_plots(trials, MAIN_METRIC, verdicts.pairs)
     written += [replace_whole(out_dir / name, draw) for name, draw in drawn.items()]
     text = settings.to_json()
     written.append(replace_whole(out_dir / SETTINGS_FILE, lambda path: path.write_text(text)))
     _point_latest(out_dir)
     return written
+
+
+def _write_tables(
+    trials: pd.DataFrame,
+    spec: Sweep,
+    names: Iterable[str],
+    folder: Path,
+    verdicts: Verdicts | None = None,
+) -> list[Path]:
+    """The tables ``names`` in every format they come in, into ``folder`` (made if missing)."""
+    verdicts = verdicts or Verdicts(trials)
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        write_table(trials, spec, name, fmt, folder / f"{FILE_NAMES[name]}{suffix(fmt)}", verdicts)
+        for fmt in FORMATS
+        for name in names
+        if name in tables_in(fmt)
+    ]
+
+
+def _other_scorers(trials: pd.DataFrame) -> list[str]:
+    """The scorers the runs logged, but the one every run reports as its own (if they agree)."""
+    own = set(trials["score_used"].dropna()) if "score_used" in trials else set()
+    return [s for s in scorers_logged(trials) if own != {s}]
 
 
 def _point_latest(out_dir: Path) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from lightning_ad import tracking
+from lightning_ad.errors import LightningADError
 from lightning_ad.grid import GRID_KEYS
 
 RUN_FACTS = ("dataset", "data_root", "git_commit", "score_used")
@@ -72,6 +73,37 @@ def trials_frame(runs: Iterable) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     table["seed"] = table["seed"].astype(int)
     return table.drop_duplicates(subset=list(GRID_KEYS), keep="last").reset_index(drop=True)
+
+
+def scorers_logged(trials: pd.DataFrame) -> list[str]:
+    """The scorers whose image AUROC (``test/auc_<scorer>``) some of ``trials`` logged."""
+    prefix = f"{MAIN_METRIC}_"
+    names = (c.removeprefix(prefix) for c in trials if c.startswith(prefix))
+    return sorted(name for name in names if "/" not in name)
+
+
+def scored_by(trials: pd.DataFrame, scorer: str) -> pd.DataFrame:
+    """``trials`` read as if ``scorer`` were every run's own: its image AUROC, overall and per
+    defect type, as ``test/auc`` (NaN where a run did not log it: ``prob`` has no frozen
+    baseline), and as the ``score_used`` the verdicts by defect type read. ``MAP_METRICS``
+    stay as they are: a trial's anomaly maps are PatchCore's whatever its image scorer.
+
+    Raises:
+        LightningADError: no run logged ``scorer``; the error lists those that did.
+    """
+    logged = scorers_logged(trials)
+    if scorer not in logged:
+        raise LightningADError(
+            f"--score {scorer}: no run of this table logged it; the runs logged "
+            f"{', '.join(logged) or 'no scorer'}"
+        )
+    own = f"{MAIN_METRIC}_{scorer}"
+    main = [c for c in trials if c == MAIN_METRIC or c.startswith(f"{MAIN_METRIC}/")]
+    out = trials.drop(columns=main)
+    for column in [c for c in trials if c == own or c.startswith(f"{own}/")]:
+        out[MAIN_METRIC + column.removeprefix(own)] = trials[column]
+    out["score_used"] = scorer
+    return out
 
 
 def in_grid(trials: pd.DataFrame, spec: Sweep) -> pd.DataFrame:
