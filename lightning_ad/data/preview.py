@@ -1,5 +1,6 @@
-"""One PNG that shows a category: normal images, every twin drawn on them, the category mean and
-object masks the twins use, and one test image per defect type with its ground-truth outline."""
+"""One PNG that shows a category: normal images, every twin drawn on them (the pixels it
+changed outlined), the category mean and object masks the twins use, and one test image per
+defect type with its ground-truth outline."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 from lightning_ad.data.datamodule import load_images, load_masks
 from lightning_ad.data.masks import mean_image, object_masks
 from lightning_ad.data.mvtec import MVTecCategory
-from lightning_ad.data.twins import TWINS, DistortionTwin
+from lightning_ad.data.twins import TWINS, draw
 
 COLUMNS = 5
 OUTLINE = (255, 40, 40)
@@ -41,17 +42,9 @@ def render_preview(
 
     rows: list[tuple[str, list[np.ndarray | None]]] = [("normal", normals)]
     for name, cls in TWINS.items():
-        twin = cls()
-        drawn = []
-        for i in picks:
-            if isinstance(twin, DistortionTwin):  # outline the patch: the change can be subtle
-                params = twin.sample(train[i], masks[i], rng)
-                image = twin.apply(train[i], params)
-                x0, y0, x1, y1 = params.box
-                drawn.append(cv2.rectangle(image, (x0, y0), (x1 - 1, y1 - 1), OUTLINE, 1))
-            else:
-                drawn.append(twin(train[i], masks[i], rng))
-        rows.append((f"twin: {name}", drawn))
+        # Each twin with its mask outlined: a rotated patch can be subtle to the eye.
+        twins = [draw(cls(), train[i], masks[i], rng) for i in picks]
+        rows.append((f"twin: {name}", [_outlined(image, mask) for image, mask in twins]))
     mean = mean_image(train).astype(np.uint8)
     rows.append(
         (
@@ -90,6 +83,12 @@ def render_preview(
     return out
 
 
+def _outlined(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The image with the outer outline of ``mask`` drawn on it."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    return cv2.drawContours(image.copy(), contours, -1, OUTLINE, 1)
+
+
 def _tint(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The image with its object mask washed in green."""
     out = image.astype(np.float32)
@@ -107,8 +106,5 @@ def _defect_examples(category: MVTecCategory, size: int) -> list:
     masks = load_masks(tuple(s.mask_path for s in firsts), size)
     examples = []
     for sample, image, mask in zip(firsts, images, masks, strict=True):
-        contours, _ = cv2.findContours(
-            mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
-        )
-        examples.append((cv2.drawContours(image.copy(), contours, -1, OUTLINE, 1), sample.defect))
+        examples.append((_outlined(image, mask), sample.defect))
     return examples

@@ -19,7 +19,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from lightning_ad.errors import unknown
+from lightning_ad.errors import LightningADError, unknown
 
 
 class Twin(Protocol):
@@ -28,6 +28,37 @@ class Twin(Protocol):
     def __call__(
         self, image: np.ndarray, object_mask: np.ndarray, rng: np.random.Generator
     ) -> np.ndarray: ...
+
+
+def draw(
+    twin: Twin, image: np.ndarray, object_mask: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``twin`` drawn on ``image``, and its mask: the pixels it changed.
+
+    The one place a twin's mask is made, from the pixels themselves, so it is exact for every
+    twin type: a patch rotated onto itself marks only the pixels that moved.
+
+    Args:
+        twin: any twin.
+        image: RGB uint8 (H, W, 3); left as it is.
+        object_mask: bool (H, W), where the part is.
+        rng: the twin's random draws.
+
+    Returns:
+        The twin image and a bool (H, W) mask, true where any channel changed.
+
+    Raises:
+        LightningADError: the twin changed no pixel (e.g. a patch of flat colour rotated):
+            an image labelled with a twin's class must show one.
+    """
+    out = twin(image, object_mask, rng)
+    changed = (out != image).any(axis=2)
+    if not changed.any():
+        raise LightningADError(
+            f"{twin!r} changed no pixel of a {image.shape[1]}x{image.shape[0]} image: the region "
+            "it drew on is flat; check the object masks (mask_mode) or the twin's parameters"
+        )
+    return out, changed
 
 
 def is_grey(image: np.ndarray) -> bool:

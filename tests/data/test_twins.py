@@ -11,6 +11,7 @@ from lightning_ad.data.twins import (
     LineTwin,
     ScarTwin,
     build_twin,
+    draw,
     keras_affine_rows,
 )
 from lightning_ad.errors import LightningADError
@@ -124,6 +125,25 @@ def test_deterministic_per_seed_and_input_untouched(twin) -> None:
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     assert np.array_equal(image, before)
     assert a.shape == image.shape and a.dtype == np.uint8
+
+
+@pytest.mark.parametrize(
+    "twin", [LineTwin(), DistortionTwin(), CutPasteTwin(), ScarTwin()], ids=type
+)
+@pytest.mark.parametrize("seed", range(5))
+def test_a_twins_mask_is_exactly_the_pixels_it_changed(twin, seed: int) -> None:
+    image = _image(grey=False)
+    out, mask = draw(twin, image, _object(), np.random.default_rng(seed))
+    assert np.array_equal(out, twin(image, _object(), np.random.default_rng(seed)))
+    assert mask.shape == image.shape[:2] and mask.dtype == bool and mask.any()
+    assert np.array_equal(mask, (out != image).any(axis=2))
+    assert np.array_equal(out[~mask], image[~mask])  # nothing changed outside it
+
+
+def test_a_twin_that_changes_nothing_is_an_error_not_an_empty_mask() -> None:
+    flat = np.full((SIZE, SIZE, 3), 128, np.uint8)  # a rotated patch of it is the same patch
+    with pytest.raises(LightningADError, match="changed no pixel"):
+        draw(DistortionTwin(), flat, np.ones((SIZE, SIZE), bool), np.random.default_rng(0))
 
 
 def test_cutpaste_area_within_paper_bounds() -> None:
