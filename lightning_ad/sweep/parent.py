@@ -5,9 +5,10 @@ Overview in the UI), and the report.
 After each trial the median of that trial's table cell is logged, from the values the Optuna
 study already holds: no run is read back from MLflow. The description (every table, from every
 run) is rewritten while the sweep runs by a process of its own, one per sweep command and one
-at a time, ``DESCRIBE_EVERY_S`` after the last one ended or ten times as long as it took, and
-once more at the sweep's end. A worker neither waits for it nor holds what it reads: reading
-every run is slow on a large sweep and grows the memory of the process that does it. On a
+at a time, ``SweepTarget.describe_every_s`` after the last one ended or ten times as long as it
+took, and once more at the sweep's end. A worker neither waits for it nor holds what it
+reads: reading every run is slow on a large sweep and grows the memory of the process that
+does it. On a
 tracking server each rewrite also logs the bundle of the trials' scores files, which readers
 download instead of one file per run. ``docs/design-notes.md`` has the measurements.
 """
@@ -22,10 +23,11 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,33 +40,76 @@ from lightning_ad.sweep.recovery import GridStatus
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget
 from lightning_ad.sweep.storage import DEFAULT_STORAGE
 
-DESCRIBE_EVERY_S = 30.0
 DESCRIBER_NAME = "describe"
 """The description process's name (``multiprocessing.active_children``)."""
 _SPAWN = multiprocessing.get_context("spawn")
 _PR_SET_PDEATHSIG = 1
 
 
+@dataclass(frozen=True)
+class Describer:
+    """A process rewriting a parent run's description (:meth:`SweepParent.refresh`). It
+    ignores Ctrl-C and ends with the process that started it, which ends it otherwise."""
+
+    process: BaseProcess
+    ended: ctypes.c_double  # shared: the monotonic clock (system-wide) when it ended, or -1
+    started: float
+
+    @classmethod
+    def start(cls, target: SweepTarget, run_id: str) -> Describer:
+        ended = _SPAWN.RawValue("d", -1.0)
+        process = _SPAWN.Process(
+            target=_describe,
+            args=(target, run_id, os.getpid(), ended),
+            name=DESCRIBER_NAME,
+            daemon=True,
+        )
+        started = time.monotonic()
+        with interrupts.children_ignore_ctrl_c():
+            process.start()
+        return cls(process, ended, started)
+
+    def next_due(self, every_s: float) -> float:
+        """When the next one may start: ``every_s`` after this one ended, or ten times as long
+        as it took from its start (its imports included)."""
+        ended = self.ended.value if self.ended.value >= 0 else time.monotonic()  # it crashed
+        return ended + max(every_s, 10 * (ended - self.started))
+
+
 @dataclass
 class SweepParent:
     """The parent run of ``target`` (picklable: each worker process gets its own copy, without
-    this one's description process). ``describing``: whether this process rewrites the
-    description while the sweep runs (with several worker processes, their parent does it for
-    them); the first time ``DESCRIBE_EVERY_S`` after this object is made."""
+    this one's description process).
+
+    Args:
+        target: the sweep's category and where it runs (its ``describe_every_s``).
+        run_id: the parent run.
+        describing: whether this process rewrites the description while the sweep runs (with
+            several worker processes, their parent does it for them); the first time
+            ``target.describe_every_s`` after this object is made.
+        start_describer: starts a description process (:meth:`Describer.start`).
+    """
 
     target: SweepTarget
     run_id: str
     describing: bool = True
-    _describe_after: float = field(
-        default_factory=lambda: time.monotonic() + DESCRIBE_EVERY_S, repr=False
+    start_describer: Callable[[SweepTarget, str], Describer] = field(
+        default=Describer.start, repr=False
     )
-    _describer: _Describer | None = field(default=None, repr=False)
+    _describe_after: float = field(default=0.0, repr=False)
+    _describer: Describer | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._describe_after = time.monotonic() + self.target.describe_every_s
 
     def __getstate__(self) -> dict[str, object]:
-        return {**self.__dict__, "_describer": None}
+        # A copy in another process describes nothing: the process that made it does.
+        return {**self.__dict__, "_describer": None, "start_describer": Describer.start}
 
     @classmethod
-    def find_or_create(cls, target: SweepTarget) -> SweepParent:
+    def find_or_create(cls, target: SweepTarget, **options: Any) -> SweepParent:
+        """The parent run of ``target``'s study, made if missing (``options``: the fields
+        after ``run_id``)."""
         spec = target.spec
         run_id = parent_run(
             target.tracking_uri,
@@ -88,7 +133,7 @@ class SweepParent:
             },
             settings=target.settings.values,
         )
-        return cls(target, run_id)
+        return cls(target, run_id, **options)
 
     def trial_done(self, cell: dict, aucs: list[float]) -> None:
         """Log the median of ``cell``'s table cell from the test AUCs of its seeds in the grid
@@ -112,9 +157,9 @@ class SweepParent:
                 return
             describer.process.join()
             self._describer = None
-            self._describe_after = describer.next_due()
+            self._describe_after = describer.next_due(self.target.describe_every_s)
         if time.monotonic() >= self._describe_after:
-            self._describer = _Describer.start(self.target, self.run_id)
+            self._describer = self.start_describer(self.target, self.run_id)
 
     def stop_describing(self) -> None:
         """End a description process still running: what comes next (the final tables, or the
@@ -274,36 +319,6 @@ def parent_description(
         f"Settings {settings.describe()} (all of them: `settings.json`).\n"
     )
     return text[: tracking.MAX_TAG_LENGTH]
-
-
-@dataclass(frozen=True)
-class _Describer:
-    """A process rewriting a parent run's description (:meth:`SweepParent.refresh`). It
-    ignores Ctrl-C and ends with the process that started it, which ends it otherwise."""
-
-    process: BaseProcess
-    ended: ctypes.c_double  # shared: the monotonic clock (system-wide) when it ended, or -1
-    started: float
-
-    @classmethod
-    def start(cls, target: SweepTarget, run_id: str) -> _Describer:
-        ended = _SPAWN.RawValue("d", -1.0)
-        process = _SPAWN.Process(
-            target=_describe,
-            args=(target, run_id, os.getpid(), ended),
-            name=DESCRIBER_NAME,
-            daemon=True,
-        )
-        started = time.monotonic()
-        with interrupts.children_ignore_ctrl_c():
-            process.start()
-        return cls(process, ended, started)
-
-    def next_due(self) -> float:
-        """When the next one may start: ``DESCRIBE_EVERY_S`` after this one ended, or ten times
-        as long as it took from its start (its imports included)."""
-        ended = self.ended.value if self.ended.value >= 0 else time.monotonic()  # it crashed
-        return ended + max(DESCRIBE_EVERY_S, 10 * (ended - self.started))
 
 
 def _describe(target: SweepTarget, run_id: str, parent_pid: int, ended) -> None:

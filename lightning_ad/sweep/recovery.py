@@ -44,12 +44,6 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-QUEUE_AHEAD = 64
-"""Cells queued at a time. Optuna reads every WAITING trial whenever a worker asks for one
-(on PostgreSQL, from the database): with the whole grid queued, a trial's cost would grow with
-the grid. Workers queue the next cells when the queue runs dry (``docs/design-notes.md``)."""
-
-
 def trial_count(study: optuna.Study) -> int:
     """How many trials the study holds: a command's trials are numbered from here on."""
     return study._storage.get_n_trials(study._study_id)
@@ -57,7 +51,7 @@ def trial_count(study: optuna.Study) -> int:
 
 def plan(study: optuna.Study, target: SweepTarget, retry_failed_before: int) -> int:
     """Fail the trials of dead workers, then queue the next runnable cells that have no
-    finished, running or queued trial, until ``QUEUE_AHEAD`` are waiting. A cell whose last
+    finished, running or queued trial, until ``target.queue_ahead`` are waiting. A cell whose last
     trial raised an error is queued only when that trial is numbered below
     ``retry_failed_before`` (the study's ``trial_count`` when this command started): a failing
     cell is retried once per command, not in a loop (a trial another command started before
@@ -66,7 +60,8 @@ def plan(study: optuna.Study, target: SweepTarget, retry_failed_before: int) -> 
 
     On the local stores two commands or workers plan one after the other (a file lock), so a
     cell is queued once; on PostgreSQL a cell queued twice is run once all the same
-    (``TrialIndex.surplus_reason``)."""
+    (``TrialIndex.surplus_reason``), and each worker starts at a random cell of those left
+    (:func:`next_cells`)."""
     with _planning(target) as locked:
         fail_dead_trials(study, target)
         cells = CellStates.of(study)
@@ -77,17 +72,19 @@ def plan(study: optuna.Study, target: SweepTarget, retry_failed_before: int) -> 
         }
         skip = cells.finished | cells.pending | (set(cells.failures) - retried)
         todo = [cell for cell in target.spec.runnable_cells() if cell_key(cell) not in skip]
-        for cell in _next_cells(todo, max(QUEUE_AHEAD - waiting, 0), spread=not locked):
+        room = max(target.queue_ahead - waiting, 0)
+        for cell in next_cells(todo, room, spread=None if locked else random.Random()):
             study.enqueue_trial(cell)
             waiting += 1
         return waiting
 
 
-def _next_cells(todo: list[dict], room: int, spread: bool) -> list[dict]:
-    """The first ``room`` cells of ``todo`` (grid order); with ``spread``, from a random point
-    of it, so that workers planning at once without a lock seldom queue the same cells."""
-    if spread and len(todo) > room:
-        start = random.randrange(len(todo))
+def next_cells(todo: list[dict], room: int, spread: random.Random | None) -> list[dict]:
+    """The cells to queue: the first ``room`` of ``todo`` (grid order); with a ``spread``, from
+    a point of it that it draws, so that workers planning at once without a lock (PostgreSQL)
+    seldom queue the same cells."""
+    if spread is not None and len(todo) > room:
+        start = spread.randrange(len(todo))
         todo = todo[start:] + todo[:start]
     return todo[:room]
 

@@ -208,6 +208,14 @@ class SweepTarget:
     reports_dir: str = "reports"
     heartbeat: int = 60
     """Seconds between a running trial's heartbeats (RDB storages); silent for 3x -> stale."""
+    describe_every_s: float = 30.0
+    """The least seconds between two rewrites of the parent run's description mid-sweep
+    (``sweep.parent``); a rewrite also waits ten times as long as the last one took."""
+    queue_ahead: int = 64
+    """Cells queued at a time. Optuna reads every WAITING trial whenever a worker asks for one
+    (on PostgreSQL, from the database): with the whole grid queued, a trial's cost would grow
+    with the grid. Workers queue the next cells when the queue runs dry (``sweep.recovery.plan``;
+    ``docs/design-notes.md``)."""
 
     @functools.cached_property
     def settings(self):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import pickle
@@ -10,8 +11,7 @@ import signal
 import pytest
 
 from lightning_ad import tracking
-from lightning_ad.sweep import parent as parent_module
-from lightning_ad.sweep.parent import DESCRIBER_NAME, SweepParent
+from lightning_ad.sweep.parent import DESCRIBER_NAME, Describer, SweepParent
 from lightning_ad.sweep.runner import run_sweep
 from lightning_ad.sweep.spec import SweepTarget
 from tests.fakes import NoOpTrials
@@ -24,24 +24,33 @@ def describers() -> list[multiprocessing.process.BaseProcess]:
     return [child for child in multiprocessing.active_children() if child.name == DESCRIBER_NAME]
 
 
-@pytest.fixture
-def started(monkeypatch: pytest.MonkeyPatch) -> list:
-    """Every description process started, each due as soon as the last one ended."""
-    monkeypatch.setattr(parent_module, "DESCRIBE_EVERY_S", 0.0)
-    starts, start = [], parent_module._Describer.start
+class CountedStarts:
+    """A describer factory that starts the real one and keeps each it started (picklable, as a
+    parent run must be)."""
 
-    def counted(*args):
-        starts.append(start(*args))
-        return starts[-1]
+    def __init__(self) -> None:
+        self.started: list[Describer] = []
 
-    monkeypatch.setattr(parent_module._Describer, "start", counted)
-    return starts
+    def __call__(self, target: SweepTarget, run_id: str) -> Describer:
+        self.started.append(Describer.start(target, run_id))
+        return self.started[-1]
 
 
 @pytest.fixture
-def due_parent(target: SweepTarget, started: list) -> SweepParent:
+def due(target: SweepTarget) -> SweepTarget:
+    """The quick sweep, its description due as soon as the last one ended."""
+    return dataclasses.replace(target, describe_every_s=0.0)
+
+
+@pytest.fixture
+def starts() -> CountedStarts:
+    return CountedStarts()
+
+
+@pytest.fixture
+def due_parent(due: SweepTarget, starts: CountedStarts) -> SweepParent:
     """The quick sweep's parent run, a description due after every trial."""
-    return SweepParent.find_or_create(target)
+    return SweepParent.find_or_create(due, start_describer=starts)
 
 
 def test_a_description_process_ignores_ctrl_c_and_writes_the_overview(
@@ -58,16 +67,24 @@ def test_a_description_process_ignores_ctrl_c_and_writes_the_overview(
 
 
 def test_one_description_process_runs_at_a_time_and_stays_with_its_process(
-    due_parent: SweepParent, started: list
+    due_parent: SweepParent, starts: CountedStarts
 ) -> None:
     due_parent.trial_done(CELL, [0.75])
     due_parent.trial_done(CELL, [0.75, 0.8])  # running, or ended and not due for 10x its time
-    assert len(started) == 1
+    assert len(starts.started) == 1
     pickle.dumps(due_parent)  # what a worker process gets: the run, not the process
     due_parent.stop_describing()
     assert not describers()
 
 
-def test_a_sweep_ends_its_description_process(target: SweepTarget, started: list) -> None:
-    assert run_sweep(target, show_progress=False, train=NoOpTrials()).status.all_complete
-    assert started and not describers()
+def test_a_sweep_ends_its_description_process(due: SweepTarget) -> None:
+    """A description is due after the first trial; a spawned process takes seconds to import
+    what it needs, so the next trial, milliseconds later, finds it running."""
+    noop, seen = NoOpTrials(), []
+
+    def watching(config, *args, **kwargs):
+        seen.extend(process.pid for process in describers())
+        return noop(config, *args, **kwargs)
+
+    assert run_sweep(due, show_progress=False, train=watching).status.all_complete
+    assert seen and not describers()

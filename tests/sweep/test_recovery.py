@@ -4,7 +4,6 @@ once per command, not in a loop."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ from lightning_ad.sweep.recovery import (
     TrialIndex,
     fail_dead_trials,
     grid_status,
+    next_cells,
     plan,
     queued_cell,
     trial_count,
@@ -117,11 +117,11 @@ def test_an_interrupted_cell_is_queued_again_a_failed_one_once_per_command(
 
 
 def test_the_queue_is_refilled_a_few_cells_at_a_time_and_retries_old_failures_once(
-    target: SweepTarget, monkeypatch: pytest.MonkeyPatch
+    target: SweepTarget,
 ) -> None:
     """Three cells failed before this command; the queue holds two cells. Refills queue the
     old failures as room frees up, never a cell that failed again in this command."""
-    monkeypatch.setattr(recovery, "QUEUE_AHEAD", 2)
+    target = dataclasses.replace(target, queue_ahead=2)
     study, cells = load_study(target), target.spec.runnable_cells()
     for cell in cells[:3]:
         study.tell(_take(study, cell, None), state=FAIL)
@@ -137,23 +137,23 @@ def test_the_queue_is_refilled_a_few_cells_at_a_time_and_retries_old_failures_on
     assert waiting == [cells[2], cells[3]]  # the old failure, then a new cell; not cells[0]
 
 
+class _SecondToLast:
+    """A random draw that always picks the second-to-last of ``n``."""
+
+    def randrange(self, n: int) -> int:
+        return n - 2
+
+
 def test_without_a_planning_lock_workers_queue_from_a_random_point_of_the_rest(
-    target: SweepTarget, monkeypatch: pytest.MonkeyPatch
+    target: SweepTarget,
 ) -> None:
-    """On PostgreSQL (no file lock) two workers refilling at once seldom queue the same
-    cells: each takes a run of the remaining cells that starts at a random one."""
-
-    @contextlib.contextmanager
-    def unlocked(_target):
-        yield False
-
-    monkeypatch.setattr(recovery, "_planning", unlocked)
-    monkeypatch.setattr(recovery, "QUEUE_AHEAD", 3)
-    monkeypatch.setattr(recovery.random, "randrange", lambda n: n - 2)
-    study, cells = load_study(target), target.spec.runnable_cells()
-    assert plan(study, target, retry_failed_before=0) == 3
-    waiting = [recovery.trial_cell(t) for t in study.get_trials(states=(WAITING,))]
-    assert waiting == [cells[-2], cells[-1], cells[0]]
+    """On PostgreSQL (no file lock) two workers refilling at once seldom queue the same cells:
+    each takes a run of the remaining cells that starts at a random one; with the lock, the
+    grid's order."""
+    cells = target.spec.runnable_cells()
+    assert next_cells(cells, 3, spread=_SecondToLast()) == [cells[-2], cells[-1], cells[0]]
+    assert next_cells(cells, 3, spread=None) == cells[:3]
+    assert next_cells(cells[:2], 3, spread=_SecondToLast()) == cells[:2]  # room for all
 
 
 def test_cells_queued_by_a_command_with_another_grid_are_left_to_it(

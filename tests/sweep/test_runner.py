@@ -12,15 +12,16 @@ import mlflow
 import numpy as np
 import optuna
 import pytest
+import pytorch_lightning as pl
 import yaml
 
 from lightning_ad import cli, report, tracking
 from lightning_ad.errors import LightningADError
-from lightning_ad.sweep import recovery
 from lightning_ad.sweep.runner import run_sweep
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget
 from lightning_ad.sweep.storage import open_storage
 from lightning_ad.sweep.study import load_study
+from lightning_ad.train import run_trial
 from tests.fakes import NoOpTrials
 from tests.helpers import (
     SWEEPS,
@@ -140,13 +141,13 @@ def test_a_failing_trial_is_recorded_and_retried_on_rerun(target: SweepTarget) -
 
 @pytest.mark.parametrize("storage", ["journal", "sqlite"])
 def test_a_grid_larger_than_the_queue_runs_each_cell_once(
-    target: SweepTarget, storage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    target: SweepTarget, storage: str, tmp_path: Path
 ) -> None:
-    """The queue holds ``QUEUE_AHEAD`` cells and the worker queues the next ones when it runs
+    """The queue holds ``queue_ahead`` cells and the worker queues the next ones when it runs
     dry, on the journal and on an RDB storage (whose trials send heartbeats)."""
     if storage == "sqlite":
         target = dataclasses.replace(target, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
-    monkeypatch.setattr(recovery, "QUEUE_AHEAD", 3)
+    target = dataclasses.replace(target, queue_ahead=3)
     noop, waiting = NoOpTrials(), []
 
     def counting_queue(config, *args, **kwargs):
@@ -309,28 +310,33 @@ def test_a_category_typo_fails_before_anything_is_written(tmp_path: Path) -> Non
     assert not any(tmp_path.iterdir())  # no study, no run, no report
 
 
+class _CrashBeforeTheTest(pl.Callback):
+    """What a crash between ``fit`` and ``test`` looks like to the trial."""
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        raise RuntimeError("simulated crash after fit")
+
+
+def _crashing(config, *args, callbacks=None, **kwargs):
+    """``run_trial`` with a crash after its fit."""
+    return run_trial(config, *args, callbacks=[*(callbacks or []), _CrashBeforeTheTest()], **kwargs)
+
+
 def test_a_crash_between_fit_and_test_leaves_no_finished_run_and_the_cell_is_retried(
-    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    synthetic_root: Path, tmp_path: Path
 ) -> None:
     """FINISHED means tested: a run is complete only once its test scores are logged."""
-    from lightning_ad import train
-
     one_cell = {**SEARCH_SWEEP, "grid": {**SEARCH_SWEEP["grid"], "head": ["arcface"]}}
     del one_cell["search"]
     target = temporary_target(
         SweepSpec.from_dict(one_cell, default_name="crash"), synthetic_root, tmp_path
     )
 
-    def crash(*args, **kwargs):
-        raise RuntimeError("simulated crash after fit")
-
-    monkeypatch.setattr(train, "_log_test_scores", crash)
-    assert run_sweep(target, show_progress=False).status.failed
+    assert run_sweep(target, show_progress=False, train=_crashing).status.failed
     [crashed] = trial_runs(target)
     assert crashed.info.status == "FAILED" and tracking.COMPLETE_TAG not in crashed.data.tags
     assert "val/loss" in crashed.data.metrics  # fit had ended: Lightning did not finish it
 
-    monkeypatch.undo()
     assert run_sweep(target, show_progress=False).status.all_complete
     runs = {r.info.status: r for r in trial_runs(target)}
     assert sorted(runs) == ["FAILED", "FINISHED"]
