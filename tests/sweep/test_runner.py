@@ -189,10 +189,13 @@ SEARCH_SWEEP = {
 def test_search_tunes_trained_cells_and_runs_the_frozen_one_once(
     synthetic_root: Path, tmp_path: Path
 ) -> None:
+    """Which proposals run and which is kept: no-op trials (their val/loss is 0.5, so the
+    first proposal is the lowest); the real search is the proposals-all-fail test's."""
     target = temporary_target(
         SweepSpec.from_dict(SEARCH_SWEEP, default_name="tuned"), synthetic_root, tmp_path
     )
-    outcome = run_sweep(target, show_progress=False)
+    noop = NoOpTrials()
+    outcome = run_sweep(target, show_progress=False, train=noop)
     assert outcome.status.complete == 2 and not outcome.status.failed
     runs = trial_runs(target)
     [frozen] = [r for r in runs if r.data.params["head"] == "none"]  # once: lr cannot change it
@@ -215,7 +218,7 @@ def test_search_tunes_trained_cells_and_runs_the_frozen_one_once(
     [parent_id] = {r.data.tags["mlflow.parentRunId"] for r in runs}
     assert client.get_run(parent_id).info.status == "FINISHED"
 
-    run_sweep(target, show_progress=False)  # resumes: the budget is spent, nothing new
+    run_sweep(target, show_progress=False, train=noop)  # resumes: the budget is spent
     assert len(trial_runs(target)) == 4
     assert client.get_run(parent_id).info.status == "FINISHED"
 
