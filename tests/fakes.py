@@ -50,7 +50,13 @@ class NoOpTrials:
         experiment_id = tracking.ensure_experiment(experiment, uri)
         run = client.create_run(experiment_id, tags={"dataset": "synthetic", **(tags or {})})
         metrics = {"test/auc": float(self.rng.uniform(0.5, 1.0))}
-        metrics |= {f"test/auc_x{i}": float(self.rng.uniform(0.5, 1.0)) for i in range(METRICS)}
+        # As a real trial's per-defect metrics: named under its own scorer, so the report sees
+        # one scorer, as it would.
+        scorer = config.scoring.scorer
+        metrics |= {
+            f"test/auc_{scorer}/defect{i}": float(self.rng.uniform(0.5, 1.0))
+            for i in range(METRICS)
+        }
         from mlflow.entities import Metric, Param
 
         now = int(time.time() * 1000)

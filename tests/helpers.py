@@ -1,13 +1,17 @@
-"""Shared by the tests: the CLI in a subprocess, and what sweep tests check at the end (the
-grid filled, each cell once, nothing left running)."""
+"""Shared by the tests: the CLI in a subprocess, fresh MLflow stores, and what sweep tests check
+at the end (the grid filled, each cell once, nothing left running)."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import io
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -35,6 +39,25 @@ TINY = dict(  # a trial in seconds: mobilenet_v2 at 32 px, one epoch, random wei
 )
 QUICK_FINISHED = 8
 """sweeps/quick.yaml: 2 seeds x (frozen, arcface class2/class3, adacos class3); 4 cells n/a."""
+
+
+@functools.cache
+def _empty_mlflow_db() -> Path:
+    """An MLflow SQLite store with its tables and nothing else, made once per process."""
+    folder = Path(tempfile.mkdtemp(prefix="lightning_ad-tests-mlflow-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    mlflow.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
+    return folder / "mlflow.db"
+
+
+def mlflow_store(folder: Path) -> str:
+    """The URI of the MLflow SQLite store in ``folder``; when there is none yet, a copy of an
+    empty one made once, because MLflow's schema migrations take seconds per new database."""
+    db = folder / "mlflow.db"
+    if not db.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_empty_mlflow_db(), db)
+    return f"sqlite:///{db}"
 
 
 def _clean_env() -> dict[str, str]:

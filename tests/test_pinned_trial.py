@@ -18,7 +18,7 @@ import torch
 import lightning_ad
 from lightning_ad.config import TrialConfig
 from lightning_ad.train import run_trial
-from tests.helpers import TINY
+from tests.helpers import TINY, mlflow_store
 
 PINNED_TRIAL = TINY | dict(
     backbone="efficientnet_lite0",
@@ -61,7 +61,7 @@ def test_a_tiny_trials_metrics_are_pinned_for_this_version(
         "copy what it prints) in the commit that bumped the version"
     )
     config = TrialConfig(**PINNED_TRIAL, data_root=str(synthetic_root / "screw"))
-    result = run_trial(config, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", progress_bar=False)
+    result = run_trial(config, tracking_uri=mlflow_store(tmp_path), progress_bar=False)
     measured = {k: v for k, v in result.metrics.items() if k in _PINNED_KEYS}
     print({k: round(v, 6) for k, v in sorted(measured.items())})  # what to pin
     assert measured == pytest.approx(PINNED[lightning_ad.__version__], abs=2e-6), (

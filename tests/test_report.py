@@ -18,7 +18,7 @@ from lightning_ad.cli import main
 from lightning_ad.sweep.fingerprint import Settings
 from lightning_ad.sweep.parent import parent_description
 from lightning_ad.sweep.spec import SweepSpec
-from tests.helpers import SWEEPS
+from tests.helpers import SWEEPS, mlflow_store
 
 QUICK = SWEEPS / "quick.yaml"
 FINGERPRINT = "f00d"
@@ -35,7 +35,7 @@ DEFECTS = ("scratch_head", "thread_top")
 def logged(tmp_path: Path) -> tuple[str, list[dict]]:
     """quick.yaml's runnable cells for screw, each seed a FINISHED trial run with random AUCs;
     returns the store's URI and what was logged."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path)
     spec = SweepSpec.load(QUICK)
     client = mlflow.MlflowClient(uri)
     experiment = client.create_experiment("lightning_ad-quick")

@@ -16,7 +16,7 @@ from lightning_ad.sweep.runner import run_sweep
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget
 from lightning_ad.sweep.study import load_study
 from lightning_ad.train import run_trial
-from tests.helpers import SWEEPS, invoke, run_cli, trial_runs
+from tests.helpers import SWEEPS, invoke, mlflow_store, run_cli, trial_runs
 
 
 def _error_line(stderr: str) -> str:
@@ -67,7 +67,7 @@ def test_disk_full_while_writing_an_artifact(
         raise OSError(errno.ENOSPC, "No space left on device", str(local_path))
 
     monkeypatch.setattr(mlflow.MlflowClient, "log_artifact", no_space)
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = mlflow_store(tmp_path)
     config = TrialConfig(
         category="screw", data_root=str(synthetic_root), backbone="mobilenet_v2", head="none",
         image_size=32, pretrained="false", artifacts="full",
@@ -96,7 +96,7 @@ def test_nan_loss_fails_the_trial_and_the_sweep_goes_on(
     )  # fmt: skip
     target = SweepTarget(
         spec, "screw", storage=str(tmp_path / "optuna.journal"),
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", data_root=str(synthetic_root),
+        tracking_uri=mlflow_store(tmp_path), data_root=str(synthetic_root),
         reports_dir=str(tmp_path / "reports"),
     )  # fmt: skip
     outcome = run_sweep(target, show_progress=False)

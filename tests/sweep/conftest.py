@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget
-from tests.helpers import SWEEPS
+from tests.helpers import SWEEPS, mlflow_store
 
 
 def temporary_target(spec: SweepSpec, data_root: Path, tmp_path: Path) -> SweepTarget:
@@ -17,7 +17,7 @@ def temporary_target(spec: SweepSpec, data_root: Path, tmp_path: Path) -> SweepT
         spec.with_category("screw"),
         "screw",
         storage=str(tmp_path / "optuna.journal"),
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        tracking_uri=mlflow_store(tmp_path),
         data_root=str(data_root),
         reports_dir=str(tmp_path / "reports"),
     )

@@ -34,6 +34,7 @@ from tests.helpers import (
 from tests.sweep.conftest import temporary_target
 
 
+@pytest.mark.e2e  # a whole sweep of real trials
 def test_quick_sweep_runs_resumes_and_tables_match(target: SweepTarget) -> None:
     outcome = run_sweep(target, show_progress=False)
     assert outcome.status.complete == outcome.status.cells == 8 and not outcome.status.failed
