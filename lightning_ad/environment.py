@@ -4,8 +4,8 @@ before MLflow is imported, and inherited by worker processes. A value the user e
 - ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false``: MLflow's download bars are no news to a user
   of lightning-ad (one per trial in a sweep's log, and in ``predict``'s).
 - ``MLFLOW_DISABLE_TELEMETRY=true``: MLflow's usage telemetry is nothing a sweep needs, and its
-  thread sets and unsets an environment variable while request threads read ``os.environ``:
-  with 16 workers (B10) that failed a trial with ``KeyError('_MLFLOW_TELEMETRY_SESSION_ID')``.
+  thread sets and unsets an environment variable while request threads read ``os.environ``
+  (``docs/design-notes.md``).
 """
 
 from __future__ import annotations

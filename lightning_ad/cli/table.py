@@ -66,7 +66,7 @@ def add_table(commands: Commands) -> None:
         metavar="SCORER",
         help="read the runs as scored by SCORER (lof, knn, prob, fused, patch: any the runs "
         "logged), e.g. knn for the article's measure on the pooled embedding (default: each "
-        "run's own, the sweep's score); reports/.../by_scorer/ holds every scorer's tables",
+        "run's own, the sweep's score); reports/.../by_scorer/ holds the other scorers' tables",
     )
     table.add_argument(
         "--out",
@@ -91,15 +91,19 @@ def _table(args: argparse.Namespace) -> None:
             "--fingerprint belongs to one category, but the sweep has "
             f"{len(targets)}; pass --category NAME too"
         )
+    read = []
     for target in targets:
         fingerprint, current = choose_fingerprint(target, args.fingerprint, say=to_stderr)
         trials = report.fetch_trials(
             target.tracking_uri, target.experiment, target.spec, fingerprint
         )
+        # Every category's runs read as --score says before anything is written or printed.
+        shown = report.scored_by(trials, args.score) if args.score and len(trials) else trials
+        read.append((target, current, trials, shown))
+    for target, current, trials, shown in read:
         if current:  # reports/<sweep>/<category>/latest: the tables of today's settings
             report.write_report(trials, target.spec, target.settings, target.reports)
-        if args.score:
-            trials = report.scored_by(trials, args.score)
+        trials = shown
         if out is None:
             _print_tables(report, trials, target.spec, args)
             continue

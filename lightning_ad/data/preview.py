@@ -4,6 +4,7 @@ defect type with its ground-truth outline."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import cv2
@@ -12,7 +13,8 @@ import numpy as np
 from lightning_ad.data.datamodule import load_images, load_masks
 from lightning_ad.data.masks import mean_image, object_masks
 from lightning_ad.data.mvtec import MVTecCategory
-from lightning_ad.data.twins import TWINS, draw
+from lightning_ad.data.twins import TWINS, Twin, draw
+from lightning_ad.errors import LightningADError
 
 COLUMNS = 5
 OUTLINE = (255, 40, 40)
@@ -43,7 +45,7 @@ def render_preview(
     rows: list[tuple[str, list[np.ndarray | None]]] = [("normal", normals)]
     for name, cls in TWINS.items():
         # Each twin with its mask outlined: a rotated patch can be subtle to the eye.
-        twins = [draw(cls(), train[i], masks[i], rng) for i in picks]
+        twins = [_changing(cls(), train[i], masks[i], rng) for i in picks]
         rows.append((f"twin: {name}", [_outlined(image, mask) for image, mask in twins]))
     mean = mean_image(train).astype(np.uint8)
     rows.append(
@@ -81,6 +83,17 @@ def render_preview(
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def _changing(
+    twin: Twin, image: np.ndarray, object_mask: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`draw`, drawn again while a draw changes nothing (a patch on a flat region): the
+    sheet is to show what a twin does; five draws that change nothing are an error."""
+    for _ in range(4):
+        with contextlib.suppress(LightningADError):
+            return draw(twin, image, object_mask, rng)
+    return draw(twin, image, object_mask, rng)
 
 
 def _outlined(image: np.ndarray, mask: np.ndarray) -> np.ndarray:

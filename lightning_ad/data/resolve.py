@@ -36,7 +36,20 @@ class ResolvedCategory:
 def resolve_category(
     name: str, data_root: Path | str | None = None, data_dir: Path | str = DEFAULT_DATA_DIR
 ) -> ResolvedCategory:
-    """Resolve ``name`` to a category folder; generates a built-in category when needed."""
+    """Resolve ``name`` to a category folder; generates a built-in category when needed.
+
+    Args:
+        name: a category: a folder under ``data_root``, else under ``data_dir``/mvtec, else a
+            built-in one (rendered into ``data_dir``/synthetic when missing).
+        data_root: a folder of categories in MVTec AD layout, searched first.
+        data_dir: where ``mvtec/`` and ``synthetic/`` live.
+
+    Returns:
+        The category's folder and which kind of data set it is.
+
+    Raises:
+        DataError: no such category (the closest built-in name suggested).
+    """
     if data_root is not None:
         data_root = Path(data_root)
         if (data_root / "train" / GOOD).is_dir():

@@ -102,7 +102,21 @@ def generate_category(
 
     The folder appears atomically (written under a temporary name, then renamed), so workers
     that generate the same category at once never see half a data set. An existing complete
-    folder is kept unless ``overwrite``. ``max_per_folder`` caps every folder's count (tests).
+    folder is kept unless ``overwrite``.
+
+    Args:
+        category: ``screw``, ``grid`` or ``transistor``.
+        root: the folder that gets ``<category>/``.
+        seed: the render's seed (another seed is another split: the development data).
+        image_size: the images' side.
+        max_per_folder: caps every folder's count (tests).
+        overwrite: render again over an existing folder.
+
+    Returns:
+        The category folder.
+
+    Raises:
+        DataError: an unknown category, or an image side under 32.
     """
     spec = _spec(category)
     if image_size < 32:

@@ -3,8 +3,9 @@
 Every twin is a frozen dataclass of named parameters with one call,
 ``twin(image, object_mask, rng) -> image``, on RGB uint8 arrays of shape (H, W, 3);
 ``object_mask`` is a bool (H, W) array of where the part is (:mod:`lightning_ad.data.masks`).
-Each twin also splits that call into ``sample`` (draw the random parameters) and ``apply`` (draw
-them on the image), so that tests can check the geometry and the preview can show it.
+``draw`` makes a twin and its mask: the pixels it changed. The line and the distortion also
+split their call into ``sample`` (draw the random parameters) and ``apply`` (draw them on the
+image), so that tests can check the geometry.
 
 Lengths are fractions of the image side, so a twin means the same at 96 px and at 224 px.
 Parameters the source article leaves open say so in their docstring: they are choices.

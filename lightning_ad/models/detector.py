@@ -32,7 +32,6 @@ from lightning_ad.models.net import AnomalyNet
 
 SPEC_FILE = "detector.json"
 WEIGHTS_FILE = "weights.pt"
-DEFAULT_FALSE_ALARM_RATE = 0.01
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
-"""A report on disk: every table in every format, the two plots and ``settings.json`` in
-``reports/<sweep>/<category>/<fingerprint>/``, each file written whole or not at all, and
-``latest`` pointing at the folder written last."""
+"""A report on disk: every table in every format (and each other scorer's in ``by_scorer/``),
+the two plots and ``settings.json`` in ``reports/<sweep>/<category>/<fingerprint>/``, each file
+written whole or not at all, and ``latest`` pointing at the folder written last."""
 
 from __future__ import annotations
 

@@ -88,6 +88,13 @@ def scored_by(trials: pd.DataFrame, scorer: str) -> pd.DataFrame:
     baseline), and as the ``score_used`` the verdicts by defect type read. ``MAP_METRICS``
     stay as they are: a trial's anomaly maps are PatchCore's whatever its image scorer.
 
+    Args:
+        trials: the runs of one fingerprint (:func:`fetch_trials`).
+        scorer: a scorer the runs logged (``test/auc_<scorer>``).
+
+    Returns:
+        A copy of ``trials`` for the tables and verdicts to read.
+
     Raises:
         LightningADError: no run logged ``scorer``; the error lists those that did.
     """

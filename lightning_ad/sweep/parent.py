@@ -96,14 +96,15 @@ class SweepParent:
     start_describer: Callable[[SweepTarget, str], Describer] = field(
         default=Describer.start, repr=False
     )
-    _describe_after: float = field(default=0.0, repr=False)
-    _describer: Describer | None = field(default=None, repr=False)
+    _describe_after: float = field(default=0.0, init=False, repr=False)
+    _describer: Describer | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._describe_after = time.monotonic() + self.target.describe_every_s
 
     def __getstate__(self) -> dict[str, object]:
-        # A copy in another process describes nothing: the process that made it does.
+        # The running description process stays with this process; a copy in a worker process
+        # (made with describing=False: runner._run_workers) starts the default kind, if any.
         return {**self.__dict__, "_describer": None, "start_describer": Describer.start}
 
     @classmethod

@@ -23,6 +23,15 @@ def load_study(target: SweepTarget) -> optuna.Study:
     The study lives in the process's one storage object of its URL (``shared_storage``). On an
     RDB storage the heartbeat interval is the study's (``HEARTBEAT_ATTR``), so that workers
     started with other ``--heartbeat`` values never fail each other's live trials.
+
+    Args:
+        target: the sweep's category, its storage URL and heartbeat.
+
+    Returns:
+        The study, created if missing.
+
+    Raises:
+        LightningADError: a storage that cannot be opened (named, its password redacted).
     """
     storage = shared_storage(target.storage, target.heartbeat, RequeueStaleTrial(target))
     study = optuna.create_study(
