@@ -98,7 +98,7 @@ def test_a_parents_bundle_gives_each_runs_scores_file_as_logged(
 
 
 class _FakeTime:
-    """``tracking.store``'s clock, where sleeping takes no time but is counted."""
+    """A clock for ``ensure_reachable`` where sleeping takes no time but is counted."""
 
     def __init__(self) -> None:
         self.now, self.slept = 0.0, []
@@ -135,8 +135,9 @@ def test_a_tracking_server_coming_back_within_the_patience_is_waited_for() -> No
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(tracking.store.urllib.request, "urlopen", closed_twice)
-            patch.setattr(tracking.store, "time", _FakeTime())
-            tracking.ensure_reachable(f"http://127.0.0.1:{server.server_port}", patience_s=60)
+            tracking.ensure_reachable(
+                f"http://127.0.0.1:{server.server_port}", patience_s=60, clock=_FakeTime()
+            )
     finally:
         server.shutdown()
     assert len(probes) == 3
@@ -146,9 +147,8 @@ def test_a_tracking_server_that_stays_away_is_one_error_naming_it_and_the_wait(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fake = _FakeTime()
-    monkeypatch.setattr(tracking.store, "time", fake)
     with pytest.raises(LightningADError, match=r"at http://127.0.0.1:9 for 60 s"):
-        tracking.ensure_reachable("http://127.0.0.1:9", patience_s=60)
+        tracking.ensure_reachable("http://127.0.0.1:9", patience_s=60, clock=fake)
     assert fake.slept == [1, 2, 4, 8, 10, 10, 10, 10]  # backoff, capped, within the 60 s
 
 

@@ -17,12 +17,21 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from lightning_ad.errors import LightningADError, redact
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
+
+
+class Clock(Protocol):
+    """What tells the time and waits: the ``time`` module, or a test's stand-in."""
+
+    def monotonic(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_EXPERIMENT = "lightning_ad"
@@ -81,9 +90,21 @@ def artifact_location(uri: str) -> str | None:
     return (db.parent / "artifacts").resolve().as_uri() if db is not None else None
 
 
-def ensure_reachable(uri: str, patience_s: float = 0.0, timeout_s: float = 5.0) -> None:
+def ensure_reachable(
+    uri: str, patience_s: float = 0.0, timeout_s: float = 5.0, clock: Clock = time
+) -> None:
     """Fail, with the URI in the message, when the tracking store cannot be used: at once, or
-    after retrying with backoff for ``patience_s`` seconds (a server restarting)."""
+    after retrying with backoff for ``patience_s`` seconds (a server restarting).
+
+    Args:
+        uri: a tracking URI (a SQLite store is created if missing).
+        patience_s: how long to keep asking a server that does not answer.
+        timeout_s: each request's timeout.
+        clock: what tells the time and waits between requests (``time``).
+
+    Raises:
+        LightningADError: the store cannot be created, or the server did not answer in time.
+    """
     db = _sqlite_path(uri)
     if db is not None:
         try:
@@ -93,20 +114,20 @@ def ensure_reachable(uri: str, patience_s: float = 0.0, timeout_s: float = 5.0) 
             raise LightningADError(f"cannot create the MLflow store {redact(uri)}: {err}") from err
         return
     if uri.startswith(("http://", "https://")):
-        deadline, pause = time.monotonic() + patience_s, 1.0
+        deadline, pause = clock.monotonic() + patience_s, 1.0
         while True:
             try:
                 urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s).close()
                 return
             except (urllib.error.URLError, OSError) as err:
-                if time.monotonic() + pause > deadline:
+                if clock.monotonic() + pause > deadline:
                     waited = f" for {patience_s:.0f} s" if patience_s else ""
                     raise LightningADError(
                         f"cannot reach the MLflow tracking server at {redact(uri)}{waited} "
                         f"({err}); start it (make ui / mlflow server) or pass another "
                         "--tracking-uri"
                     ) from err
-            time.sleep(pause)
+            clock.sleep(pause)
             pause = min(pause * 2, 10.0)
 
 
