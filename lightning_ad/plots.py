@@ -15,13 +15,15 @@ import numpy as np
 from lightning_ad.grid import NO_HEAD, cell_label
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     import pandas as pd
 
 CELL_PLOT, FOREST_PLOT = "auc_per_cell.png", "class3_vs_class2_forest.png"
 """The file names of a sweep report's two plots (:func:`sweep_plots`)."""
 
 
-def pyplot():
+def pyplot() -> ModuleType:
     """matplotlib.pyplot on the file-only Agg backend: every figure here is written to disk."""
     import matplotlib
 

@@ -21,7 +21,14 @@ def fill(canvas: np.ndarray, points: np.ndarray, colour: tuple, size: int) -> No
     cv2.fillPoly(canvas, [pts(points, size)], colour, cv2.LINE_AA, shift=4)
 
 
-def line(canvas: np.ndarray, p0, p1, colour: tuple, width_px: float, size: int) -> None:
+def line(
+    canvas: np.ndarray,
+    p0: np.ndarray,
+    p1: np.ndarray,
+    colour: tuple,
+    width_px: float,
+    size: int,
+) -> None:
     """Draw a line from ``p0`` to ``p1`` (fractions), ``width_px`` pixels wide, anti-aliased."""
     a, b = pts(np.array([p0, p1]), size)
     cv2.line(canvas, a[0], b[0], colour, max(1, round(width_px)), cv2.LINE_AA, shift=4)
@@ -56,7 +63,16 @@ def smooth_field(rng: np.random.Generator, size: int, cells: int, amplitude: flo
     return cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
 
 
-def scratch(canvas, rng, centre, length, angle, colour, width_px, size) -> None:
+def scratch(
+    canvas: np.ndarray,
+    rng: np.random.Generator,
+    centre: np.ndarray,
+    length: float,
+    angle: float,
+    colour: tuple,
+    width_px: float,
+    size: int,
+) -> None:
     """A short straight mark through ``centre``: the surface-defect primitive."""
     d = rotate(np.array([[length / 2, 0.0]]), angle)[0]
     line(canvas, np.array(centre) - d, np.array(centre) + d, colour, width_px, size)

@@ -17,11 +17,15 @@ import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from lightning_ad import tracking
 from lightning_ad.errors import LightningADError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 DIGESTS_TAG = "lightning_ad.model_digests"
 """A run tag: JSON ``{path below the model folder: SHA-256}`` for every file of its model."""
@@ -41,7 +45,7 @@ def file_digests(folder: Path) -> dict[str, str]:
     }
 
 
-def record(client, run_id: str, folder: Path) -> None:
+def record(client: MlflowClient, run_id: str, folder: Path) -> None:
     """Tag run ``run_id`` with the digests of the model files in ``folder``."""
     client.set_tag(run_id, DIGESTS_TAG, json.dumps(file_digests(folder), sort_keys=True))
 

@@ -30,7 +30,7 @@ def render(table: pd.DataFrame, fmt: str, bold_best: bool = False) -> str:
     return table.to_latex(index=False, escape=False, float_format=lambda v: f"{v:.3f}")
 
 
-def format_value(column: str, value) -> str:
+def format_value(column: str, value: object) -> str:
     """Deltas with their sign, p-values down to 0.001, other numbers plain, three decimals."""
     if isinstance(value, float):
         if math.isnan(value):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from lightning_ad.tracking.store import client, gc_paused
 
 if TYPE_CHECKING:
+    import pandas as pd
     from mlflow.entities import Run
 
 SCORES_ARTIFACT = "scores/test_scores.csv"
@@ -34,7 +35,7 @@ its round trip. Local files are read one after the other: parsing holds the GIL,
 only slow it down (``docs/design-notes.md``)."""
 
 
-def test_scores(uri: str, run_id: str):
+def test_scores(uri: str, run_id: str) -> pd.DataFrame | None:
     """A run's per-image test scores as a DataFrame, or None when it has none (older runs) or
     it cannot be read now."""
     from mlflow.exceptions import MlflowException

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from lightning_ad.tracking.store import client, quoted, search_all
 from lightning_ad.tracking.tags import COMPLETE_TAG, STUDY_TAG, TRIAL_TAG
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
 
 @contextlib.contextmanager
-def run_status(mlflow_client, run_id: str) -> Iterator[None]:
+def run_status(mlflow_client: MlflowClient, run_id: str) -> Iterator[None]:
     """The status a trial's run ends with: FINISHED and ``COMPLETE_TAG`` when the block
     completes (so after its metrics and artifacts), KILLED on Ctrl-C, FAILED on anything else."""
     try:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 from lightning_ad.errors import LightningADError, redact
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
     from mlflow.entities import Run
 
 
@@ -170,7 +171,7 @@ def ensure_experiment(name: str, uri: str) -> str:
     return experiment.experiment_id
 
 
-def client(uri: str):
+def client(uri: str) -> MlflowClient:
     """An ``MlflowClient`` for ``uri`` (MLflow imported on first use)."""
     from mlflow import MlflowClient
 
