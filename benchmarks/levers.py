@@ -2,7 +2,9 @@
 
 Each lever is one set of TrialConfig overrides; every lever runs on every category with the same
 seeds, so a row compares like with like. Prints a table (image AUROC of the patch and kNN
-scorers, pixel AUROC, AUPRO, seconds) and writes every trial's numbers as CSV.
+scorers, PatchCore's pixel AUROC and AUPRO, the patch head's image AUROC, pixel AUROC and
+AUPRO where it has one, the detector's detection and false-alarm rates, seconds) and writes
+every trial's numbers as CSV.
 
 Settings are chosen here, on the development split (the same renderer, another seed: new
 scenes, rendered on first use), never on the test images the README's results report.
@@ -40,6 +42,8 @@ BASE = {  # sweeps/default.yaml's fixed settings
     "artifacts": "minimal",
     "log_model": False,
 }
+PATCH_HEAD = {"patch_head_weight": 1.0, "score": "twinseg"}
+PATCH_HEAD_X4 = {**PATCH_HEAD, "samples_per_epoch": 1024}  # 4x the default's 256 a epoch
 LEVERS: dict[str, dict] = {
     "frozen-96": {"head": "none", "score_image_size": 96},
     "frozen-256": {"head": "none"},
@@ -50,12 +54,32 @@ LEVERS: dict[str, dict] = {
     "arcface3-train-128": {"head": "arcface", "classes": 3, "image_size": 128},
     "lite1-frozen-256": {"head": "none", "backbone": "efficientnet_lite1"},
     "lite2-frozen-256": {"head": "none", "backbone": "efficientnet_lite2"},
+    "arcface2-patch-head": {"head": "arcface", "classes": 2, **PATCH_HEAD},
+    "arcface3-patch-head": {"head": "arcface", "classes": 3, **PATCH_HEAD},
+    "arcface3-patch-head-x4": {"head": "arcface", "classes": 3, **PATCH_HEAD_X4},
+    "arcface3-patch-head-x4-lr-1e-2": {
+        "head": "arcface",
+        "classes": 3,
+        **PATCH_HEAD_X4,
+        "patch_head_lr": 1e-2,
+    },
+    "arcface3-patch-head-x16": {
+        "head": "arcface",
+        "classes": 3,
+        **PATCH_HEAD,
+        "samples_per_epoch": 4096,
+    },
 }
 COLUMNS = {
     "test/auc_patch": "patch AUROC",
     "test/auc_knn": "kNN AUROC",
     "test/pixel_auc": "pixel AUROC",
     "test/aupro": "AUPRO",
+    "test/auc_twinseg": "twinseg AUROC",
+    "test/pixel_auc_twinseg": "twinseg pixel AUROC",
+    "test/aupro_twinseg": "twinseg AUPRO",
+    "test/detection_rate": "detected",
+    "test/false_alarm_rate": "false alarms",
 }
 
 

@@ -74,10 +74,18 @@ class TrialConfig:
     )
     amsgrad: bool = _setting(True, "Adam's AMSGrad variant (the article's)")
     cosine_schedule: bool = _setting(False, "anneal the learning rate to 0 (cosine)")
+    patch_head_weight: float = _setting(
+        0.0,
+        "weight of the twin-supervised patch head's loss (0: none); it trains on "
+        "image_size crops of the score_image_size images, where the twins' masks are known",
+    )
+    patch_head_lr: float = _setting(1e-3, "the patch head's learning rate (it starts untrained)")
     swa: bool = _setting(False, "average the weights of the last epochs (Lightning's SWA)")
     pretrained: str = _setting("auto", "auto | true | false | PATH to a state dict")
     score: str = _setting(
-        "knn", "the scorer reported as test/auc: lof, knn, prob, fused or patch (PatchCore)"
+        "knn",
+        "the scorer reported as test/auc: lof, knn, prob, fused, patch (PatchCore) or twinseg "
+        "(the patch head's map)",
     )
     coreset_fraction: float = _setting(
         0.01, "share of train/good patches in PatchCore's memory bank (greedy k-center)"
@@ -110,6 +118,11 @@ class TrialConfig:
         """False for the frozen baseline: nothing is trained."""
         return self.head != NO_HEAD
 
+    @property
+    def patch_head(self) -> bool:
+        """Whether the network has a twin-supervised patch head."""
+        return self.patch_head_weight > 0
+
     @functools.cached_property
     def data(self) -> DataConfig:
         """What the DataModule reads."""
@@ -123,6 +136,7 @@ class TrialConfig:
             val_fraction=self.val_fraction,
             mask_mode=self.mask_mode,
             seed=self.seed,
+            crops=self.patch_head,
         )
 
     @functools.cached_property
@@ -135,12 +149,20 @@ class TrialConfig:
             head_params=self.head_params,
             pretrained=self.pretrained,
             bn_mode=self.bn_mode,
+            patch_head=self.patch_head,
         )
 
     @functools.cached_property
     def optimizer(self) -> OptimizerConfig:
         """What trains the network."""
-        return OptimizerConfig(self.lr, self.backbone_lr, self.amsgrad, self.cosine_schedule)
+        return OptimizerConfig(
+            self.lr,
+            self.backbone_lr,
+            self.amsgrad,
+            self.cosine_schedule,
+            patch_head_weight=self.patch_head_weight,
+            patch_head_lr=self.patch_head_lr,
+        )
 
     @functools.cached_property
     def scoring(self) -> ScoringConfig:
@@ -149,7 +171,7 @@ class TrialConfig:
         from lightning_ad.models.scoring import scorer_for
 
         return ScoringConfig(
-            scorer=scorer_for(self.score, self.trains),
+            scorer=scorer_for(self.score, self.trains, self.patch_head),
             image_size=self.data.scoring_size,
             coreset_fraction=self.coreset_fraction,
             false_alarm_rate=self.false_alarm_rate,

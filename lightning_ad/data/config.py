@@ -34,6 +34,9 @@ class DataConfig:
         mask_mode: how the object mask for twins is found
             (:data:`~lightning_ad.data.masks.MASK_MODES`).
         seed: drives the split, the shuffling and every twin.
+        crops: train on ``image_size`` crops of the ``scoring_size`` images, each twin drawn on
+            its crop and given with its mask (what a patch head learns from): a patch then
+            covers the same pixels in training as when the detector scores.
 
     Raises:
         LightningADError: a value no DataModule can use, named with what to do.
@@ -48,6 +51,7 @@ class DataConfig:
     val_fraction: float
     mask_mode: str
     seed: int
+    crops: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", TwinClasses.parse(self.classes))
@@ -64,3 +68,8 @@ class DataConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise LightningADError(f"{name} must be at least 1, got {value}")
+        if self.crops and self.scoring_size < self.image_size:
+            raise LightningADError(
+                f"training crops of {self.image_size} px cannot be cut from images scored at "
+                f"{self.scoring_size} px: set score_image_size to {self.image_size} or more"
+            )

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from lightning_ad.data.config import DataConfig
 from lightning_ad.data.masks import object_masks
 from lightning_ad.data.mvtec import MVTecCategory, read_image, read_mask, resize
-from lightning_ad.data.twins import NORMAL, Twin, build_twin, is_grey
+from lightning_ad.data.twins import NORMAL, Twin, build_twin, draw, is_grey
 from lightning_ad.errors import LightningADError
 
 SCORING_BATCH_SIZE = 4
@@ -69,6 +69,9 @@ class TwinDataset(Dataset):
     A key is an index or ``(epoch, index)`` (from :class:`EpochSampler`). The twin is drawn from
     ``default_rng([seed, stream, epoch, index])``: redrawn every epoch, identical in every worker
     process and on every rerun with the same seed.
+
+    With ``crop``, an item is a random ``crop``-pixel square of the image, the twin drawn on it,
+    and comes with the twin's mask (:func:`~lightning_ad.data.twins.draw`; empty for normal).
     """
 
     def __init__(
@@ -78,21 +81,51 @@ class TwinDataset(Dataset):
         twins: Sequence[Twin | None],
         seed: int,
         stream: int,
+        crop: int | None = None,
     ) -> None:
         self.images, self.object_masks, self.twins = images, object_masks, list(twins)
-        self.seed, self.stream = seed, stream
+        self.seed, self.stream, self.crop = seed, stream, crop
 
     def __len__(self) -> int:
         return len(self.images) * len(self.twins)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, ...]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
         target, i = divmod(index, len(self.images))
         image, twin = self.images[i], self.twins[target]
+        rng = np.random.default_rng([self.seed, self.stream, epoch, index])
+        if self.crop is not None:
+            image, mask = self._crop_twin(image, self.object_masks[i], twin, rng)
+            return _to_tensor(image), target, torch.from_numpy(mask)
         if twin is not None:
-            rng = np.random.default_rng([self.seed, self.stream, epoch, index])
             image = twin(image, self.object_masks[i], rng)
         return _to_tensor(image), target
+
+    def _crop_twin(
+        self,
+        image: np.ndarray,
+        object_mask: np.ndarray,
+        twin: Twin | None,
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        side = self.crop
+        y, x = (int(rng.integers(n - side + 1)) for n in image.shape[:2])
+        image, object_mask = (
+            image[y : y + side, x : x + side],
+            object_mask[y : y + side, x : x + side],
+        )
+        if twin is None:
+            return np.ascontiguousarray(image), np.zeros((side, side), bool)
+        for _ in range(DRAW_ATTEMPTS - 1):
+            try:
+                return draw(twin, image, object_mask, rng)
+            except LightningADError:
+                continue  # a flat crop: another draw lands elsewhere
+        return draw(twin, image, object_mask, rng)
+
+
+DRAW_ATTEMPTS = 10
+"""Draws of a twin on one crop before a crop it cannot change is an error."""
 
 
 class EpochSampler(Sampler):
@@ -200,7 +233,8 @@ class AnomalyDataModule(pl.LightningDataModule):
         cv2.setNumThreads(1)
         config = self.config
         category = MVTecCategory.load(self.category_dir)
-        images = load_images(tuple(s.path for s in category.train), config.image_size)
+        train_size = config.scoring_size if config.crops else config.image_size
+        images = load_images(tuple(s.path for s in category.train), train_size)
         masks, self.used_mask_mode = object_masks(images, config.mask_mode)
         order = np.random.default_rng([config.seed, 7]).permutation(len(images))
         n_val = max(1, round(config.val_fraction * len(images)))
@@ -212,8 +246,10 @@ class AnomalyDataModule(pl.LightningDataModule):
                 "images"
             )
         val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
-        self.train_set = TwinDataset(images[train], masks[train], self.twins, config.seed, stream=0)
-        self.val_set = TwinDataset(images[val], masks[val], self.twins, config.seed, stream=1)
+        crop = config.image_size if config.crops else None
+        twins, seed = self.twins, config.seed
+        self.train_set = TwinDataset(images[train], masks[train], twins, seed, stream=0, crop=crop)
+        self.val_set = TwinDataset(images[val], masks[val], twins, seed, stream=1, crop=crop)
         # The scorers are fitted on the train split only: the validation slice's normals are
         # new to them, as a production part is, so the threshold set on their scores is
         # set on scores like those new parts will get (the twins of these images still pick

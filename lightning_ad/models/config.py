@@ -30,9 +30,11 @@ class NetConfig:
         head_params: the head's paper parameters (alpha, s, m, dynamic).
         pretrained: ``auto`` | ``true`` | ``false`` | a state-dict path.
         bn_mode: one of :data:`BN_MODES`.
+        patch_head: a twin-supervised patch head beside the metric head
+            (:mod:`~lightning_ad.models.patch_head`); it needs a trained network.
 
     Raises:
-        LightningADError: an unknown BatchNorm mode.
+        LightningADError: an unknown BatchNorm mode; a patch head on the frozen baseline.
     """
 
     backbone: str
@@ -41,10 +43,16 @@ class NetConfig:
     head_params: Mapping[str, Any]
     pretrained: str
     bn_mode: str
+    patch_head: bool = False
 
     def __post_init__(self) -> None:
         if self.bn_mode not in BN_MODES:
             raise unknown("bn_mode", self.bn_mode, BN_MODES)
+        if self.patch_head and not self.trains:
+            raise LightningADError(
+                f"a patch head needs a trained network, but head is '{NO_HEAD}' (the frozen "
+                "baseline): pick a head or set patch_head_weight to 0"
+            )
 
     @property
     def trains(self) -> bool:
@@ -62,21 +70,31 @@ class OptimizerConfig:
             more of the pretrained features the scorers read.
         amsgrad: Adam's AMSGrad variant.
         cosine_schedule: anneal the learning rate to 0 over the run.
+        patch_head_weight: the patch head's loss beside the metric head's (0: no patch head).
+        patch_head_lr: the patch head's learning rate: it starts from scratch, where the
+            metric head's small rate is sized for a pretrained backbone.
 
     Raises:
-        LightningADError: a learning rate that is not positive.
+        LightningADError: a learning rate that is not positive; a negative loss weight.
     """
 
     lr: float
     backbone_lr: float | None
     amsgrad: bool
     cosine_schedule: bool
+    patch_head_weight: float = 0.0
+    patch_head_lr: float = 1e-3
 
     def __post_init__(self) -> None:
-        for name in ("lr", "backbone_lr"):
+        for name in ("lr", "backbone_lr", "patch_head_lr"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise LightningADError(f"{name} must be positive, got {value}")
+        if self.patch_head_weight < 0:
+            raise LightningADError(
+                f"patch_head_weight must be 0 (no patch head) or positive, got "
+                f"{self.patch_head_weight}"
+            )
         if self.backbone_lr is None:
             object.__setattr__(self, "backbone_lr", self.lr)
 

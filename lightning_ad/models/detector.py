@@ -111,6 +111,8 @@ class DetectorSpec:
     threshold: Threshold | None = None
     map_scale: float | None = None
     """The largest anomaly-map value on a held-out normal image: a heat map's mid-scale."""
+    patch_head: bool = False
+    """The network has a twin-supervised patch head (the ``twinseg`` scorer's map)."""
 
     @classmethod
     def of(cls, net: NetConfig, scoring: ScoringConfig, grey: bool) -> DetectorSpec:
@@ -124,12 +126,19 @@ class DetectorSpec:
             image_size=scoring.image_size,
             grey=grey,
             coreset_fraction=scoring.coreset_fraction,
+            patch_head=net.patch_head,
         )
 
     def net_config(self) -> NetConfig:
         """The network's settings, for weights read from a file (nothing pretrained)."""
         return NetConfig(
-            self.backbone, self.head, self.n_classes, self.head_params, "false", bn_mode="frozen"
+            self.backbone,
+            self.head,
+            self.n_classes,
+            self.head_params,
+            "false",
+            bn_mode="frozen",
+            patch_head=self.patch_head,
         )
 
 
@@ -196,7 +205,8 @@ class Detector:
 
     def features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """What every scorer reads of a batch: pooled embeddings, PatchCore patch distances and,
-        for a trained network, p(normal) and the frozen backbone's embeddings."""
+        for a trained network, p(normal), the frozen backbone's embeddings and the patch head's
+        twin probabilities."""
         out = _Embedder(self.net, self.frozen)(images)
         out["patch_distances"] = self.bank.distances(out.pop("patches"))
         return out
@@ -212,6 +222,7 @@ class Detector:
             frozen=(self.reference["frozen"], features["frozen"]) if "frozen" in features else None,
             p_normal=features.get("p_normal"),
             patch_distances=features["patch_distances"],
+            twinseg=features.get("twinseg"),
         )
 
     def prepare(self, image: np.ndarray, source: str) -> np.ndarray:
@@ -229,9 +240,11 @@ class Detector:
 
     @torch.no_grad()
     def score_batch(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 (B, 3, S, S) -> scores (B,) and anomaly maps (B, S, S)."""
+        """uint8 (B, 3, S, S) -> scores (B,) and anomaly maps (B, S, S): those of the detector's
+        scorer (PatchCore's, or the patch head's for ``twinseg``)."""
         features = {k: v.float().cpu() for k, v in self.features(images).items()}
-        maps = patchcore.anomaly_maps(features["patch_distances"], images.shape[-1])
+        grid = features[scoring.SCORERS[self.spec.scorer].map]
+        maps = patchcore.anomaly_maps(grid, images.shape[-1])
         return self.scores({k: v.numpy() for k, v in features.items()}), maps.numpy()
 
     def calibrate(self, normals: DataLoader, false_alarm_rate: float) -> Threshold:
@@ -312,6 +325,8 @@ class _Embedder:
         out = {"model": embeddings, "patches": patches}
         if self.net.trains:
             out["p_normal"] = F.softmax(self.net.head(embeddings), dim=1)[:, 0]
+        if self.net.patch_head is not None:
+            out["twinseg"] = torch.sigmoid(self.net.patch_head(patches))
         if self.frozen is not None:
             out["frozen"] = self.frozen(pixels)
         return out

@@ -17,6 +17,11 @@ from lightning_ad.models import patchcore, scoring
 from lightning_ad.models.config import NetConfig, OptimizerConfig, ScoringConfig
 from lightning_ad.models.detector import Detector, DetectorSpec, Threshold
 from lightning_ad.models.net import AnomalyNet
+from lightning_ad.models.patch_head import patch_loss
+
+TwinBatch = tuple[torch.Tensor, ...]
+"""A training or validation batch: uint8 images and class targets, and with a patch head the
+twins' masks (B, H, W)."""
 
 
 @dataclass
@@ -73,10 +78,17 @@ class AnomalyModule(pl.LightningModule):
 
     # ---- the self-supervised task -----------------------------------------------------------
 
-    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        images, targets = batch
-        embeddings = self(images)
-        loss = F.cross_entropy(self.net.head(embeddings, targets), targets)
+    def _shared_step(self, batch: TwinBatch, stage: str) -> torch.Tensor:
+        images, targets, masks = batch if len(batch) == 3 else (*batch, None)
+        if self.net.patch_head is None:
+            embeddings, losses = self(images), {}
+        else:
+            embeddings, patches = self.net.embed(images)
+            losses = {"patch_loss": patch_loss(self.net.patch_head(patches), masks)}
+        losses["class_loss"] = F.cross_entropy(self.net.head(embeddings, targets), targets)
+        loss = losses["class_loss"] + self.optimization.patch_head_weight * losses.get(
+            "patch_loss", 0.0
+        )
         if not torch.isfinite(loss):
             # Fail the trial loudly: a NaN model would still "score" and pollute the tables.
             raise LightningADError(
@@ -84,13 +96,16 @@ class AnomalyModule(pl.LightningModule):
                 "lower --lr or check the data"
             )
         accuracy = (self.net.head(embeddings).argmax(dim=1) == targets).float().mean()
-        for name, value in (("loss", loss), ("acc", accuracy)):
+        logged = {"loss": loss, "acc": accuracy}
+        if "patch_loss" in losses:
+            logged |= losses
+        for name, value in logged.items():
             self.log(
                 f"{stage}/{name}",
                 value,
                 on_step=False,
                 on_epoch=True,
-                prog_bar=True,
+                prog_bar=name in ("loss", "acc"),
                 batch_size=len(images),
             )
         return loss
@@ -101,12 +116,10 @@ class AnomalyModule(pl.LightningModule):
         # training mode, which keeps BatchNorm on its pretrained statistics when bn_mode says so.
         self.net.train()
 
-    def training_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
-    ) -> torch.Tensor:
+    def training_step(self, batch: TwinBatch, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: TwinBatch, batch_idx: int) -> None:
         self._shared_step(batch, "val")
 
     def configure_optimizers(self):
@@ -115,6 +128,10 @@ class AnomalyModule(pl.LightningModule):
             {"params": self.net.backbone.parameters(), "lr": settings.backbone_lr},
             {"params": self.net.head.parameters()},
         ]
+        if self.net.patch_head is not None:
+            groups.append(
+                {"params": self.net.patch_head.parameters(), "lr": settings.patch_head_lr}
+            )
         optimizer = torch.optim.Adam(groups, lr=settings.lr, amsgrad=settings.amsgrad)
         if not settings.cosine_schedule:
             return optimizer
@@ -161,6 +178,9 @@ class AnomalyModule(pl.LightningModule):
             "test/auc" + k.removeprefix(main): v for k, v in results.items() if k.startswith(main)
         }
         results |= pixel_metrics(maps, masks, defects, names)
+        if "twinseg" in outputs:
+            twinseg = patchcore.anomaly_maps(outputs["twinseg"], masks.shape[-1]).numpy()
+            results |= pixel_metrics(twinseg, masks, defects, names, scorer="twinseg")
         normals = self.trainer.datamodule.val_good_dataloader()
         threshold = self.detector.calibrate(normals, self.scoring.false_alarm_rate)
         results |= threshold_metrics(threshold, scores[self.scoring.scorer], labels)
@@ -183,14 +203,20 @@ def threshold_metrics(
 
 
 def pixel_metrics(
-    maps: np.ndarray, masks: np.ndarray, defects: np.ndarray, names: tuple[str, ...]
+    maps: np.ndarray,
+    masks: np.ndarray,
+    defects: np.ndarray,
+    names: tuple[str, ...],
+    scorer: str | None = None,
 ) -> dict[str, float]:
-    """``test/pixel_auc`` and ``test/aupro`` of the anomaly maps, overall and per defect type."""
+    """``test/pixel_auc`` and ``test/aupro`` of the anomaly maps, overall and per defect type;
+    for another ``scorer``'s maps than PatchCore's, ``test/pixel_auc_<scorer>`` and so on."""
+    suffix = f"_{scorer}" if scorer else ""
     results = {
-        "test/pixel_auc": metrics.pixel_auroc(maps, masks),
-        "test/aupro": metrics.aupro(maps, masks),
+        f"test/pixel_auc{suffix}": metrics.pixel_auroc(maps, masks),
+        f"test/aupro{suffix}": metrics.aupro(maps, masks),
     }
     for defect, keep in metrics.per_defect(defects, names).items():
-        results[f"test/pixel_auc/{defect}"] = metrics.pixel_auroc(maps[keep], masks[keep])
-        results[f"test/aupro/{defect}"] = metrics.aupro(maps[keep], masks[keep])
+        results[f"test/pixel_auc{suffix}/{defect}"] = metrics.pixel_auroc(maps[keep], masks[keep])
+        results[f"test/aupro{suffix}/{defect}"] = metrics.aupro(maps[keep], masks[keep])
     return results

@@ -1,7 +1,8 @@
 """``AnomalyNet``: the network as plain torch, with no Lightning in it.
 
 uint8 images -> ImageNet normalisation -> backbone -> pooled embeddings; the metric head turns
-embeddings into logits (with its margin only when labels are given). ``AnomalyModule`` trains
+embeddings into logits (with its margin only when labels are given); the optional patch head
+turns PatchCore's patch features into twin logits per patch. ``AnomalyModule`` trains
 it, ``explain.py`` asks it for Grad-CAM and the benchmarks time it.
 """
 
@@ -11,9 +12,11 @@ import torch
 from torch import nn
 
 from lightning_ad.errors import LightningADError
+from lightning_ad.models import patchcore
 from lightning_ad.models.backbones import Backbone, build_backbone
 from lightning_ad.models.config import NetConfig
 from lightning_ad.models.heads import build_head
+from lightning_ad.models.patch_head import PatchHead
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -31,7 +34,7 @@ class Classifier(nn.Module):
 
 
 class AnomalyNet(nn.Module):
-    """Backbone + metric-learning head.
+    """Backbone + metric-learning head (+ the twin-supervised patch head).
 
     Args:
         config: the backbone, the head and how they start (:class:`NetConfig`).
@@ -55,6 +58,7 @@ class AnomalyNet(nn.Module):
             if config.trains
             else None
         )
+        self.patch_head = PatchHead(self.backbone.patch_channels) if config.patch_head else None
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
 
@@ -81,6 +85,11 @@ class AnomalyNet(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images -> pooled embeddings (B, D)."""
         return self.backbone(self.normalise(images))
+
+    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images -> pooled embeddings (B, D) and PatchCore's patch features (B, C, h, w),
+        from one forward pass."""
+        return patchcore.embed(self.backbone, self.normalise(images))
 
     def classifier(self) -> Classifier:
         if self.head is None:

@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.neighbors import LocalOutlierFactor
 from sklearn.preprocessing import MinMaxScaler
 
-from lightning_ad.errors import unknown
+from lightning_ad.errors import LightningADError, unknown
 
 
 def lof_scores(train: np.ndarray, test: np.ndarray, n_neighbors: int = 5) -> np.ndarray:
@@ -54,13 +54,15 @@ def fused_scores(
 class Features:
     """What the scorers are fitted on and applied to: (train/good, test) embeddings of the
     network; for a trained network those of its frozen pretrained backbone and the
-    classifier's p(normal) of each test image; and each test patch's distance to the
-    PatchCore memory bank of the network's train/good patches (N, h, w)."""
+    classifier's p(normal) of each test image; each test patch's distance to the
+    PatchCore memory bank of the network's train/good patches (N, h, w); and, with a patch
+    head, each test patch's twin probability (N, h, w)."""
 
     model: tuple[np.ndarray, np.ndarray]
     frozen: tuple[np.ndarray, np.ndarray] | None = None
     p_normal: np.ndarray | None = None
     patch_distances: np.ndarray | None = None
+    twinseg: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,17 @@ class Scorer:
     needs_frozen: bool = False
     """Reads the frozen backbone's embeddings: a second backbone pass over every image, made
     only when this scorer is the trial's own (:func:`needs_frozen_view`)."""
+    needs_patch_head: bool = False
+    """Reads the patch head's map (:mod:`~lightning_ad.models.patch_head`)."""
+    map: str = "patch_distances"
+    """The patch grid (a :class:`Features` field) whose upsampled map shows where the score
+    comes from: the detector's anomaly map."""
+
+
+def largest(maps: np.ndarray) -> np.ndarray:
+    """Each image's largest patch value (N, h, w) -> (N,): a defect is anomalous wherever it
+    is, however small."""
+    return maps.reshape(len(maps), -1).max(axis=1)
 
 
 SCORERS: dict[str, Scorer] = {
@@ -83,9 +96,11 @@ SCORERS: dict[str, Scorer] = {
         lambda f: fused_scores(f.model, f.frozen), needs_training=True, needs_frozen=True
     ),
     # PatchCore's image score: the largest patch distance (lightning_ad.models.patchcore).
-    "patch": Scorer(
-        lambda f: f.patch_distances.reshape(len(f.patch_distances), -1).max(axis=1),
-        needs_training=False,
+    "patch": Scorer(lambda f: largest(f.patch_distances), needs_training=False),
+    # The patch head's image score: its most twin-like patch, as PatchCore's score is its most
+    # distant one (the mean of the top-k patches is the alternative; not yet compared).
+    "twinseg": Scorer(
+        lambda f: largest(f.twinseg), needs_training=True, needs_patch_head=True, map="twinseg"
     ),
 }
 UNTRAINED_FALLBACK = "knn"
@@ -98,13 +113,18 @@ def check_scorer(name: str) -> None:
         raise unknown("score", name, SCORERS)
 
 
-def scorer_for(name: str, trained: bool) -> str:
+def scorer_for(name: str, trained: bool, patch_head: bool = False) -> str:
     """``name``, or the fallback when ``name`` needs a trained head and there is none.
 
     Raises:
-        LightningADError: ``name`` is no scorer.
+        LightningADError: ``name`` is no scorer, or reads a patch head a trained network lacks.
     """
     check_scorer(name)
+    if trained and SCORERS[name].needs_patch_head and not patch_head:
+        raise LightningADError(
+            f"score '{name}' reads the patch head's map: set patch_head_weight above 0 "
+            "(e.g. 1.0) or pick another score"
+        )
     return UNTRAINED_FALLBACK if SCORERS[name].needs_training and not trained else name
 
 
@@ -115,10 +135,12 @@ def needs_frozen_view(name: str, trained: bool) -> bool:
 
 def score_all(features: Features, trained: bool) -> dict[str, np.ndarray]:
     """Every scorer that applies: those that need a trained head only for a trained network,
-    those that read the frozen backbone only when its embeddings were computed."""
+    those that read the frozen backbone or the patch head only when their features were
+    computed."""
     return {
         name: scorer.score(features)
         for name, scorer in SCORERS.items()
         if (trained or not scorer.needs_training)
         and (features.frozen is not None or not scorer.needs_frozen)
+        and (features.twinseg is not None or not scorer.needs_patch_head)
     }

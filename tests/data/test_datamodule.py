@@ -1,6 +1,7 @@
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -147,3 +148,25 @@ def test_corrupt_training_image_fails_setup_naming_it(screw_copy: Path) -> None:
     dm = AnomalyDataModule(screw_copy, _data(image_size=33))
     with pytest.raises(DataError, match=f"cannot decode image {bad}"):
         dm.setup("fit")
+
+
+def test_with_a_patch_head_twins_are_drawn_on_crops_at_the_scoring_scale_with_their_masks(
+    synthetic_root: Path,
+) -> None:
+    """Each item is an ``image_size`` crop of a ``score_image_size`` image; its mask marks
+    exactly the pixels its twin changed in that crop, and nothing for a normal one."""
+    dm = _datamodule(synthetic_root, score_image_size=64, patch_head_weight=1.0)
+    dataset = dm.train_set
+    assert dataset.images.shape[1:3] == (64, 64)
+    for key in range(len(dataset)):
+        image, target, mask = dataset[(3, key)]
+        assert image.shape == (3, 32, 32) and mask.shape == (32, 32) and mask.dtype == torch.bool
+        rng = np.random.default_rng([0, 0, 3, key])
+        y, x = (int(rng.integers(64 - 32 + 1)) for _ in range(2))
+        crop = dataset.images[key % len(dataset.images)][y : y + 32, x : x + 32]
+        changed = (image.numpy().transpose(1, 2, 0) != crop).any(axis=2)
+        assert torch.equal(mask, torch.from_numpy(changed))
+        assert bool(mask.any()) == (target != 0)
+        assert torch.equal(dataset[(3, key)][0], image)  # drawn the same way again
+    images, targets, masks = next(iter(dm.train_dataloader()))
+    assert images.shape[1:] == (3, 32, 32) and masks.shape == (len(targets), 32, 32)

@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 
 from lightning_ad import metrics, tracking
+from lightning_ad.config import TrialConfig
 from lightning_ad.deploy import predict
-from lightning_ad.train import TrialResult
-from tests.helpers import invoke
+from lightning_ad.train import TrialResult, run_trial
+from tests.helpers import TINY, invoke
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +196,30 @@ def test_a_file_name_that_is_not_utf8_is_written_escaped_and_no_score_is_lost(
                   "--tracking-uri", store, cwd=tmp_path)  # fmt: skip
     assert done.returncode == 2 and "the scores went to stdout instead" in done.stderr
     assert "part-\\xff.png" in done.stdout
+
+
+def test_a_registered_twinseg_detector_predicts_the_trials_scores(
+    synthetic_root: Path, store: str, tmp_path: Path
+) -> None:
+    """A trial with a patch head scored by its map: the trial logs the map's image and pixel
+    metrics, and its registered detector gives the test images the trial's scores."""
+    config = TrialConfig(
+        **TINY, head="arcface", patch_head_weight=1.0, score="twinseg",
+        data_root=str(synthetic_root),
+    )  # fmt: skip
+    trial = run_trial(config, tracking_uri=store, experiment="twinseg", progress_bar=False)
+    for name in ("test/auc_twinseg", "test/pixel_auc_twinseg", "test/aupro_twinseg/scratch_head"):
+        assert 0 <= trial.metrics[name] <= 1, name
+    assert trial.metrics["test/auc"] == trial.metrics["test/auc_twinseg"]
+    run = mlflow.MlflowClient(store).get_run(trial.run_id)
+    assert "train/patch_loss" in run.data.metrics
+    done = invoke("register", trial.run_id, "--name", "twinseg", "--tracking-uri", store,
+                  cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    test = synthetic_root / "screw" / "test"
+    done = invoke("predict", "--model", done.stdout.split()[-1], str(test), "--out", "scores.csv",
+                  "--tracking-uri", store, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = pd.read_csv(tmp_path / "scores.csv", keep_default_na=False)
+    logged = tracking.test_scores(store, trial.run_id)
+    np.testing.assert_allclose(rows.score, logged["twinseg"], rtol=1e-5, atol=1e-6)

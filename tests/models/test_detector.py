@@ -59,10 +59,12 @@ def _loader(root: Path, category: str) -> DataLoader:
 
 @pytest.fixture(scope="module")
 def detector(synthetic_root: Path) -> Detector:
-    """An untrained mobilenet_v2 + arcface detector fitted on the tiny screw's normals."""
+    """An untrained mobilenet_v2 + arcface + patch head detector fitted on the tiny screw's
+    normals."""
     torch.manual_seed(0)
-    net = AnomalyNet(NetConfig("mobilenet_v2", "arcface", 3, {}, "false", "frozen")).eval()
-    spec = DetectorSpec("mobilenet_v2", "arcface", 3, {}, "fused", 64, True, 0.1)
+    config = NetConfig("mobilenet_v2", "arcface", 3, {}, "false", "frozen", patch_head=True)
+    net = AnomalyNet(config).eval()
+    spec = DetectorSpec("mobilenet_v2", "arcface", 3, {}, "fused", 64, True, 0.1, patch_head=True)
     loader = _loader(synthetic_root, "screw")
     fitted = Detector.fit(spec, net, loader)
     fitted.calibrate(loader, 0.1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -19,12 +21,18 @@ def features() -> scoring.Features:
     frozen = (rng.normal(size=(40, 4)), rng.normal(size=(20, 4)))
     patch_distances = rng.random((20, 3, 3))
     patch_distances[10:, 1, 2] += 1.0  # one far patch in each anomalous image
-    return scoring.Features((train, test), frozen, np.linspace(1, 0, 20), patch_distances)
+    twinseg = rng.random((20, 3, 3)) / 2
+    twinseg[10:, 0, 0] = 0.9  # one twin-like patch in each anomalous image
+    return scoring.Features((train, test), frozen, np.linspace(1, 0, 20), patch_distances, twinseg)
 
 
 def test_untrained_networks_get_only_the_scorers_that_need_no_training(features) -> None:
     assert set(scoring.score_all(features, trained=False)) == {"lof", "knn", "patch"}
     assert set(scoring.score_all(features, trained=True)) == set(scoring.SCORERS)
+    without_patch_head = replace(features, twinseg=None)
+    assert set(scoring.score_all(without_patch_head, trained=True)) == set(scoring.SCORERS) - {
+        "twinseg"
+    }
 
 
 def test_far_test_points_score_higher(features) -> None:
@@ -45,6 +53,12 @@ def test_patch_is_the_largest_patch_distance(features) -> None:
         scoring.score_all(features, trained=False)["patch"],
         features.patch_distances.max(axis=(1, 2)),
     )
+
+
+def test_twinseg_is_the_most_twin_like_patch(features) -> None:
+    scores = scoring.score_all(features, trained=True)["twinseg"]
+    np.testing.assert_allclose(scores, features.twinseg.max(axis=(1, 2)))
+    assert metrics.auroc(np.r_[np.zeros(10), np.ones(10)], scores) == 1.0
 
 
 def test_prob_is_one_minus_p_normal(features) -> None:
