@@ -43,7 +43,7 @@ BASE = {  # sweeps/default.yaml's fixed settings
     "log_model": False,
 }
 PATCH_HEAD = {"patch_head_weight": 1.0, "score": "twinseg"}
-PATCH_HEAD_X4 = {**PATCH_HEAD, "samples_per_epoch": 1024}  # 4x the default's 256 a epoch
+PATCH_HEAD_X4 = {**PATCH_HEAD, "samples_per_epoch": 1024}  # 4x the default's 256 per epoch
 LEVERS: dict[str, dict] = {
     "frozen-96": {"head": "none", "score_image_size": 96},
     "frozen-256": {"head": "none"},

@@ -120,8 +120,9 @@ class TrialConfig:
 
     @property
     def patch_head(self) -> bool:
-        """Whether the network has a twin-supervised patch head."""
-        return self.patch_head_weight > 0
+        """Whether the network has a twin-supervised patch head: asked for and trained (the
+        frozen baseline of a sweep with a patch head has none, as it has no metric head)."""
+        return self.trains and self.patch_head_weight > 0
 
     @functools.cached_property
     def data(self) -> DataConfig:

@@ -27,6 +27,7 @@ from lightning_ad.config import TrainingConfig, TrialConfig
 from lightning_ad.data.datamodule import AnomalyDataModule
 from lightning_ad.data.resolve import ResolvedCategory, resolve_category
 from lightning_ad.errors import LightningADError
+from lightning_ad.models import scoring
 from lightning_ad.models.module import AnomalyModule
 from lightning_ad.packaging.mlflow_model import log_detector
 
@@ -292,8 +293,10 @@ def _log_artifacts(
             )
         # One colour scale for the whole test split: a good image's map should look calm.
         low, high = scores.maps.min(), scores.maps.max()
-        patch_maps = (scores.maps - low) / max(high - low, 1e-12)
-        paths.append(sheet({"PatchCore map": patch_maps}, folder / "anomaly_maps.png"))
+        served = (scores.maps - low) / max(high - low, 1e-12)
+        own = scoring.SCORERS[config.scoring.scorer].map != "patch_distances"
+        title = f"{config.scoring.scorer} map" if own else "PatchCore map"
+        paths.append(sheet({title: served}, folder / "anomaly_maps.png"))
         if module.net.trains:
             maps = explain.gradcam_maps(
                 module.net, datamodule.test_dataloader(), range(1, len(config.data.classes))

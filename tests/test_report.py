@@ -219,6 +219,33 @@ def test_another_scorer_reads_the_same_runs_as_its_own(
     assert row["score_used"] == "lof"
 
 
+def test_a_scorer_with_its_own_maps_is_read_with_its_pixel_and_aupro_values() -> None:
+    """twinseg logs its maps' metrics: read by twinseg, the pixel and AUPRO tables are its
+    own; read by knn (no maps of its own), they stay PatchCore's."""
+    trials = pd.DataFrame(
+        {
+            "test/auc": [0.9, 0.8],
+            "test/auc_knn": [0.9, 0.8],
+            "test/auc_twinseg": [0.7, 0.6],
+            "test/pixel_auc": [0.99, 0.98],
+            "test/pixel_auc/scratch": [0.97, 0.96],
+            "test/pixel_auc_twinseg": [0.91, 0.92],
+            "test/pixel_auc_twinseg/scratch": [0.81, 0.82],
+            "test/aupro": [0.95, 0.94],
+            "test/aupro_twinseg": [0.75, 0.74],
+            "score_used": ["knn", "knn"],
+        }
+    )
+    by_twinseg = report.scored_by(trials, "twinseg")
+    assert list(by_twinseg["test/auc"]) == [0.7, 0.6]
+    assert list(by_twinseg["test/pixel_auc"]) == [0.91, 0.92]
+    assert list(by_twinseg["test/pixel_auc/scratch"]) == [0.81, 0.82]
+    assert list(by_twinseg["test/aupro"]) == [0.75, 0.74]
+    by_knn = report.scored_by(trials, "knn")
+    assert list(by_knn["test/pixel_auc"]) == [0.99, 0.98]
+    assert list(by_knn["test/pixel_auc/scratch"]) == [0.97, 0.96]
+
+
 def test_table_score_prints_that_scorers_medians_and_names_the_logged_ones_otherwise(
     logged: tuple[str, list[dict]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:

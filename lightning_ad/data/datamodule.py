@@ -63,6 +63,11 @@ def _to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
+DRAW_ATTEMPTS = 10
+"""Crops a twin is drawn on before one that it cannot change anywhere is an error (a crop of
+flat background can hold no rotated patch)."""
+
+
 class TwinDataset(Dataset):
     """Each image once per class: item ``c * N + i`` is image ``i`` turned into class ``c``.
 
@@ -108,24 +113,20 @@ class TwinDataset(Dataset):
         twin: Twin | None,
         rng: np.random.Generator,
     ) -> tuple[np.ndarray, np.ndarray]:
-        side = self.crop
-        y, x = (int(rng.integers(n - side + 1)) for n in image.shape[:2])
-        image, object_mask = (
-            image[y : y + side, x : x + side],
-            object_mask[y : y + side, x : x + side],
-        )
-        if twin is None:
-            return np.ascontiguousarray(image), np.zeros((side, side), bool)
-        for _ in range(DRAW_ATTEMPTS - 1):
+        side, (h, w) = self.crop, image.shape[:2]
+        for _ in range(DRAW_ATTEMPTS):
+            y, x = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
+            crop = np.ascontiguousarray(image[y : y + side, x : x + side])
+            if twin is None:
+                return crop, np.zeros((side, side), bool)
             try:
-                return draw(twin, image, object_mask, rng)
-            except LightningADError:
-                continue  # a flat crop: another draw lands elsewhere
-        return draw(twin, image, object_mask, rng)
-
-
-DRAW_ATTEMPTS = 10
-"""Draws of a twin on one crop before a crop it cannot change is an error."""
+                return draw(twin, crop, object_mask[y : y + side, x : x + side], rng)
+            except LightningADError as err:
+                error = err
+        raise LightningADError(
+            f"{DRAW_ATTEMPTS} crops of {side} px of a {w}x{h} training image held no pixel the "
+            f"twin could change: {error}"
+        ) from error
 
 
 class EpochSampler(Sampler):

@@ -34,14 +34,16 @@ class TestScores:
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     maps: np.ndarray | None = None
-    """PatchCore's anomaly maps (N, S, S), in patch-distance units."""
+    """The anomaly maps (N, S, S) the detector serves: PatchCore's patch distances, or the
+    patch head's probabilities for ``twinseg``."""
 
 
 class AnomalyModule(pl.LightningModule):
     """Trains :class:`~lightning_ad.models.net.AnomalyNet` to tell normal images from their
     twins, and scores the test split with every scorer of :mod:`lightning_ad.models.scoring` that
     applies (image AUROC overall and per defect type), and PatchCore's anomaly maps against the
-    masks (pixel AUROC and AUPRO, overall and per defect type).
+    masks (pixel AUROC and AUPRO, overall and per defect type), and the patch head's maps too
+    where the network has one.
 
     Args:
         net: the network (:class:`~lightning_ad.models.config.NetConfig`).
@@ -82,6 +84,12 @@ class AnomalyModule(pl.LightningModule):
         images, targets, masks = batch if len(batch) == 3 else (*batch, None)
         if self.net.patch_head is None:
             embeddings, losses = self(images), {}
+        elif masks is None:
+            raise LightningADError(
+                "the patch head learns from the twins' masks, and these batches have none: "
+                "build the data with DataConfig(crops=True) (TrialConfig does so when "
+                "patch_head_weight > 0)"
+            )
         else:
             embeddings, patches = self.net.embed(images)
             losses = {"patch_loss": patch_loss(self.net.patch_head(patches), masks)}
@@ -165,7 +173,11 @@ class AnomalyModule(pl.LightningModule):
         labels, defects = outputs.pop("label").int().numpy(), outputs.pop("defect").int().numpy()
         names = self.trainer.datamodule.defect_names
         masks = outputs.pop("mask").bool().numpy()
-        maps = patchcore.anomaly_maps(outputs["patch_distances"], masks.shape[-1]).numpy()
+        maps = {
+            grid: patchcore.anomaly_maps(outputs[grid], masks.shape[-1]).numpy()
+            for grid in ("patch_distances", "twinseg")
+            if grid in outputs
+        }
         features = self.detector.scoring_features({k: v.numpy() for k, v in outputs.items()})
         scores = scoring.score_all(features, trained=self.net.trains)
         results = {}
@@ -177,15 +189,15 @@ class AnomalyModule(pl.LightningModule):
         results |= {
             "test/auc" + k.removeprefix(main): v for k, v in results.items() if k.startswith(main)
         }
-        results |= pixel_metrics(maps, masks, defects, names)
-        if "twinseg" in outputs:
-            twinseg = patchcore.anomaly_maps(outputs["twinseg"], masks.shape[-1]).numpy()
-            results |= pixel_metrics(twinseg, masks, defects, names, scorer="twinseg")
+        results |= pixel_metrics(maps["patch_distances"], masks, defects, names)
+        if "twinseg" in maps:
+            results |= pixel_metrics(maps["twinseg"], masks, defects, names, scorer="twinseg")
         normals = self.trainer.datamodule.val_good_dataloader()
         threshold = self.detector.calibrate(normals, self.scoring.false_alarm_rate)
         results |= threshold_metrics(threshold, scores[self.scoring.scorer], labels)
         self.log_dict(results)
-        self.test_scores = TestScores(labels, defects, names, scores, results, maps)
+        served = maps[scoring.SCORERS[self.scoring.scorer].map]
+        self.test_scores = TestScores(labels, defects, names, scores, results, served)
 
 
 def threshold_metrics(

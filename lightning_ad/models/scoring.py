@@ -78,8 +78,8 @@ class Scorer:
     needs_patch_head: bool = False
     """Reads the patch head's map (:mod:`~lightning_ad.models.patch_head`)."""
     map: str = "patch_distances"
-    """The patch grid (a :class:`Features` field) whose upsampled map shows where the score
-    comes from: the detector's anomaly map."""
+    """The patch grid (a :class:`Features` field) upsampled into the anomaly map served with
+    this scorer's score: PatchCore's unless the scorer has a map of its own."""
 
 
 def largest(maps: np.ndarray) -> np.ndarray:

@@ -5,7 +5,8 @@ Input: a DataFrame with one column ``image``, each cell an encoded image file's 
 JPEG, ...; base64 in a JSON request, as MLflow's scoring server expects for a binary column).
 Output: one row per image: ``score``, ``anomalous`` (score above the stored threshold) and
 ``error`` (empty when the image was scored; else why not, and ``score`` is NaN). With the
-parameter ``maps=true``, also ``map``: the PatchCore anomaly map at the detector's image side.
+parameter ``maps=true``, also ``map``: the anomaly map served with the detector's scorer
+(PatchCore's, or the patch head's for ``twinseg``) at the detector's image side.
 
 The model is saved as code (``model_code.py``), not as a pickle; its weights are tensors read
 with ``torch.load(weights_only=True)``. ``predict`` never loads it through MLflow (it reads the

@@ -34,8 +34,8 @@ SCORER_FOLDER = "by_scorer"
 """``<fingerprint>/by_scorer/<scorer>/``: the tables as another scorer reads the same runs
 (:func:`~lightning_ad.report.trials.scored_by`); the folder's own are the runs' own scorer's."""
 SCORER_TABLES = ("median", "defects")
-"""What changes with the scorer: the class3 - class2 table already has a row per scorer, and
-the anomaly maps (pixel AUROC, AUPRO) are PatchCore's whatever the scorer."""
+"""What changes with the scorer: the class3 - class2 table already has a row per scorer; the
+pixel AUROC and AUPRO tables change only for a scorer with maps of its own (``twinseg``)."""
 SETTINGS_FILE = "settings.json"
 LATEST = "latest"
 """``reports/<sweep>/<category>/latest``: a link to the fingerprint folder written last."""
@@ -117,13 +117,19 @@ def write_report(
     written = _write_tables(trials, spec, TABLES, out_dir, verdicts)
     for scorer in _other_scorers(trials):
         folder = out_dir / SCORER_FOLDER / scorer
-        written += _write_tables(scored_by(trials, scorer), spec, SCORER_TABLES, folder)
+        tables = (*SCORER_TABLES, *_own_map_tables(trials, scorer))
+        written += _write_tables(scored_by(trials, scorer), spec, tables, folder)
     drawn = plots.sweep_plots(trials, MAIN_METRIC, verdicts.pairs)
     written += [replace_whole(out_dir / name, draw) for name, draw in drawn.items()]
     text = settings.to_json()
     written.append(replace_whole(out_dir / SETTINGS_FILE, lambda path: path.write_text(text)))
     _point_latest(out_dir)
     return written
+
+
+def _own_map_tables(trials: pd.DataFrame, scorer: str) -> tuple[str, ...]:
+    """The map tables (``pixel``, ``aupro``) of a scorer that logged maps of its own."""
+    return tuple(name for name, metric in MAP_METRICS.items() if f"{metric}_{scorer}" in trials)
 
 
 def _write_tables(

@@ -86,7 +86,8 @@ def scored_by(trials: pd.DataFrame, scorer: str) -> pd.DataFrame:
     """``trials`` read as if ``scorer`` were every run's own: its image AUROC, overall and per
     defect type, as ``test/auc`` (NaN where a run did not log it: ``prob`` has no frozen
     baseline), and as the ``score_used`` the verdicts by defect type read. ``MAP_METRICS``
-    stay as they are: a trial's anomaly maps are PatchCore's whatever its image scorer.
+    become ``scorer``'s own where the runs logged them (``test/pixel_auc_twinseg``: a scorer
+    with its own map); otherwise they stay PatchCore's, the map every trial has.
 
     Args:
         trials: the runs of one fingerprint (:func:`fetch_trials`).
@@ -104,12 +105,18 @@ def scored_by(trials: pd.DataFrame, scorer: str) -> pd.DataFrame:
             f"--score {scorer}: no run of this table logged it; the runs logged "
             f"{', '.join(logged) or 'no scorer'}"
         )
-    own = f"{MAIN_METRIC}_{scorer}"
-    main = [c for c in trials if c == MAIN_METRIC or c.startswith(f"{MAIN_METRIC}/")]
-    out = trials.drop(columns=main)
+    out = trials
+    for metric in (MAIN_METRIC, *MAP_METRICS.values()):
+        if f"{metric}_{scorer}" in trials:
+            out = _read_as(out, trials, metric, f"{metric}_{scorer}")
+    return out.assign(score_used=scorer)
+
+
+def _read_as(out: pd.DataFrame, trials: pd.DataFrame, metric: str, own: str) -> pd.DataFrame:
+    """``out`` with ``metric`` and its per-defect columns replaced by those of ``own``."""
+    out = out.drop(columns=[c for c in out if c == metric or c.startswith(f"{metric}/")])
     for column in [c for c in trials if c == own or c.startswith(f"{own}/")]:
-        out[MAIN_METRIC + column.removeprefix(own)] = trials[column]
-    out["score_used"] = scorer
+        out[metric + column.removeprefix(own)] = trials[column]
     return out
 
 

@@ -1,17 +1,21 @@
 """What a sweep's results depend on beyond the grid values, hashed: the settings fingerprint.
 
 A cell's identity is its grid values plus the fingerprint of everything else that changes its
-result: every trial setting (the sweep's ``fixed`` values over the code's defaults), the
-``search`` block, the data (its kind, the category folder's name and a hash of every file in
-it) and the trial-defining code version (``lightning_ad.__version__``). The folder's absolute
-path is recorded but not hashed: workers on several machines find the same data at different
-paths and must still share one study. The study, the parent run and
-every trial run carry the fingerprint, and the tables show one fingerprint at a time. So:
+result: every trial setting whose value differs from the code's default (a setting added at a
+default that leaves trials as they were is no new fingerprint; a changed default that changes
+what a trial computes comes with a new code version), a weights file's hash when
+``pretrained`` names one, the ``search`` block, the data (its kind, the category folder's name
+and a hash of every file in it) and the trial-defining code version
+(``lightning_ad.__version__``). The folder's absolute path is recorded but not hashed: workers
+on several machines find the same data at different paths and must still share one study. The
+study, the parent run and every trial run carry the fingerprint, and the tables show one
+fingerprint at a time. So:
 
 - a value added to a grid axis is a new cell of the same fingerprint: only it is trained;
 - a value removed from the grid drops its cells from the table and trains nothing;
-- an edit of ``fixed``/``search``, other data or a new code version is a new fingerprint: its
-  cells are all trained, the earlier runs stay in MLflow under their own fingerprint.
+- an edit of ``fixed``/``search`` (to a value other than the default), other data or a new
+  code version is a new fingerprint: its cells are all trained, the earlier runs stay in
+  MLflow under their own fingerprint.
 """
 
 from __future__ import annotations
@@ -78,25 +82,26 @@ def sweep_settings(spec, data: ResolvedCategory) -> Settings:
     if pretrained.is_file():  # a state dict: its content, not only its name, shapes the result
         trial["pretrained_sha256"] = _file_digest(pretrained)
     search = spec.search
-    return Settings(
-        json.loads(
-            json.dumps(
-                {
-                    "trial": trial,
-                    "search": None if search is None else asdict(search),
-                    "data": {
-                        "dataset": data.dataset,
-                        "folder": data.root.resolve().name,
-                        "root": str(data.root.resolve()),
-                        "files": data_fingerprint(data.root),
-                    },
-                    "code_version": lightning_ad.__version__,
+    values = json.loads(
+        json.dumps(
+            {
+                "trial": trial,
+                "search": None if search is None else asdict(search),
+                "data": {
+                    "dataset": data.dataset,
+                    "folder": data.root.resolve().name,
+                    "root": str(data.root.resolve()),
+                    "files": data_fingerprint(data.root),
                 },
-                sort_keys=True,
-                default=str,
-            )
+                "code_version": lightning_ad.__version__,
+            },
+            sort_keys=True,
+            default=str,
         )
     )
+    # Defaults are left out: see the module docstring.
+    values["trial"] = {k: v for k, v in values["trial"].items() if v != _default(k)}
+    return Settings(values)
 
 
 def data_fingerprint(root: Path) -> str:

@@ -60,6 +60,14 @@ class SearchSpec:
         if not isinstance(params, dict) or not params:
             raise LightningADError(f"{where}.params must map settings to ranges or choices")
         _known_keys(params, FIXED_KEYS, f"{where}.params")
+        if "patch_head_weight" in params:
+            # The search minimises val/loss, of which the patch head's weighted loss is a part:
+            # it would pick the smallest weight, not the best detector.
+            raise LightningADError(
+                f"{where}.params.patch_head_weight cannot be searched: the search minimises "
+                "val/loss, which the weight scales; fix it under 'fixed' and compare weights "
+                "as separate sweeps"
+            )
         for key, dist in params.items():
             _check_distribution(key, dist, f"{where}.params.{key}")
         return cls(budget, {k: dict(v) for k, v in params.items()})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -139,3 +140,22 @@ def test_a_grey_image_in_a_batch_for_a_colour_detector_is_named_and_the_rest_sco
     assert out.error[1].startswith("b.png: a grey image")
     assert np.isfinite(out.score[[0, 2]]).all() and np.isnan(out.score[1])
     assert out.anomalous[1] is pd.NA  # not scored: no verdict, neither way
+
+
+def test_a_detector_without_a_patch_head_saves_and_loads_as_before(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    """No patch head: no patch-head weights in the file, and a ``detector.json`` written before
+    the field existed (no ``patch_head`` key) loads as one without."""
+    net = AnomalyNet(NetConfig("mobilenet_v2", "arcface", 3, {}, "false", "frozen")).eval()
+    spec = DetectorSpec("mobilenet_v2", "arcface", 3, {}, "patch", 64, True, 0.1)
+    fitted = Detector.fit(spec, net, _loader(synthetic_root, "screw"))
+    folder = fitted.save(tmp_path / "detector")
+    raw = json.loads((folder / "detector.json").read_text())
+    assert raw.pop("patch_head") is False
+    (folder / "detector.json").write_text(json.dumps(raw))
+    loaded = Detector.load(folder)
+    assert loaded.net.patch_head is None and not loaded.spec.patch_head
+    assert not any(k.startswith("patch_head") for k in loaded.net.state_dict())
+    images = next(iter(_loader(synthetic_root, "screw")))[0]
+    np.testing.assert_allclose(loaded.score_batch(images)[0], fitted.score_batch(images)[0])

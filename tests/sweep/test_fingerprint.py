@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from lightning_ad import cli, report
+from lightning_ad.data.resolve import resolve_category
 from lightning_ad.data.synthetic import MARKER, generate_category
-from lightning_ad.sweep.fingerprint import data_fingerprint
+from lightning_ad.sweep.fingerprint import data_fingerprint, sweep_settings
 from lightning_ad.sweep.spec import SweepSpec, SweepTarget
 from tests.conftest import TINY_SIZE
 from tests.fakes import NoOpTrials
@@ -146,3 +147,13 @@ def test_two_renders_of_the_built_in_data_are_one_fingerprint(tmp_path: Path) ->
     mask = next((second / "ground_truth").rglob("*.png"))
     mask.write_bytes(mask.read_bytes() + b"\0")
     assert data_fingerprint(first) != data_fingerprint(second)  # masks are what defines it
+
+
+def test_a_setting_at_its_default_is_no_new_fingerprint(synthetic_root: Path) -> None:
+    """Written out at its default, a setting changes nothing, so it hashes as if absent (and a
+    setting added to the code at such a default keeps every old cell); any other value is a
+    new fingerprint."""
+    data = resolve_category("screw", synthetic_root)
+    fingerprint = sweep_settings(_spec(), data).fingerprint
+    assert sweep_settings(_spec(patch_head_lr=1e-3), data).fingerprint == fingerprint
+    assert sweep_settings(_spec(patch_head_lr=2e-3), data).fingerprint != fingerprint

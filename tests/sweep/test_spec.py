@@ -74,6 +74,10 @@ def test_bad_search_blocks(tmp_path: Path) -> None:
             "low must be below high",
         ),
         ({"trials_per_cell": 2, "params": {"epochs": {"choices": [1, "two"]}}}, "must be int"),
+        (
+            {"trials_per_cell": 2, "params": {"patch_head_weight": {"low": 0.1, "high": 2.0}}},
+            "patch_head_weight cannot be searched: the search minimises val/loss",
+        ),
     ]:
         path = _write(tmp_path, GRID + f"search: {search}\n")
         with pytest.raises(LightningADError, match=message):
@@ -100,3 +104,19 @@ def test_the_frozen_baseline_is_never_searched() -> None:
     )  # fmt: skip
     frozen, arcface = spec.runnable_cells()
     assert spec.search_for(frozen) is None and spec.search_for(arcface) is spec.search
+
+
+def test_a_sweep_with_a_patch_head_keeps_its_frozen_baseline() -> None:
+    """The frozen baseline has no head to put a patch head beside: it is scored as always
+    (kNN in place of twinseg), and the trained cells get the patch head."""
+    spec = SweepSpec.from_dict(
+        {
+            "grid": {"category": ["screw"], "backbone": ["mobilenet_v2"],
+                     "head": ["none", "arcface"], "classes": [3], "seed": [0]},
+            "fixed": {"patch_head_weight": 1.0, "score": "twinseg"},
+        },
+        default_name="s",
+    )  # fmt: skip
+    configs = {c["head"]: spec.trial_config(c) for c in spec.runnable_cells()}
+    assert not configs["none"].patch_head and configs["none"].scoring.scorer == "knn"
+    assert configs["arcface"].net.patch_head and configs["arcface"].scoring.scorer == "twinseg"
