@@ -31,7 +31,6 @@ from lightning_ad.errors import LightningADError
         ({"coreset_fraction": 1.5}, "coreset_fraction 1.5 must lie in (0, 1]"),
         ({"backbone_lr": 0.0}, "backbone_lr must be positive, got 0.0"),
         ({"score": "twinseg"}, "score 'twinseg' reads the patch head's map: set patch_head_weight"),
-        ({"head": "none", "patch_head_weight": 1.0}, "a patch head needs a trained network"),
         ({"patch_head_weight": -1.0}, "patch_head_weight must be 0 (no patch head) or positive"),
         (
             {"patch_head_weight": 1.0, "score_image_size": 64},
