@@ -78,6 +78,8 @@ COLUMNS = {
     "test/auc_twinseg": "twinseg AUROC",
     "test/pixel_auc_twinseg": "twinseg pixel AUROC",
     "test/aupro_twinseg": "twinseg AUPRO",
+    "test/auc_patch-twinseg": "patch-twinseg AUROC",
+    "test/aupro_patch-twinseg": "patch-twinseg AUPRO",
     "test/detection_rate": "detected",
     "test/false_alarm_rate": "false alarms",
 }

@@ -84,8 +84,8 @@ class TrialConfig:
     pretrained: str = _setting("auto", "auto | true | false | PATH to a state dict")
     score: str = _setting(
         "knn",
-        "the scorer reported as test/auc: lof, knn, prob, fused, patch (PatchCore) or twinseg "
-        "(the patch head's map)",
+        "the scorer reported as test/auc: lof, knn, prob, fused, patch (PatchCore), twinseg "
+        "(the patch head's map) or patch-twinseg (both maps, standardised and added)",
     )
     coreset_fraction: float = _setting(
         0.01, "share of train/good patches in PatchCore's memory bank (greedy k-center)"

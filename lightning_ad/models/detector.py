@@ -113,6 +113,10 @@ class DetectorSpec:
     """The largest anomaly-map value on a held-out normal image: a heat map's mid-scale."""
     patch_head: bool = False
     """The network has a twin-supervised patch head (the ``twinseg`` scorer's map)."""
+    map_stats: dict[str, list[float]] | None = None
+    """With a patch head: the mean and standard deviation of PatchCore's distances and of the
+    patch head's probabilities over held-out normal patches (``patch-twinseg`` adds them on
+    that scale)."""
 
     @classmethod
     def of(cls, net: NetConfig, scoring: ScoringConfig, grey: bool) -> DetectorSpec:
@@ -211,10 +215,6 @@ class Detector:
         out["patch_distances"] = self.bank.distances(out.pop("patches"))
         return out
 
-    def scores(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        """The anomaly score of each image whose ``features`` (as numpy) are given."""
-        return scoring.SCORERS[self.spec.scorer].score(self.scoring_features(features))
-
     def scoring_features(self, features: dict[str, np.ndarray]) -> scoring.Features:
         """``features`` of some images paired with the reference they are scored against."""
         return scoring.Features(
@@ -223,6 +223,7 @@ class Detector:
             p_normal=features.get("p_normal"),
             patch_distances=features["patch_distances"],
             twinseg=features.get("twinseg"),
+            map_stats=self.spec.map_stats,
         )
 
     def prepare(self, image: np.ndarray, source: str) -> np.ndarray:
@@ -241,14 +242,19 @@ class Detector:
     @torch.no_grad()
     def score_batch(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """uint8 (B, 3, S, S) -> scores (B,) and anomaly maps (B, S, S): those of the detector's
-        scorer (PatchCore's, or the patch head's for ``twinseg``)."""
-        features = {k: v.float().cpu() for k, v in self.features(images).items()}
-        grid = features[scoring.SCORERS[self.spec.scorer].map]
-        maps = patchcore.anomaly_maps(grid, images.shape[-1])
-        return self.scores({k: v.numpy() for k, v in features.items()}), maps.numpy()
+        scorer (PatchCore's, unless the scorer has its own: ``twinseg``, ``patch-twinseg``)."""
+        features = self.scoring_features(
+            {k: v.float().cpu().numpy() for k, v in self.features(images).items()}
+        )
+        scorer = scoring.SCORERS[self.spec.scorer]
+        grid = torch.from_numpy(np.ascontiguousarray(scorer.map_grid(features), np.float32))
+        return scorer.score(features), patchcore.anomaly_maps(grid, images.shape[-1]).numpy()
 
     def calibrate(self, normals: DataLoader, false_alarm_rate: float) -> Threshold:
-        """Set the decision threshold on held-out normal images (see :class:`Threshold`)."""
+        """Set the decision threshold on held-out normal images (see :class:`Threshold`); with a
+        patch head, first the scale of each patch grid on them (``map_stats``)."""
+        if self.net.patch_head is not None:
+            self.spec = replace(self.spec, map_stats=self._normal_map_stats(normals))
         batches = [self.score_batch(images) for images, _ in normals]
         if not batches:
             raise LightningADError("no held-out normal image to set the decision threshold on")
@@ -257,6 +263,15 @@ class Detector:
         map_scale = max(float(m.max()) for m in maps)
         self.spec = replace(self.spec, threshold=threshold, map_scale=map_scale)
         return threshold
+
+    def _normal_map_stats(self, normals: DataLoader) -> dict[str, list[float]]:
+        batches = [self.features(images) for images, _ in normals]
+        if not batches:
+            raise LightningADError("no held-out normal image to set the maps' scale on")
+        grids = {
+            g: torch.cat([b[g].float().cpu() for b in batches]) for g in scoring.STANDARDISED_GRIDS
+        }
+        return {g: [float(v.mean()), float(v.std())] for g, v in grids.items()}
 
     def heat(self, maps: np.ndarray) -> np.ndarray:
         """Anomaly maps on one scale for every image this detector scores: 0.5 is the largest

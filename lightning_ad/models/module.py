@@ -173,11 +173,9 @@ class AnomalyModule(pl.LightningModule):
         labels, defects = outputs.pop("label").int().numpy(), outputs.pop("defect").int().numpy()
         names = self.trainer.datamodule.defect_names
         masks = outputs.pop("mask").bool().numpy()
-        maps = {
-            grid: patchcore.anomaly_maps(outputs[grid], masks.shape[-1]).numpy()
-            for grid in ("patch_distances", "twinseg")
-            if grid in outputs
-        }
+        # The threshold first: with a patch head it also sets the scale patch-twinseg reads.
+        normals = self.trainer.datamodule.val_good_dataloader()
+        threshold = self.detector.calibrate(normals, self.scoring.false_alarm_rate)
         features = self.detector.scoring_features({k: v.numpy() for k, v in outputs.items()})
         scores = scoring.score_all(features, trained=self.net.trains)
         results = {}
@@ -189,15 +187,20 @@ class AnomalyModule(pl.LightningModule):
         results |= {
             "test/auc" + k.removeprefix(main): v for k, v in results.items() if k.startswith(main)
         }
-        results |= pixel_metrics(maps["patch_distances"], masks, defects, names)
-        if "twinseg" in maps:
-            results |= pixel_metrics(maps["twinseg"], masks, defects, names, scorer="twinseg")
-        normals = self.trainer.datamodule.val_good_dataloader()
-        threshold = self.detector.calibrate(normals, self.scoring.false_alarm_rate)
+        maps = {"patch": self._maps(features.patch_distances, masks.shape[-1])}
+        results |= pixel_metrics(maps["patch"], masks, defects, names)
+        for name in scores:
+            if (grid := scoring.SCORERS[name].grid) is not None:
+                maps[name] = self._maps(grid(features), masks.shape[-1])
+                results |= pixel_metrics(maps[name], masks, defects, names, scorer=name)
         results |= threshold_metrics(threshold, scores[self.scoring.scorer], labels)
         self.log_dict(results)
-        served = maps[scoring.SCORERS[self.scoring.scorer].map]
+        served = maps.get(self.scoring.scorer, maps["patch"])
         self.test_scores = TestScores(labels, defects, names, scores, results, served)
+
+    @staticmethod
+    def _maps(grid: np.ndarray, size: int) -> np.ndarray:
+        return patchcore.anomaly_maps(torch.from_numpy(np.asarray(grid, np.float32)), size).numpy()
 
 
 def threshold_metrics(

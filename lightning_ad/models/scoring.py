@@ -6,7 +6,7 @@ used for anything but the AUROC itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,13 +56,29 @@ class Features:
     network; for a trained network those of its frozen pretrained backbone and the
     classifier's p(normal) of each test image; each test patch's distance to the
     PatchCore memory bank of the network's train/good patches (N, h, w); and, with a patch
-    head, each test patch's twin probability (N, h, w)."""
+    head, each test patch's twin probability (N, h, w) and the mean and standard deviation of
+    both grids over the patches of held-out normal images (``map_stats``, by field name)."""
 
     model: tuple[np.ndarray, np.ndarray]
     frozen: tuple[np.ndarray, np.ndarray] | None = None
     p_normal: np.ndarray | None = None
     patch_distances: np.ndarray | None = None
     twinseg: np.ndarray | None = None
+    map_stats: Mapping[str, Sequence[float]] | None = None
+
+
+STANDARDISED_GRIDS = ("patch_distances", "twinseg")
+"""The patch grids ``patch-twinseg`` adds, each standardised on held-out normal patches."""
+
+
+def standardised_sum(features: Features) -> np.ndarray:
+    """PatchCore's distances and the patch head's probabilities (N, h, w), each standardised
+    by the mean and standard deviation of held-out normal images' patches, added: on one
+    scale, neither grid's units decide, and a patch either finds unusual counts."""
+    return sum(
+        (getattr(features, grid) - mean) / max(std, 1e-12)
+        for grid, (mean, std) in ((g, features.map_stats[g]) for g in STANDARDISED_GRIDS)
+    )
 
 
 @dataclass(frozen=True)
@@ -77,9 +93,18 @@ class Scorer:
     only when this scorer is the trial's own (:func:`needs_frozen_view`)."""
     needs_patch_head: bool = False
     """Reads the patch head's map (:mod:`~lightning_ad.models.patch_head`)."""
-    map: str = "patch_distances"
-    """The patch grid (a :class:`Features` field) upsampled into the anomaly map served with
-    this scorer's score: PatchCore's unless the scorer has a map of its own."""
+    grid: Callable[[Features], np.ndarray] | None = None
+    """The patch grid (N, h, w) of the scorer's own anomaly map, whose largest value is its
+    score; None: it has none, and is served with PatchCore's."""
+
+    def map_grid(self, features: Features) -> np.ndarray:
+        """The patch grid (N, h, w) upsampled into the anomaly map served with this score."""
+        return features.patch_distances if self.grid is None else self.grid(features)
+
+
+def map_scorer(grid: Callable[[Features], np.ndarray], **needs: bool) -> Scorer:
+    """A scorer with a map of its own: an image scores its largest patch value."""
+    return Scorer(lambda f: largest(grid(f)), grid=grid, **needs)
 
 
 def largest(maps: np.ndarray) -> np.ndarray:
@@ -99,9 +124,8 @@ SCORERS: dict[str, Scorer] = {
     "patch": Scorer(lambda f: largest(f.patch_distances), needs_training=False),
     # The patch head's image score: its most twin-like patch, as PatchCore's score is its most
     # distant one (the mean of the top-k patches is the alternative; not yet compared).
-    "twinseg": Scorer(
-        lambda f: largest(f.twinseg), needs_training=True, needs_patch_head=True, map="twinseg"
-    ),
+    "twinseg": map_scorer(lambda f: f.twinseg, needs_training=True, needs_patch_head=True),
+    "patch-twinseg": map_scorer(standardised_sum, needs_training=True, needs_patch_head=True),
 }
 UNTRAINED_FALLBACK = "knn"
 """What the frozen baseline is scored with when the chosen scorer needs a trained head (a

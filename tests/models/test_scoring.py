@@ -23,7 +23,10 @@ def features() -> scoring.Features:
     patch_distances[10:, 1, 2] += 1.0  # one far patch in each anomalous image
     twinseg = rng.random((20, 3, 3)) / 2
     twinseg[10:, 0, 0] = 0.9  # one twin-like patch in each anomalous image
-    return scoring.Features((train, test), frozen, np.linspace(1, 0, 20), patch_distances, twinseg)
+    stats = {"patch_distances": [0.5, 0.25], "twinseg": [0.25, 0.1]}
+    return scoring.Features(
+        (train, test), frozen, np.linspace(1, 0, 20), patch_distances, twinseg, stats
+    )
 
 
 def test_untrained_networks_get_only_the_scorers_that_need_no_training(features) -> None:
@@ -31,7 +34,8 @@ def test_untrained_networks_get_only_the_scorers_that_need_no_training(features)
     assert set(scoring.score_all(features, trained=True)) == set(scoring.SCORERS)
     without_patch_head = replace(features, twinseg=None)
     assert set(scoring.score_all(without_patch_head, trained=True)) == set(scoring.SCORERS) - {
-        "twinseg"
+        "twinseg",
+        "patch-twinseg",
     }
 
 
@@ -59,6 +63,16 @@ def test_twinseg_is_the_most_twin_like_patch(features) -> None:
     scores = scoring.score_all(features, trained=True)["twinseg"]
     np.testing.assert_allclose(scores, features.twinseg.max(axis=(1, 2)))
     assert metrics.auroc(np.r_[np.zeros(10), np.ones(10)], scores) == 1.0
+
+
+def test_patch_twinseg_adds_both_grids_on_the_held_out_normals_scale(features) -> None:
+    """Each grid is standardised by its own normal mean and spread, then added: a patch that
+    is 2 spreads out in one grid and 1 in the other scores 3."""
+    expected = (features.patch_distances - 0.5) / 0.25 + (features.twinseg - 0.25) / 0.1
+    scores = scoring.score_all(features, trained=True)["patch-twinseg"]
+    np.testing.assert_allclose(scores, expected.max(axis=(1, 2)))
+    np.testing.assert_allclose(scoring.SCORERS["patch-twinseg"].map_grid(features), expected)
+    assert scoring.SCORERS["knn"].map_grid(features) is features.patch_distances
 
 
 def test_prob_is_one_minus_p_normal(features) -> None:
