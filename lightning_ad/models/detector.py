@@ -243,35 +243,33 @@ class Detector:
     def score_batch(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """uint8 (B, 3, S, S) -> scores (B,) and anomaly maps (B, S, S): those of the detector's
         scorer (PatchCore's, unless the scorer has its own: ``twinseg``, ``patch-twinseg``)."""
-        features = self.scoring_features(
-            {k: v.float().cpu().numpy() for k, v in self.features(images).items()}
-        )
-        scorer = scoring.SCORERS[self.spec.scorer]
-        grid = torch.from_numpy(np.ascontiguousarray(scorer.map_grid(features), np.float32))
-        return scorer.score(features), patchcore.anomaly_maps(grid, images.shape[-1]).numpy()
+        return self._score(self.features(images), images.shape[-1])
 
+    def _score(self, features: dict[str, torch.Tensor], size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and anomaly maps (of side ``size``) of a batch's :meth:`features`."""
+        scored = self.scoring_features({k: v.float().cpu().numpy() for k, v in features.items()})
+        scorer = scoring.SCORERS[self.spec.scorer]
+        return scorer.score(scored), anomaly_maps(scorer.map_grid(scored), size)
+
+    @torch.no_grad()
     def calibrate(self, normals: DataLoader, false_alarm_rate: float) -> Threshold:
         """Set the decision threshold on held-out normal images (see :class:`Threshold`); with a
         patch head, first the scale of each patch grid on them (``map_stats``)."""
-        if self.net.patch_head is not None:
-            self.spec = replace(self.spec, map_stats=self._normal_map_stats(normals))
-        batches = [self.score_batch(images) for images, _ in normals]
+        batches = [(self.features(images), images.shape[-1]) for images, _ in normals]
         if not batches:
             raise LightningADError("no held-out normal image to set the decision threshold on")
-        scores, maps = zip(*batches, strict=True)
+        if self.net.patch_head is not None:
+            grids = {
+                g: torch.cat([features[g].float().cpu() for features, _ in batches])
+                for g in scoring.STANDARDISED_GRIDS
+            }
+            stats = {g: [float(v.mean()), float(v.std())] for g, v in grids.items()}
+            self.spec = replace(self.spec, map_stats=stats)
+        scores, maps = zip(*(self._score(*batch) for batch in batches), strict=True)
         threshold = Threshold.at_rate(np.concatenate(scores), false_alarm_rate)
         map_scale = max(float(m.max()) for m in maps)
         self.spec = replace(self.spec, threshold=threshold, map_scale=map_scale)
         return threshold
-
-    def _normal_map_stats(self, normals: DataLoader) -> dict[str, list[float]]:
-        batches = [self.features(images) for images, _ in normals]
-        if not batches:
-            raise LightningADError("no held-out normal image to set the maps' scale on")
-        grids = {
-            g: torch.cat([b[g].float().cpu() for b in batches]) for g in scoring.STANDARDISED_GRIDS
-        }
-        return {g: [float(v.mean()), float(v.std())] for g, v in grids.items()}
 
     def heat(self, maps: np.ndarray) -> np.ndarray:
         """Anomaly maps on one scale for every image this detector scores: 0.5 is the largest
@@ -323,6 +321,13 @@ class Detector:
         bank.bank = tensors["bank"].to(device)
         reference = {k: v.numpy() for k, v in tensors["reference"].items()}
         return cls(spec, net.to(device).eval(), reference, bank, frozen)
+
+
+def anomaly_maps(grid: np.ndarray, size: int) -> np.ndarray:
+    """A scorer's patch grid (N, h, w) as anomaly maps (N, ``size``, ``size``), upsampled and
+    blurred as PatchCore's (:func:`~lightning_ad.models.patchcore.anomaly_maps`)."""
+    pixels = torch.from_numpy(np.ascontiguousarray(grid, np.float32))
+    return patchcore.anomaly_maps(pixels, size).numpy()
 
 
 class _Embedder:

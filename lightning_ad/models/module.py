@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from lightning_ad import metrics
 from lightning_ad.data.datamodule import LabelledBatch
 from lightning_ad.errors import LightningADError
-from lightning_ad.models import patchcore, scoring
+from lightning_ad.models import scoring
 from lightning_ad.models.config import NetConfig, OptimizerConfig, ScoringConfig
-from lightning_ad.models.detector import Detector, DetectorSpec, Threshold
+from lightning_ad.models.detector import Detector, DetectorSpec, Threshold, anomaly_maps
 from lightning_ad.models.net import AnomalyNet
 from lightning_ad.models.patch_head import patch_loss
 
@@ -187,20 +187,16 @@ class AnomalyModule(pl.LightningModule):
         results |= {
             "test/auc" + k.removeprefix(main): v for k, v in results.items() if k.startswith(main)
         }
-        maps = {"patch": self._maps(features.patch_distances, masks.shape[-1])}
+        maps = {"patch": anomaly_maps(features.patch_distances, masks.shape[-1])}
         results |= pixel_metrics(maps["patch"], masks, defects, names)
         for name in scores:
             if (grid := scoring.SCORERS[name].grid) is not None:
-                maps[name] = self._maps(grid(features), masks.shape[-1])
+                maps[name] = anomaly_maps(grid(features), masks.shape[-1])
                 results |= pixel_metrics(maps[name], masks, defects, names, scorer=name)
         results |= threshold_metrics(threshold, scores[self.scoring.scorer], labels)
         self.log_dict(results)
         served = maps.get(self.scoring.scorer, maps["patch"])
         self.test_scores = TestScores(labels, defects, names, scores, results, served)
-
-    @staticmethod
-    def _maps(grid: np.ndarray, size: int) -> np.ndarray:
-        return patchcore.anomaly_maps(torch.from_numpy(np.asarray(grid, np.float32)), size).numpy()
 
 
 def threshold_metrics(

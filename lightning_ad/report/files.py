@@ -18,6 +18,7 @@ from lightning_ad.report.trials import (
     MAIN_METRIC,
     MAP_METRICS,
     Sweep,
+    own_map_tables,
     scored_by,
     scorers_logged,
 )
@@ -117,7 +118,7 @@ def write_report(
     written = _write_tables(trials, spec, TABLES, out_dir, verdicts)
     for scorer in _other_scorers(trials):
         folder = out_dir / SCORER_FOLDER / scorer
-        tables = (*SCORER_TABLES, *_own_map_tables(trials, scorer))
+        tables = (*SCORER_TABLES, *own_map_tables(trials, scorer))
         written += _write_tables(scored_by(trials, scorer), spec, tables, folder)
     drawn = plots.sweep_plots(trials, MAIN_METRIC, verdicts.pairs)
     written += [replace_whole(out_dir / name, draw) for name, draw in drawn.items()]
@@ -125,11 +126,6 @@ def write_report(
     written.append(replace_whole(out_dir / SETTINGS_FILE, lambda path: path.write_text(text)))
     _point_latest(out_dir)
     return written
-
-
-def _own_map_tables(trials: pd.DataFrame, scorer: str) -> tuple[str, ...]:
-    """The map tables (``pixel``, ``aupro``) of a scorer that logged maps of its own."""
-    return tuple(name for name, metric in MAP_METRICS.items() if f"{metric}_{scorer}" in trials)
 
 
 def _write_tables(

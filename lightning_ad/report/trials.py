@@ -106,10 +106,14 @@ def scored_by(trials: pd.DataFrame, scorer: str) -> pd.DataFrame:
             f"{', '.join(logged) or 'no scorer'}"
         )
     out = trials
-    for metric in (MAIN_METRIC, *MAP_METRICS.values()):
-        if f"{metric}_{scorer}" in trials:
-            out = _read_as(out, trials, metric, f"{metric}_{scorer}")
+    for metric in (MAIN_METRIC, *(MAP_METRICS[name] for name in own_map_tables(trials, scorer))):
+        out = _read_as(out, trials, metric, f"{metric}_{scorer}")
     return out.assign(score_used=scorer)
+
+
+def own_map_tables(trials: pd.DataFrame, scorer: str) -> tuple[str, ...]:
+    """The map tables (``MAP_METRICS`` keys) that ``scorer`` logged of maps of its own."""
+    return tuple(name for name, metric in MAP_METRICS.items() if f"{metric}_{scorer}" in trials)
 
 
 def _read_as(out: pd.DataFrame, trials: pd.DataFrame, metric: str, own: str) -> pd.DataFrame:
