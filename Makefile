@@ -2,7 +2,8 @@
 #   make test                      install (first time) and run the tests
 #   make help                      list the targets
 # Variables: VENV (where the virtualenv lives, default .venv), PYTHON (to create it),
-#            CATEGORY (screw | grid | transistor | any folder name under data/mvtec or DATA_ROOT).
+#            CATEGORY (screw | grid | transistor | sheet_metal | vial | any folder name under
+#            data/mvtec or DATA_ROOT).
 
 PYTHON   ?= python3
 VENV     ?= .venv
@@ -13,6 +14,7 @@ CELLS    ?= 100,1000
 STORES   ?= local
 FORMAT   ?= md
 SCORE    ?=
+SHIFT    ?=
 OUT      ?=
 HOST     ?= 127.0.0.1
 PORT     ?= 5000
@@ -78,8 +80,8 @@ lint: $(STAMP) ## ruff check and ruff format --check over the whole tree; the im
 format: $(STAMP) ## ruff format + autofix
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
-data: $(STAMP) ## render the built-in CATEGORY into data/synthetic (make data CATEGORY=grid)
-	$(BIN)/lightning-ad data synth --category $(CATEGORY)
+data: $(STAMP) ## render the built-in CATEGORY into data/synthetic (make data CATEGORY=grid [SHIFT=lighting])
+	$(BIN)/lightning-ad data synth --category $(CATEGORY) $(if $(SHIFT),--shift $(SHIFT))
 
 preview: $(STAMP) ## draw data, twins and defects of CATEGORY into reports/preview-CATEGORY.png
 	$(BIN)/lightning-ad data preview --category $(CATEGORY) --out reports/preview-$(CATEGORY).png

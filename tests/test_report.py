@@ -348,3 +348,31 @@ def test_the_parent_overview_opens_on_the_verdict_and_its_metrics_chart_it(
     for field in ("mean_delta", "ci_low", "ci_high"):
         value, seeds = verdicts[f"class3_vs_class2/mobilenet_v2/arcface/{row['scorer']}/{field}"]
         assert value == pytest.approx(row[field]) and seeds == 2
+
+
+def test_a_shifted_split_gets_its_own_table_and_columns() -> None:
+    """Runs scored on a shifted test split (``test_lighting/*``) get the ``shift`` table, their
+    medians in the tidy table, and their own scorer's values when read by another scorer; runs
+    without one get no ``shift`` table at all."""
+    spec = SweepSpec.load(QUICK).with_category("screw")
+    cells = [c for c in spec.cells() if not spec.skip_reason(c)]
+    rows = []
+    for i, cell in enumerate(cells):
+        row = {k: str(v) for k, v in cell.items()} | {"seed": int(cell["seed"])}
+        row |= {"test/auc": 0.9, "test/auc_knn": 0.8, "score_used": "patch"}
+        row |= {"test_lighting/auc": 0.5 + i / 100, "test_lighting/auc_knn": 0.6}
+        rows.append(row | {"test_lighting/false_alarm_rate": 0.25})
+    trials = pd.DataFrame(rows)
+    table = report.display_table(trials, spec, "shift", "md")[0]
+    assert list(table.columns[:3]) == ["backbone", "category", "shift"]
+    assert set(table["shift"]) == {"lighting"} and set(table["category"]) == {"screw"}
+    frozen = trials[trials["head"] == "none"]["test_lighting/auc"]
+    assert table.iloc[0, 3] == f"{frozen.median():.3f} ({len(frozen)})"
+    tidy = report.tidy_table(trials, spec, "median")
+    assert set(tidy["median_test_lighting/false_alarm_rate"]) == {0.25}
+    assert set(report.scored_by(trials, "knn")["test_lighting/auc"]) == {0.6}
+    assert "shift" in report.tables_for(trials)
+    plain = trials.drop(columns=[c for c in trials if c.startswith("test_lighting")])
+    assert "shift" not in report.tables_for(plain)
+    assert "camera change" not in report.summary_text(plain, spec)
+    assert "camera change" in report.summary_text(trials, spec)

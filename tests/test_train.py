@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 
 from lightning_ad import tracking
 from lightning_ad.config import TrialConfig
+from lightning_ad.data.synthetic import generate_shift
 from lightning_ad.errors import LightningADError
 from lightning_ad.train import run_trial
 from tests.helpers import TINY, invoke
@@ -201,3 +202,18 @@ def test_class2_and_class3_trials_of_one_seed_take_the_same_steps(
         run = mlflow.MlflowClient(store).get_run(result.run_id)
         steps.append(run.data.metrics["trainer/global_step"])
     assert steps[0] == steps[1] > 0
+
+
+def test_a_shifted_test_split_is_scored_beside_the_test_split(screw_copy: Path, store: str) -> None:
+    """``data synth --shift``: the same detector, threshold and scorers on the shifted split,
+    logged as ``test_<shift>/*``; the test split's own metrics are what they were without it."""
+    config = TrialConfig(**TINY, head="none", data_root=str(screw_copy))
+    plain = run_trial(config, tracking_uri=store, experiment="tests", progress_bar=False)
+    generate_shift("screw", screw_copy.parent, "exposure", max_per_folder=10)
+    shifted = run_trial(config, tracking_uri=store, experiment="tests", progress_bar=False)
+    tests = {k: v for k, v in shifted.metrics.items() if k.startswith("test/")}
+    assert tests == pytest.approx({k: v for k, v in plain.metrics.items() if k.startswith("test/")})
+    for key in ("auc", "auc_patch", "aupro", "pixel_auc", "false_alarm_rate", "auc/scratch_head"):
+        assert f"test_exposure/{key}" in shifted.metrics, key
+    assert not any(k.startswith("test_exposure/") for k in plain.metrics)
+    assert shifted.metrics["test_exposure/auc"] != shifted.metrics["test/auc"]

@@ -39,6 +39,7 @@ def add_data(commands: Commands) -> None:
 
 
 def _add_synth(group: Commands) -> None:
+    from lightning_ad.data.shifts import SHIFTS
     from lightning_ad.data.synthetic import CATEGORIES
 
     synth = subcommand(
@@ -47,7 +48,8 @@ def _add_synth(group: Commands) -> None:
         "render a built-in MVTec AD look-alike category",
         "  lightning-ad data synth --category screw\n"
         "  lightning-ad data synth --category transistor --root data/synthetic \\\n"
-        "      --seed 1 --image-size 512\n",
+        "      --seed 1 --image-size 512\n"
+        "  lightning-ad data synth --category vial --shift lighting\n",
         _data_synth,
     )
     synth.add_argument("--category", required=True, choices=CATEGORIES)
@@ -58,16 +60,31 @@ def _add_synth(group: Commands) -> None:
     synth.add_argument(
         "--image-size", type=int, default=256, help="image side in pixels (default: 256)"
     )
+    synth.add_argument(
+        "--shift",
+        choices=tuple(SHIFTS),
+        action="append",
+        help="also render the test split again under this camera change, into "
+        "<category>/shifts/NAME (repeatable); the category itself is rendered only if missing",
+    )
 
 
 def _data_synth(args: argparse.Namespace) -> None:
-    from lightning_ad.data.synthetic import generate_category
+    from lightning_ad.data.synthetic import generate_category, generate_shift
 
     started = time.perf_counter()
     folder = generate_category(
-        args.category, args.root, seed=args.seed, image_size=args.image_size, overwrite=True
+        args.category,
+        args.root,
+        seed=args.seed,
+        image_size=args.image_size,
+        overwrite=not args.shift,
     )
-    print(f"wrote {folder} in {time.perf_counter() - started:.1f} s")
+    print(f"{folder}: ready in {time.perf_counter() - started:.1f} s")
+    for shift in args.shift or ():
+        started = time.perf_counter()
+        shifted = generate_shift(args.category, args.root, shift)
+        print(f"wrote {shifted} in {time.perf_counter() - started:.1f} s")
 
 
 # ---- data mvtec --------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lightning_ad.data.config import DataConfig
 from lightning_ad.data.masks import object_masks
-from lightning_ad.data.mvtec import MVTecCategory, read_image, read_mask, resize
+from lightning_ad.data.mvtec import GOOD, MVTecCategory, Sample, read_image, read_mask, resize
 from lightning_ad.data.twins import NORMAL, Twin, build_twin, draw, is_grey
 from lightning_ad.errors import LightningADError
 
@@ -224,6 +224,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         self.defect_names: tuple[str, ...] = ()
         self.test_paths: tuple[str, ...] = ()
         """Each test image's path below the category folder, in test order."""
+        self.shift_sets: dict[str, LabelledDataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "train_set"):
@@ -259,13 +260,18 @@ class AnomalyDataModule(pl.LightningDataModule):
         self.good_set = TwinDataset(good[train], None, [None], config.seed, stream=2)
         self.val_good_set = TwinDataset(good[val], None, [None], config.seed, stream=3)
         self.grey = all(is_grey(image) for image in images)
-        self.defect_names = ("good", *category.defect_types)
+        shifted = [s.defect for samples in category.shifts.values() for s in samples]
+        self.defect_names = (GOOD, *sorted(set(category.defect_types) | (set(shifted) - {GOOD})))
         self.test_paths = tuple(str(s.path.relative_to(category.root)) for s in category.test)
-        self.test_set = LabelledDataset(
-            load_images(tuple(s.path for s in category.test), config.scoring_size),
-            [s.label for s in category.test],
-            [self.defect_names.index(s.defect) for s in category.test],
-            load_masks(tuple(s.mask_path for s in category.test), config.scoring_size),
+        self.test_set = self._labelled(category.test)
+        self.shift_sets = {name: self._labelled(s) for name, s in category.shifts.items()}
+
+    def _labelled(self, samples: tuple[Sample, ...]) -> LabelledDataset:
+        return LabelledDataset(
+            load_images(tuple(s.path for s in samples), self.config.scoring_size),
+            [s.label for s in samples],
+            [self.defect_names.index(s.defect) for s in samples],
+            load_masks(tuple(s.mask_path for s in samples), self.config.scoring_size),
         )
 
     @property
@@ -282,6 +288,14 @@ class AnomalyDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, batch_size=self.scoring_batch_size)
+
+    def shift_dataloaders(self) -> dict[str, DataLoader]:
+        """The category's shifted test splits (``shifts/<name>/``, e.g. ``lighting``) by name:
+        the test split's parts under a camera change the train split never saw."""
+        return {
+            name: self._loader(dataset, batch_size=self.scoring_batch_size)
+            for name, dataset in self.shift_sets.items()
+        }
 
     def train_good_dataloader(self) -> DataLoader:
         """The train split's normal images as they are (no twins): what the scorers are fitted

@@ -6,6 +6,8 @@
     ROOT/<category>/test/good/*.png
     ROOT/<category>/test/<defect>/*.png
     ROOT/<category>/ground_truth/<defect>/<stem>_mask.png
+    ROOT/<category>/shifts/<shift>/test/...          (optional: the test split under a
+    ROOT/<category>/shifts/<shift>/ground_truth/...   camera change, same layout)
 
 Any folder in this layout works: real MVTec AD, the built-in synthetic categories, or a user's
 own parts. Images may be grey or colour and of any size; :func:`read_image` always returns
@@ -19,7 +21,7 @@ import io
 import urllib.parse
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -31,6 +33,7 @@ from lightning_ad.errors import DataError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 GOOD = "good"
 MASK_SUFFIX = "_mask"
+SHIFTS_DIR = "shifts"
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class MVTecCategory:
     root: Path
     train: tuple[Sample, ...]
     test: tuple[Sample, ...]
+    shifts: dict[str, tuple[Sample, ...]] = field(default_factory=dict)
+    """Shifted test splits by name (``shifts/<name>/``), each with the test split's layout."""
 
     @classmethod
     def load(cls, category_dir: Path | str) -> MVTecCategory:
@@ -73,7 +78,13 @@ class MVTecCategory:
                 f"{train_dir} has no images: a category needs normal training images in "
                 f"train/{GOOD}/ (MVTec AD layout, see README)"
             )
-        return cls(name=root.name, root=root, train=train, test=_test_samples(root))
+        shifted = root / SHIFTS_DIR
+        shifts = {
+            d.name: _test_samples(d)
+            for d in sorted(shifted.iterdir() if shifted.is_dir() else [])
+            if (d / "test").is_dir() and not d.name.startswith(".")  # not one being written
+        }
+        return cls(root.name, root, train, _test_samples(root), shifts)
 
     @property
     def defect_types(self) -> tuple[str, ...]:
@@ -87,6 +98,8 @@ class MVTecCategory:
         per_defect = Counter(s.defect for s in self.test)
         counts[f"test/{GOOD}"] = per_defect.pop(GOOD, 0)
         counts.update({f"test/{d}": n for d, n in sorted(per_defect.items())})
+        for name, samples in self.shifts.items():
+            counts[f"{SHIFTS_DIR}/{name}/test"] = len(samples)
         return counts
 
 

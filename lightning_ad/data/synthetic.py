@@ -31,7 +31,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lightning_ad.data.mvtec import GOOD, MASK_SUFFIX
+from lightning_ad.data.hard_renderers import (
+    SHEET_METAL_DEFECTS,
+    VIAL_DEFECTS,
+    render_sheet_metal,
+    render_vial,
+)
+from lightning_ad.data.mvtec import GOOD, MASK_SUFFIX, SHIFTS_DIR
 from lightning_ad.data.renderers import (
     GRID_DEFECTS,
     SCREW_DEFECTS,
@@ -40,6 +46,7 @@ from lightning_ad.data.renderers import (
     render_screw,
     render_transistor,
 )
+from lightning_ad.data.shifts import shift_named
 from lightning_ad.errors import DataError
 
 Renderer = Callable[[np.random.Generator, int, "str | None"], np.ndarray]
@@ -57,6 +64,10 @@ class SyntheticSpec:
     defect_counts: dict[str, int]
     grey: bool
     render: Renderer
+    mask_threshold: int = 12
+    """A pixel is in the mask where some channel differs from the clean scene by more than
+    this: the faint defects of the MVTec AD 2-style scenes need a lower one (the camera noise
+    is the same in both renders, so only the defect differs)."""
 
 
 SPECS: dict[str, SyntheticSpec] = {
@@ -65,8 +76,14 @@ SPECS: dict[str, SyntheticSpec] = {
     "transistor": SyntheticSpec(
         "transistor", 213, 60, TRANSISTOR_DEFECTS, grey=False, render=render_transistor
     ),
+    "sheet_metal": SyntheticSpec(
+        "sheet_metal", 240, 40, SHEET_METAL_DEFECTS, True, render_sheet_metal, mask_threshold=3
+    ),
+    "vial": SyntheticSpec("vial", 240, 40, VIAL_DEFECTS, False, render_vial, mask_threshold=3),
 }
 CATEGORIES = tuple(SPECS)
+ARTICLE_CATEGORIES = ("screw", "grid", "transistor")
+"""The article's categories (MVTec AD look-alikes); the others are MVTec AD 2-style."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -74,20 +91,32 @@ CATEGORIES = tuple(SPECS)
 
 
 def render_sample(
-    spec: SyntheticSpec, seed: int, folder: str, index: int, size: int
+    spec: SyntheticSpec, seed: int, folder: str, index: int, size: int, shift: str | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """One image of ``folder`` (``train/good``, ``test/<defect>``) and its defect mask, if any."""
+    """One image of ``folder`` (``train/good``, ``test/<defect>``) and its defect mask, if any;
+    with ``shift`` (a key of :data:`~lightning_ad.data.shifts.SHIFTS`), the same scene under
+    that camera change, its mask taken from the shifted pair."""
     key = [seed, zlib.crc32(folder.encode()), index]
     defect = folder.split("/")[1]
     defect = None if defect == GOOD else defect
-    image = spec.render(np.random.default_rng(key), size, defect)
+    camera = _camera(shift, key)
+    image = camera(spec.render(np.random.default_rng(key), size, defect))
     if defect is None:
         return image, None
-    clean = spec.render(np.random.default_rng(key), size, None)
-    changed = (np.abs(image.astype(np.int16) - clean).max(axis=2) > 12).astype(np.uint8)
+    clean = camera(spec.render(np.random.default_rng(key), size, None))
+    changed = np.abs(image.astype(np.int16) - clean).max(axis=2) > spec.mask_threshold
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
-    mask = cv2.morphologyEx(changed, cv2.MORPH_CLOSE, kernel)
+    mask = cv2.morphologyEx(changed.astype(np.uint8), cv2.MORPH_CLOSE, kernel)
     return image, cv2.dilate(mask, kernel) > 0
+
+
+def _camera(shift: str | None, key: list[int]) -> Callable[[np.ndarray], np.ndarray]:
+    """The shift as image -> image, its random values the same for a scene's clean and
+    defective renders."""
+    if shift is None:
+        return lambda image: image
+    apply = shift_named(shift)
+    return lambda image: apply(image, np.random.default_rng([*key, zlib.crc32(shift.encode())]))
 
 
 def generate_category(
@@ -143,26 +172,61 @@ def generate_category(
     return target
 
 
+def generate_shift(
+    category: str, root: Path | str, shift: str, max_per_folder: int | None = None
+) -> Path:
+    """Render ``root/<category>``'s test split again under the camera change ``shift`` into
+    ``root/<category>/shifts/<shift>`` (test/ and ground_truth/, MVTec AD layout), atomically;
+    return that folder. The scenes, seed and image size are the category's own (read from its
+    ``synthetic.json``), so good and defective images are the same parts as in ``test/``.
+
+    Args:
+        category: a built-in category already rendered into ``root``.
+        root: the folder that holds ``<category>/``.
+        shift: ``lighting``, ``blur`` or ``exposure``.
+        max_per_folder: caps every folder's count (tests).
+
+    Returns:
+        The shifted split's folder.
+
+    Raises:
+        DataError: an unknown category or shift, or no rendered category in ``root``.
+    """
+    spec = _spec(category)
+    shift_named(shift)
+    marker = Path(root) / category / MARKER
+    if not marker.is_file():
+        raise DataError(
+            f"{marker.parent} is not a rendered built-in category (no {MARKER}); render it "
+            f"first: lightning-ad data synth --category {category} --root {root}"
+        )
+    meta = json.loads(marker.read_text())
+    target = marker.parent / SHIFTS_DIR / shift
+    staging = target.with_name(f".{shift}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        folders = _test_folders(spec)
+        _write_folders(
+            spec, staging, folders, meta["seed"], meta["image_size"], max_per_folder, shift
+        )
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _test_folders(spec: SyntheticSpec) -> dict[str, int]:
+    return {f"test/{GOOD}": spec.good_test_count} | {
+        f"test/{d}": n for d, n in spec.defect_counts.items()
+    }
+
+
 def _write_category(
     spec: SyntheticSpec, folder: Path, seed: int, size: int, cap: int | None
 ) -> None:
     started = time.perf_counter()
-    folders = {f"train/{GOOD}": spec.train_count, f"test/{GOOD}": spec.good_test_count}
-    folders |= {f"test/{d}": n for d, n in spec.defect_counts.items()}
-    png = [cv2.IMWRITE_PNG_COMPRESSION, 1]
-    for name, count in folders.items():
-        (folder / name).mkdir(parents=True)
-        defect = name.split("/")[1]
-        for i in range(count if cap is None else min(count, cap)):
-            image, mask = render_sample(spec, seed, name, i, size)
-            pixels = image[..., 0] if spec.grey else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-            cv2.imwrite(str(folder / name / f"{i:03d}.png"), pixels, png)
-            if mask is not None:
-                truth = folder / "ground_truth" / defect
-                truth.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(
-                    str(truth / f"{i:03d}{MASK_SUFFIX}.png"), mask.astype(np.uint8) * 255, png
-                )
+    folders = {f"train/{GOOD}": spec.train_count} | _test_folders(spec)
+    _write_folders(spec, folder, folders, seed, size, cap)
     meta = {
         "category": spec.name,
         "seed": seed,
@@ -171,6 +235,32 @@ def _write_category(
         "seconds": round(time.perf_counter() - started, 2),
     }
     (folder / MARKER).write_text(json.dumps(meta, indent=1))
+
+
+def _write_folders(
+    spec: SyntheticSpec,
+    folder: Path,
+    folders: dict[str, int],
+    seed: int,
+    size: int,
+    cap: int | None,
+    shift: str | None = None,
+) -> None:
+    """Render ``folders`` (name -> image count) into ``folder``, masks under ground_truth/."""
+    png = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    for name, count in folders.items():
+        (folder / name).mkdir(parents=True)
+        defect = name.split("/")[1]
+        for i in range(count if cap is None else min(count, cap)):
+            image, mask = render_sample(spec, seed, name, i, size, shift)
+            pixels = image[..., 0] if spec.grey else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+            cv2.imwrite(str(folder / name / f"{i:03d}.png"), pixels, png)
+            if mask is not None:
+                truth = folder / "ground_truth" / defect
+                truth.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(
+                    str(truth / f"{i:03d}{MASK_SUFFIX}.png"), mask.astype(np.uint8) * 255, png
+                )
 
 
 def _spec(category: str) -> SyntheticSpec:

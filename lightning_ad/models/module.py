@@ -3,6 +3,7 @@ validation, every scorer and its AUROC on the test split."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +34,7 @@ class TestScores:
     defect_names: tuple[str, ...]
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    """Every logged test metric: the test split's (``test/*``) and any shifted split's."""
     maps: np.ndarray | None = None
     """The anomaly maps (N, S, S) the detector serves: PatchCore's patch distances, or the
     patch head's probabilities for ``twinseg``."""
@@ -159,23 +161,42 @@ class AnomalyModule(pl.LightningModule):
         self._test_batches = []
 
     def test_step(self, batch: LabelledBatch, batch_idx: int) -> None:
-        out = {
-            **self.detector.features(batch.image),
-            "label": batch.label,
-            "defect": batch.defect,
-            "mask": batch.mask,
-        }
-        self._test_batches.append({k: v.detach().float().cpu() for k, v in out.items()})
+        self._test_batches.append(self._gather(batch))
+
+    def _gather(self, batch: LabelledBatch) -> dict[str, torch.Tensor]:
+        """The detector's features of a labelled batch, with its labels, defects and masks."""
+        out = {**self.detector.features(batch.image), "label": batch.label}
+        out |= {"defect": batch.defect, "mask": batch.mask}
+        return {k: v.detach().float().cpu() for k, v in out.items()}
 
     def on_test_epoch_end(self) -> None:
-        outputs = {k: torch.cat([b[k] for b in self._test_batches]) for k in self._test_batches[0]}
+        outputs = _concatenated(self._test_batches)
         self._test_batches = []
-        labels, defects = outputs.pop("label").int().numpy(), outputs.pop("defect").int().numpy()
-        names = self.trainer.datamodule.defect_names
-        masks = outputs.pop("mask").bool().numpy()
+        datamodule = self.trainer.datamodule
         # The threshold first: with a patch head it also sets the scale patch-twinseg reads.
-        normals = self.trainer.datamodule.val_good_dataloader()
-        threshold = self.detector.calibrate(normals, self.scoring.false_alarm_rate)
+        threshold = self.detector.calibrate(
+            datamodule.val_good_dataloader(), self.scoring.false_alarm_rate
+        )
+        split = self._score_split(outputs, datamodule.defect_names, threshold)
+        results = dict(split.metrics)
+        for name, loader in datamodule.shift_dataloaders().items():
+            gathered = _concatenated([self._gather(batch) for batch in loader])
+            shifted = self._score_split(gathered, datamodule.defect_names, threshold)
+            results |= {
+                f"test_{name}/" + k.removeprefix("test/"): v
+                for k, v in shifted.metrics.items()
+                if k.startswith("test/")
+            }
+        self.log_dict(results)
+        self.test_scores = dataclasses.replace(split, metrics=results)
+
+    def _score_split(
+        self, outputs: dict[str, torch.Tensor], names: tuple[str, ...], threshold: Threshold
+    ) -> TestScores:
+        """Every scorer's image AUROC, the maps' pixel AUROC and AUPRO, and the threshold's
+        rates on one labelled split, as ``test/*`` metrics."""
+        labels, defects = outputs.pop("label").int().numpy(), outputs.pop("defect").int().numpy()
+        masks = outputs.pop("mask").bool().numpy()
         features = self.detector.scoring_features({k: v.numpy() for k, v in outputs.items()})
         scores = scoring.score_all(features, trained=self.net.trains)
         results = {}
@@ -194,9 +215,12 @@ class AnomalyModule(pl.LightningModule):
                 maps[name] = anomaly_maps(grid(features), masks.shape[-1])
                 results |= pixel_metrics(maps[name], masks, defects, names, scorer=name)
         results |= threshold_metrics(threshold, scores[self.scoring.scorer], labels)
-        self.log_dict(results)
         served = maps.get(self.scoring.scorer, maps["patch"])
-        self.test_scores = TestScores(labels, defects, names, scores, results, served)
+        return TestScores(labels, defects, names, scores, results, served)
+
+
+def _concatenated(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
 
 
 def threshold_metrics(

@@ -30,10 +30,12 @@ from lightning_ad.report.formats import FORMATS
 from lightning_ad.report.page import write_page
 from lightning_ad.report.tables import (
     TABLES,
+    display_table,
     main_table,
     median_metric,
     median_metrics,
     summary_text,
+    tables_for,
     tidy_table,
 )
 from lightning_ad.report.trials import (
@@ -59,6 +61,7 @@ __all__ = [
     "TABLES",
     "Verdicts",
     "defect_verdicts",
+    "display_table",
     "fetch_trials",
     "main_table",
     "median_metric",
@@ -69,6 +72,7 @@ __all__ = [
     "scorers_logged",
     "suffix",
     "summary_text",
+    "tables_for",
     "tables_in",
     "tidy_table",
     "trials_frame",

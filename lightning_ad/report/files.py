@@ -13,7 +13,7 @@ import pandas as pd
 
 from lightning_ad import plots
 from lightning_ad.report.formats import DATA_FORMATS, DISPLAY_FORMATS, FORMATS, render
-from lightning_ad.report.tables import TABLES, display_table, tidy_table
+from lightning_ad.report.tables import TABLES, display_table, tables_for, tidy_table
 from lightning_ad.report.trials import (
     MAIN_METRIC,
     MAP_METRICS,
@@ -28,6 +28,7 @@ FILE_NAMES = {
     "median": "median_auc",
     "pixel": "median_pixel_auc",
     "aupro": "median_aupro",
+    "shift": "median_auc_shifted",
     "delta": "class3_vs_class2",
     "defects": "class3_vs_class2_by_defect",
 }
@@ -85,7 +86,8 @@ def replace_whole(path: Path, write: Callable[[Path], object]) -> Path:
 def tables_in(fmt: str) -> tuple[str, ...]:
     """The tables a folder of ``fmt`` files holds: all of them for people; for programs, the
     tidy median table already holds every cell's median pixel AUROC and AUPRO."""
-    return TABLES if fmt in DISPLAY_FORMATS else tuple(t for t in TABLES if t not in MAP_METRICS)
+    tidy = ("shift", *MAP_METRICS)  # columns of the tidy median table
+    return TABLES if fmt in DISPLAY_FORMATS else tuple(t for t in TABLES if t not in tidy)
 
 
 def suffix(fmt: str) -> str:
@@ -115,10 +117,10 @@ def write_report(
     """
     verdicts = verdicts or Verdicts(trials)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = _write_tables(trials, spec, TABLES, out_dir, verdicts)
+    written = _write_tables(trials, spec, tables_for(trials), out_dir, verdicts)
     for scorer in _other_scorers(trials):
         folder = out_dir / SCORER_FOLDER / scorer
-        tables = (*SCORER_TABLES, *own_map_tables(trials, scorer))
+        tables = tables_for(trials, (*SCORER_TABLES, *own_map_tables(trials, scorer), "shift"))
         written += _write_tables(scored_by(trials, scorer), spec, tables, folder)
     drawn = plots.sweep_plots(trials, MAIN_METRIC, verdicts.pairs)
     written += [replace_whole(out_dir / name, draw) for name, draw in drawn.items()]

@@ -18,7 +18,7 @@ import pandas as pd
 from lightning_ad.plots import CELL_PLOT, FOREST_PLOT
 from lightning_ad.report.files import replace_whole
 from lightning_ad.report.formats import render
-from lightning_ad.report.tables import TITLES, display_table
+from lightning_ad.report.tables import TITLES, display_table, tables_for
 from lightning_ad.report.trials import Sweep
 from lightning_ad.report.verdicts import Verdicts, verdict_sentences
 
@@ -59,7 +59,7 @@ def write_page(
         *(f"<li>{html.escape(line)}</li>" for line in sentences),
         "</ul>",
     ]
-    for name in ("median", "delta", "pixel", "aupro"):
+    for name in tables_for(trials, ("median", "delta", "pixel", "aupro", "shift")):
         table, bold = display_table(trials, spec, name, "html", verdicts)
         title = html.escape(TITLES[name])
         parts += [f"<h2>{title}</h2>", render(table, "html", bold_best=bold)]

@@ -14,17 +14,26 @@ import pandas as pd
 from lightning_ad.data.classes import TwinClasses
 from lightning_ad.grid import CELL_KEYS, NO_HEAD, cell_label
 from lightning_ad.report.formats import render
-from lightning_ad.report.trials import MAIN_METRIC, MAP_METRICS, RUN_FACTS, Sweep
+from lightning_ad.report.trials import (
+    MAIN_METRIC,
+    MAP_METRICS,
+    RUN_FACTS,
+    SHIFTED_PREFIX,
+    Sweep,
+    shifted_metrics,
+)
 from lightning_ad.report.verdicts import Verdicts, verdict_display, verdict_sentences
 
-TABLES = ("median", "pixel", "aupro", "delta", "defects")
+TABLES = ("median", "pixel", "aupro", "shift", "delta", "defects")
 """``median``: median test AUC per cell; ``pixel``, ``aupro``: the median pixel AUROC and AUPRO
-of its anomaly maps; ``delta``: class3 - class2 per (backbone, head); ``defects``: class3 -
-class2 per defect type."""
+of its anomaly maps; ``shift``: the median test AUC on each shifted test split (only where the
+runs were scored on one: ``data synth --shift``); ``delta``: class3 - class2 per (backbone,
+head); ``defects``: class3 - class2 per defect type."""
 TITLES = {
     "median": "Median test AUC over seeds (n seeds)",
     "pixel": "Median pixel AUROC of the anomaly maps (n seeds)",
     "aupro": "Median AUPRO of the anomaly maps, up to FPR 0.3 (n seeds)",
+    "shift": "Median test AUC under a camera change the train split never saw (n seeds)",
     "delta": "class3 - class2 per scorer: mean over seeds, 95 % interval over training "
     "runs and the shared test images (ceiling: every run at AUROC 1, no information)",
     "defects": "class3 - class2 per defect type (the trials' own scorer; p Holm-adjusted "
@@ -114,7 +123,7 @@ def tidy_medians(trials: pd.DataFrame, spec: Sweep) -> pd.DataFrame:
     other = sorted(
         c
         for c in trials.columns
-        if c.startswith("test/") and c.count("/") == 1 and c != MAIN_METRIC
+        if c.startswith(("test/", SHIFTED_PREFIX)) and c.count("/") == 1 and c != MAIN_METRIC
     )
     groups = dict(iter(trials.groupby(list(CELL_KEYS)))) if not trials.empty else {}
     rows = []
@@ -171,6 +180,27 @@ def main_table(
     return pd.DataFrame(rows)
 
 
+def shift_table(trials: pd.DataFrame, spec: Sweep, long: bool = False) -> pd.DataFrame:
+    """:func:`main_table` of each shifted test split's AUC, a ``shift`` column after the
+    category; only the categories scored on that shift."""
+    frames = []
+    for shift, metric in shifted_metrics(trials).items():
+        table = main_table(trials, spec, long, metric)
+        scored = set(trials.loc[trials[metric].notna(), "category"])
+        table = table[table["category"].isin(scored)]
+        frames.append(table.assign(shift=shift))
+    if not frames:
+        return pd.DataFrame(columns=["backbone", "category", "shift"])
+    table = pd.concat(frames, ignore_index=True)
+    order = ["backbone", "category", "shift"]
+    return table[order + [c for c in table if c not in order]]
+
+
+def tables_for(trials: pd.DataFrame, tables: tuple[str, ...] = TABLES) -> tuple[str, ...]:
+    """``tables`` less ``shift`` when no run was scored on a shifted test split."""
+    return tuple(t for t in tables if t != "shift" or shifted_metrics(trials))
+
+
 def _head_problem(head: str, classes: str) -> str | None:
     from lightning_ad.models.heads import head_class_count_problem  # torch: only when drawn
 
@@ -183,7 +213,7 @@ def tidy_table(
     """One table (see ``TABLES``) in tidy form, the sweep's name in its first column; ``pixel``
     and ``aupro`` are columns of the tidy ``median`` table. ``verdicts``: those of ``trials``,
     when the caller has them."""
-    if name in ("median", *MAP_METRICS):
+    if name in ("median", "shift", *MAP_METRICS):
         return tidy_medians(trials, spec)
     verdicts = verdicts or Verdicts(trials)
     table = (verdicts.pairs if name == "delta" else verdicts.defects).copy()
@@ -200,6 +230,8 @@ def display_table(
         return main_table(trials, spec, long=fmt == "html"), True  # html has room for min-max
     if name in MAP_METRICS:
         return main_table(trials, spec, long=fmt == "html", metric=MAP_METRICS[name]), True
+    if name == "shift":
+        return shift_table(trials, spec, long=fmt == "html"), True
     verdicts = verdicts or Verdicts(trials)
     return verdict_display(verdicts.pairs if name == "delta" else verdicts.defects), False
 
@@ -219,7 +251,7 @@ def summary_text(
         lines = verdict_sentences(trials, verdicts)
         parts += ["Verdict: class3 - class2 (the trials' own scorer)", *(f"- {x}" for x in lines)]
         parts += [""] if lines else ["- (no pair of class2 and class3 runs yet)", ""]
-    for name in tables:
+    for name in tables_for(trials, tables):
         table, bold = display_table(trials, spec, name, fmt, verdicts)
         parts += [TITLES[name], render(table, fmt, bold_best=bold)]
     return "\n".join(parts)

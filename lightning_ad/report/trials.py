@@ -17,6 +17,9 @@ RUN_FACTS = ("dataset", "data_root", "git_commit", "score_used")
 """Run parameters that say where a cell's numbers came from; the tidy table carries them."""
 MAIN_METRIC = "test/auc"
 MAP_METRICS = {"pixel": "test/pixel_auc", "aupro": "test/aupro"}
+SHIFTED_PREFIX = "test_"
+"""``test_<shift>/auc`` and the rest: a shifted test split's metrics (``data synth --shift``),
+named as the test split's are."""
 SCORES = "scores"
 """The trials-table column holding each run's per-image test scores (see :func:`fetch_trials`)."""
 
@@ -61,18 +64,35 @@ def fetch_trials(
 
 def trials_frame(runs: Iterable) -> pd.DataFrame:
     """Trial runs as a table: the grid keys (``seed`` as int), where each came from, every
-    ``test/*`` metric, the run id and artifact root; the latest run wins for a repeated
-    cell. ``runs`` is read once, so it may be a page-by-page search."""
+    ``test/*`` and ``test_<shift>/*`` metric, the run id and artifact root; the latest run
+    wins for a repeated cell. ``runs`` is read once, so it may be a page-by-page search."""
     rows = []
     for run in runs:
         row = {key: run.data.params.get(key) for key in (*GRID_KEYS, *RUN_FACTS)}
-        row |= {k: v for k, v in run.data.metrics.items() if k.startswith("test/")}
+        row |= {k: v for k, v in run.data.metrics.items() if _is_test_metric(k)}
         rows.append(row | {"run_id": run.info.run_id, "artifact_uri": run.info.artifact_uri})
     if not rows:
         return pd.DataFrame(columns=[*GRID_KEYS, MAIN_METRIC, "run_id", "artifact_uri"])
     table = pd.DataFrame(rows)
     table["seed"] = table["seed"].astype(int)
     return table.drop_duplicates(subset=list(GRID_KEYS), keep="last").reset_index(drop=True)
+
+
+def _is_test_metric(key: str) -> bool:
+    return key.startswith(f"{MAIN_METRIC.split('/')[0]}/") or (
+        key.startswith(SHIFTED_PREFIX) and "/" in key
+    )
+
+
+def shifted_metrics(trials: pd.DataFrame, metric: str = MAIN_METRIC) -> dict[str, str]:
+    """Shift name -> the column holding ``metric`` on that shifted test split, for the shifts
+    some of ``trials`` were scored on (``lighting`` -> ``test_lighting/auc``)."""
+    name = metric.split("/", 1)[1]
+    return {
+        c.split("/")[0].removeprefix(SHIFTED_PREFIX): c
+        for c in sorted(trials)
+        if c.startswith(SHIFTED_PREFIX) and c.split("/", 1)[1:] == [name]
+    }
 
 
 def scorers_logged(trials: pd.DataFrame) -> list[str]:
@@ -107,6 +127,8 @@ def scored_by(trials: pd.DataFrame, scorer: str) -> pd.DataFrame:
         )
     out = trials
     for metric in (MAIN_METRIC, *(MAP_METRICS[name] for name in own_map_tables(trials, scorer))):
+        out = _read_as(out, trials, metric, f"{metric}_{scorer}")
+    for metric in shifted_metrics(trials).values():
         out = _read_as(out, trials, metric, f"{metric}_{scorer}")
     return out.assign(score_used=scorer)
 

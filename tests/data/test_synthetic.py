@@ -99,6 +99,6 @@ def test_existing_category_is_kept_unless_overwritten(tmp_path: Path) -> None:
 
 def test_unknown_category_lists_the_built_in_ones(tmp_path: Path) -> None:
     with pytest.raises(
-        DataError, match="no built-in category 'pill'; built-in: screw, grid, transistor"
+        DataError, match=r"no built-in category 'pill'; built-in: screw, grid, transistor, sheet"
     ):
         generate_category("pill", tmp_path)
