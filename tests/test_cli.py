@@ -45,6 +45,18 @@ def test_synth_writes_a_category(tmp_path: Path) -> None:
     assert len(list((tmp_path / "grid" / "train" / "good").iterdir())) == 264
 
 
+def test_synth_shift_keeps_the_category_and_adds_the_shifted_split(tmp_path: Path) -> None:
+    synth = ["data", "synth", "--category", "vial", "--root", str(tmp_path), "--image-size", "32"]
+    assert main(synth) == 0
+    marker = tmp_path / "vial" / "synthetic.json"
+    written = marker.stat().st_mtime_ns
+    assert main([*synth, "--shift", "blur", "--shift", "lighting"]) == 0
+    assert marker.stat().st_mtime_ns == written  # the scenes the shifts re-render are kept
+    for shift in ("blur", "lighting"):
+        shifted = tmp_path / "vial" / "shifts" / shift / "test" / "good"
+        assert len(list(shifted.iterdir())) == 40
+
+
 def test_preview_draws_one_png(synthetic_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "preview.png"
     code = main(
