@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,13 @@ import pandas as pd
 
 from benchmarks.levers import BASE, DEV_RENDER_SEED, DEV_ROOT, LEVERS
 from lightning_ad.config import TrialConfig
-from lightning_ad.data.synthetic import CATEGORIES, SPECS, generate_category, render_sample
+from lightning_ad.data.synthetic import (
+    CATEGORIES,
+    SPECS,
+    generate_category,
+    render_clean,
+    render_sample,
+)
 from lightning_ad.train import run_trial
 
 SIZE = 256
@@ -46,8 +51,7 @@ def contrast(category: str) -> dict[str, dict[str, float]]:
         ratios, deltas, areas = [], [], []
         for i in range(min(count, PER_DEFECT)):
             image, mask = render_sample(spec, DEV_RENDER_SEED, folder, i, SIZE)
-            key = [DEV_RENDER_SEED, zlib.crc32(folder.encode()), i]
-            clean = spec.render(np.random.default_rng(key), SIZE, None)
+            clean = render_clean(spec, DEV_RENDER_SEED, folder, i, SIZE)
             delta = np.abs(image.astype(np.float32) - clean).max(axis=2)
             changed = delta > spec.mask_threshold
             if not changed.any():  # a defect that changed nothing visible at this size
@@ -85,6 +89,7 @@ def markdown(table: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Measure every category, print the table and write ``difficulty.csv``; returns 0."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--categories", default=",".join(CATEGORIES))
     parser.add_argument("--out", type=Path, default=Path("reports/difficulty"))

@@ -39,8 +39,11 @@ def top_k_mean(grid: np.ndarray, k: int) -> np.ndarray:
     return np.sort(flat, axis=1)[:, -k:].mean(axis=1)
 
 
-def grids(run_id: str, tracking_uri: str, category: Path) -> tuple[dict, np.ndarray]:
-    """The trial's detector on the category's test images: each map scorer's grid, labels."""
+def grids(
+    run_id: str, tracking_uri: str, category: Path
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The trial's detector on the category's test images: each map scorer's patch grid
+    (N, h, w) by name, and the images' 0/1 labels."""
     detector = load_detector(f"runs:/{run_id}/model", tracking_uri)
     samples = MVTecCategory.load(category).test
     features: dict[str, list[np.ndarray]] = {}
@@ -57,6 +60,7 @@ def grids(run_id: str, tracking_uri: str, category: Path) -> tuple[dict, np.ndar
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train, reduce every way, print the medians and write ``topk.csv``; returns 0."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--category", default="screw")
     parser.add_argument("--seeds", default="0,1,2")
@@ -78,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
                     auc = metrics.auroc(labels, top_k_mean(grid, k))
                     rows.append({"seed": seed, "scorer": scorer, "k": k, "AUROC": auc})
             # k = 1 is the scorers' own reduction: it must reproduce the trial's logged AUROC.
-            own = {s: result.metrics[f"test/auc_{s}"] for s in named}
-            print(seed, own, rows[-len(TOP_K) * len(named) :], file=sys.stderr, flush=True)
+            for scorer, grid in named.items():
+                logged = result.metrics[f"test/auc_{scorer}"]
+                assert np.isclose(metrics.auroc(labels, top_k_mean(grid, 1)), logged), scorer
+            print(seed, rows[-len(TOP_K) * len(named) :], file=sys.stderr, flush=True)
     table = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "topk.csv", index=False)

@@ -14,6 +14,16 @@ import cv2
 import numpy as np
 from sklearn.metrics import auc, roc_auc_score
 
+SHIFTED_PREFIX = "test_"
+"""A shifted test split's metrics are the test split's, ``test/`` read ``test_<shift>/``."""
+
+
+def shifted_metric(key: str, shift: str) -> str:
+    """The name of the test split's metric ``key`` (``test/auc``) on shifted split ``shift``:
+    ``test_<shift>/auc``."""
+    return f"{SHIFTED_PREFIX}{shift}/{key.removeprefix('test/')}"
+
+
 AUPRO_MAX_FPR = 0.3
 """AUPRO integrates the per-region overlap up to this false positive rate (Bergmann et al.)."""
 

@@ -21,7 +21,7 @@ from lightning_ad.errors import LightningADError
 TABLE_FORMATS = ("md", "html", "latex", "csv", "parquet")
 """``report.FORMATS``, spelled out here so that ``--help`` need not import pandas (a test keeps
 the two the same)."""
-TABLE_NAMES = ("median", "pixel", "aupro", "delta", "defects")
+TABLE_NAMES = ("median", "pixel", "aupro", "shift", "delta", "defects")
 """``report.TABLES``, likewise."""
 
 
@@ -58,8 +58,9 @@ def add_table(commands: Commands) -> None:
         "--table",
         action="append",
         choices=TABLE_NAMES,
-        help="only this table (repeatable): median AUC per cell, class3 - class2, or per defect "
-        "type (default: all; one table, median, for --out FILE and for csv on stdout)",
+        help="only this table (repeatable): median AUC, pixel AUROC or AUPRO per cell, median "
+        "AUC on a shifted test split, class3 - class2, or per defect type (default: all; one "
+        "table, median, for --out FILE and for csv on stdout)",
     )
     table.add_argument(
         "--score",
@@ -108,7 +109,9 @@ def _table(args: argparse.Namespace) -> None:
             _print_tables(report, trials, target.spec, args)
             continue
         folder = (out / target.category if len(targets) > 1 else out) if to_folder else None
-        names = args.table or (report.tables_in(args.format) if to_folder else ("median",))
+        names = args.table or (
+            report.tables_for(trials, report.tables_in(args.format)) if to_folder else ("median",)
+        )
         for name in names:
             path = out
             if folder is not None:

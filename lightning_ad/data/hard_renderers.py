@@ -83,7 +83,7 @@ def render_sheet_metal(rng: np.random.Generator, size: int, defect: str | None) 
         axes[k] = (SHEET_HOLE_RADIUS * rng.uniform(1.15, 1.3), SHEET_HOLE_RADIUS * 0.9)
     image = image[..., None].repeat(3, axis=2)
     for centre, hole_axes in zip(holes, axes, strict=True):
-        _ellipse(image, centre, hole_axes, 0.0, 38.0, size)
+        _ellipse(image, centre, hole_axes, 38.0, size)
     for place, radius_px, contrast in dust:
         grey = float(image[int(place[1] * size), int(place[0] * size), 0]) + contrast
         _dot(image, place, radius_px, (grey,) * 3, size)
@@ -117,9 +117,9 @@ def render_vial(rng: np.random.Generator, size: int, defect: str | None) -> np.n
         The image, RGB uint8, ``size`` x ``size``.
     """
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    shift = rng.uniform(-0.025, 0.025)
+    offset = rng.uniform(-0.025, 0.025)
     left, right, shoulder, bottom = VIAL_GLASS
-    left, right = left + shift, right + shift
+    left, right = left + offset, right + offset
     level = rng.uniform(0.42, 0.52)  # the liquid's surface (normal variation)
     tint = rng.uniform([150, 120, 60], [175, 140, 75])  # amber liquid
     backdrop = 70 + smooth_field(rng, size, 3, 14) + 30 * (1 - ys)
@@ -151,7 +151,7 @@ def render_vial(rng: np.random.Generator, size: int, defect: str | None) -> np.n
         for _ in range(int(rng.integers(1, 4))):
             c = np.array([rng.uniform(*inside), rng.uniform(level + 0.04, bottom - 0.04)])
             r = rng.uniform(0.005, 0.011)
-            _ellipse(marks, c, (r, r), 0.0, None, size, rim=1.0)
+            _ellipse(marks, c, (r, r), None, size, rim=1.0)
         image += rng.uniform(25, 45) * marks[..., None]
     elif defect == "particle":
         c = np.array([rng.uniform(*inside), rng.uniform(level + 0.03, bottom - 0.03)])
@@ -199,21 +199,23 @@ def _ellipse(
     canvas: np.ndarray,
     centre: np.ndarray,
     axes: tuple[float, float],
-    angle: float,
     fill: float | None,
     size: int,
     rim: float | None = None,
 ) -> None:
-    """A filled ellipse of grey ``fill`` (or only its outline, of grey ``rim``), anti-aliased."""
+    """An upright ellipse filled with grey ``fill`` (or only its outline, of grey ``rim``),
+    anti-aliased."""
     centre_px = tuple(np.round(np.asarray(centre) * size * 16).astype(int))
     axes_px = tuple(max(16, round(a * size * 16)) for a in axes)
     if fill is not None:
-        cv2.ellipse(canvas, centre_px, axes_px, angle, 0, 360, (fill,) * 3, -1, cv2.LINE_AA, 4)
+        cv2.ellipse(canvas, centre_px, axes_px, 0, 0, 360, (fill,) * 3, -1, cv2.LINE_AA, 4)
     if rim is not None:
-        cv2.ellipse(canvas, centre_px, axes_px, angle, 0, 360, (rim,) * 3, 1, cv2.LINE_AA, 4)
+        cv2.ellipse(canvas, centre_px, axes_px, 0, 0, 360, (rim,) * 3, 1, cv2.LINE_AA, 4)
 
 
-def _dot(canvas: np.ndarray, place: np.ndarray, radius_px: float, colour: tuple, size: int) -> None:
+def _dot(
+    canvas: np.ndarray, place: np.ndarray, radius_px: float, colour: float | tuple, size: int
+) -> None:
     """A speck ``radius_px`` pixels wide at 256 px, scaled with the image."""
     centre = tuple(np.round(np.asarray(place) * size * 16).astype(int))
     cv2.circle(canvas, centre, max(8, round(radius_px * 16 * size / 256)), colour, -1,

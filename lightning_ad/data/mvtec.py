@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import re
 import urllib.parse
 import warnings
 from collections import Counter
@@ -78,13 +79,7 @@ class MVTecCategory:
                 f"{train_dir} has no images: a category needs normal training images in "
                 f"train/{GOOD}/ (MVTec AD layout, see README)"
             )
-        shifted = root / SHIFTS_DIR
-        shifts = {
-            d.name: _test_samples(d)
-            for d in sorted(shifted.iterdir() if shifted.is_dir() else [])
-            if (d / "test").is_dir() and not d.name.startswith(".")  # not one being written
-        }
-        return cls(root.name, root, train, _test_samples(root), shifts)
+        return cls(root.name, root, train, _test_samples(root), _shifted_splits(root))
 
     @property
     def defect_types(self) -> tuple[str, ...]:
@@ -221,6 +216,27 @@ def _image_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+SHIFT_NAME = re.compile(r"[A-Za-z0-9_-]+")
+"""A shifted split's folder name: it names its metrics (``test_<name>/auc``) in MLflow."""
+
+
+def _shifted_splits(root: Path) -> dict[str, tuple[Sample, ...]]:
+    """``root/shifts/<name>/``'s test splits by name, each checked as ``root``'s test split."""
+    shifted = root / SHIFTS_DIR
+    splits = {}
+    for folder in sorted(shifted.iterdir() if shifted.is_dir() else []):
+        if not folder.is_dir():
+            continue
+        samples = _test_samples(folder)
+        if not SHIFT_NAME.fullmatch(folder.name) or not samples:
+            raise DataError(
+                f"{folder} is no shifted test split: its name must be letters, digits, _ or - "
+                "and it must hold test/<defect>/ images; rename or delete it"
+            )
+        splits[folder.name] = samples
+    return splits
 
 
 def _test_samples(root: Path) -> tuple[Sample, ...]:

@@ -3,8 +3,8 @@
 MVTec AD 2's point (Heckler-Kram et al., 2025): a detector in a plant sees its parts under
 lighting it was never trained on, and must not call the lighting an anomaly. A shift is applied
 to a finished image, good or defective alike, so a shifted test split holds the same scenes as
-the unshifted one under another camera condition; its masks are taken again from the shifted
-pair (:func:`lightning_ad.data.synthetic.render_sample`).
+the unshifted one under another camera condition; its masks are the unshifted ones, and any
+pixel the shift spread a defect to (:func:`lightning_ad.data.synthetic.render_sample`).
 
 Each shift is ``(image, rng) -> image`` on RGB uint8, with its random values from ``rng``.
 """
@@ -22,8 +22,9 @@ Shift = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
 def lighting(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A lamp moved aside: brightness falls from 1.25x to 0.6x across the image in a random
-    direction (the train split's light never varies this much)."""
+    """A lamp moved aside: brightness falls along a random direction, from 1.25x in one corner
+    to 0.6x in the opposite one along a diagonal (1.16x to 0.69x edge to edge along an axis);
+    the train split's light never varies this much."""
     size = image.shape[0]
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) / size
     direction = rng.uniform(0, 2 * np.pi)

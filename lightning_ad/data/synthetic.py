@@ -1,10 +1,12 @@
-"""Built-in MVTec AD look-alike categories, rendered procedurally with OpenCV.
+"""Built-in categories, rendered procedurally with OpenCV.
 
-``screw`` (grey, an object lying at a random position and angle), ``grid`` (grey, a woven wire
-texture) and ``transistor`` (colour, a part that sits almost fixed) come with MVTec AD's image
-counts and defect-type folder names, so every command runs offline on data that behaves like the
-real thing. Everything is deterministic from one seed: image ``i`` of a folder draws from
-``default_rng([seed, folder, i])``, so the order of generation does not matter.
+The article's ``screw`` (grey, an object lying at a random position and angle), ``grid`` (grey,
+a woven wire texture) and ``transistor`` (colour, a part that sits almost fixed) come with MVTec
+AD's image counts and defect-type folder names; ``sheet_metal`` and ``vial`` are harder, in the
+spirit of MVTec AD 2 (:mod:`lightning_ad.data.hard_renderers`). So every command runs offline
+on data that behaves like the real thing. Everything is deterministic from one seed: image ``i``
+of a folder draws from ``default_rng([seed, folder, i])``, so the order of generation does not
+matter.
 
 Defects are made by editing the *scene* (the part's geometry or surface), never by the image
 operations that the training twins use (:mod:`lightning_ad.data.twins`): a model cannot score
@@ -14,6 +16,8 @@ transistor) and surface marks (scratches, glue, contamination, a damaged case).
 
 The ground-truth mask of a defective image is where it differs from the same scene rendered
 without the defect (same pose, light and noise), so it covers exactly what the defect changed.
+A shifted test split (:func:`generate_shift`, :mod:`lightning_ad.data.shifts`) renders the same
+scenes under a camera change.
 """
 
 from __future__ import annotations
@@ -82,8 +86,6 @@ SPECS: dict[str, SyntheticSpec] = {
     "vial": SyntheticSpec("vial", 240, 40, VIAL_DEFECTS, False, render_vial, mask_threshold=3),
 }
 CATEGORIES = tuple(SPECS)
-ARTICLE_CATEGORIES = ("screw", "grid", "transistor")
-"""The article's categories (MVTec AD look-alikes); the others are MVTec AD 2-style."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,19 +97,36 @@ def render_sample(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """One image of ``folder`` (``train/good``, ``test/<defect>``) and its defect mask, if any;
     with ``shift`` (a key of :data:`~lightning_ad.data.shifts.SHIFTS`), the same scene under
-    that camera change, its mask taken from the shifted pair."""
+    that camera change. A shift does not change the part: its mask is the unshifted one, and
+    any pixel the shift spread the defect to (a blur)."""
     key = [seed, zlib.crc32(folder.encode()), index]
     defect = folder.split("/")[1]
     defect = None if defect == GOOD else defect
-    camera = _camera(shift, key)
-    image = camera(spec.render(np.random.default_rng(key), size, defect))
+    image = spec.render(np.random.default_rng(key), size, defect)
     if defect is None:
-        return image, None
-    clean = camera(spec.render(np.random.default_rng(key), size, None))
-    changed = np.abs(image.astype(np.int16) - clean).max(axis=2) > spec.mask_threshold
+        return _camera(shift, key)(image), None
+    clean = render_clean(spec, seed, folder, index, size)
+    changed = _changed(spec, image, clean)
+    if shift is not None:
+        camera = _camera(shift, key)
+        image = camera(image)
+        changed |= _changed(spec, image, camera(clean))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
     mask = cv2.morphologyEx(changed.astype(np.uint8), cv2.MORPH_CLOSE, kernel)
     return image, cv2.dilate(mask, kernel) > 0
+
+
+def render_clean(
+    spec: SyntheticSpec, seed: int, folder: str, index: int, size: int, shift: str | None = None
+) -> np.ndarray:
+    """The scene of :func:`render_sample`'s image without its defect (the same pose, light and
+    noise), under ``shift`` if given: what a defect's mask is measured against."""
+    key = [seed, zlib.crc32(folder.encode()), index]
+    return _camera(shift, key)(spec.render(np.random.default_rng(key), size, None))
+
+
+def _changed(spec: SyntheticSpec, image: np.ndarray, clean: np.ndarray) -> np.ndarray:
+    return np.abs(image.astype(np.int16) - clean).max(axis=2) > spec.mask_threshold
 
 
 def _camera(shift: str | None, key: list[int]) -> Callable[[np.ndarray], np.ndarray]:
@@ -134,7 +153,8 @@ def generate_category(
     folder is kept unless ``overwrite``.
 
     Args:
-        category: ``screw``, ``grid`` or ``transistor``.
+        category: a key of :data:`SPECS` (``screw``, ``grid``, ``transistor``,
+            ``sheet_metal``, ``vial``).
         root: the folder that gets ``<category>/``.
         seed: the render's seed (another seed is another split: the development data).
         image_size: the images' side.
@@ -158,12 +178,11 @@ def generate_category(
     staging = root / f".{category}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         _write_category(spec, staging, seed, image_size, max_per_folder)
-        if overwrite and target.exists():
-            trash = staging.with_suffix(".old")
-            target.rename(trash)
-            shutil.rmtree(trash)
         try:
-            staging.rename(target)
+            if overwrite:
+                _swap_in(staging, target)
+            else:
+                staging.rename(target)
         except OSError:
             if not (target / MARKER).is_file():
                 raise  # not a lost race with another worker: a real error
@@ -201,18 +220,36 @@ def generate_shift(
             f"first: lightning-ad data synth --category {category} --root {root}"
         )
     meta = json.loads(marker.read_text())
+    if meta.get("version") != GENERATOR_VERSION:
+        raise DataError(
+            f"{marker} was written by renderer version {meta.get('version')}, this is "
+            f"{GENERATOR_VERSION}: its scenes would differ from a shifted split's; render the "
+            f"category again: lightning-ad data synth --category {category} --root {root}"
+        )
     target = marker.parent / SHIFTS_DIR / shift
-    staging = target.with_name(f".{shift}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    # Staged beside the category, not in it: a reader of the category never sees it.
+    staging = Path(root) / f".{category}-{shift}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         folders = _test_folders(spec)
-        _write_folders(
-            spec, staging, folders, meta["seed"], meta["image_size"], max_per_folder, shift
-        )
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
+        size, seed = meta["image_size"], meta["seed"]
+        _write_folders(spec, staging, folders, seed, size, max_per_folder, shift)
+        target.parent.mkdir(exist_ok=True)
+        _swap_in(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """``staging`` renamed to ``target``; an old ``target`` moved aside first and deleted after,
+    so ``target`` is at every moment the old folder, absent, or the new one, never half."""
+    trash = staging.with_suffix(".old")
+    if target.exists():
+        target.rename(trash)
+    try:
+        staging.rename(target)
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def _test_folders(spec: SyntheticSpec) -> dict[str, int]:

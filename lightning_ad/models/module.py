@@ -183,7 +183,7 @@ class AnomalyModule(pl.LightningModule):
             gathered = _concatenated([self._gather(batch) for batch in loader])
             shifted = self._score_split(gathered, datamodule.defect_names, threshold)
             results |= {
-                f"test_{name}/" + k.removeprefix("test/"): v
+                metrics.shifted_metric(k, name): v
                 for k, v in shifted.metrics.items()
                 if k.startswith("test/")
             }

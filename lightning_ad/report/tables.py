@@ -13,12 +13,12 @@ import pandas as pd
 
 from lightning_ad.data.classes import TwinClasses
 from lightning_ad.grid import CELL_KEYS, NO_HEAD, cell_label
+from lightning_ad.metrics import SHIFTED_PREFIX
 from lightning_ad.report.formats import render
 from lightning_ad.report.trials import (
     MAIN_METRIC,
     MAP_METRICS,
     RUN_FACTS,
-    SHIFTED_PREFIX,
     Sweep,
     shifted_metrics,
 )

@@ -12,14 +12,12 @@ import pandas as pd
 from lightning_ad import tracking
 from lightning_ad.errors import LightningADError
 from lightning_ad.grid import GRID_KEYS
+from lightning_ad.metrics import SHIFTED_PREFIX, shifted_metric
 
 RUN_FACTS = ("dataset", "data_root", "git_commit", "score_used")
 """Run parameters that say where a cell's numbers came from; the tidy table carries them."""
 MAIN_METRIC = "test/auc"
 MAP_METRICS = {"pixel": "test/pixel_auc", "aupro": "test/aupro"}
-SHIFTED_PREFIX = "test_"
-"""``test_<shift>/auc`` and the rest: a shifted test split's metrics (``data synth --shift``),
-named as the test split's are."""
 SCORES = "scores"
 """The trials-table column holding each run's per-image test scores (see :func:`fetch_trials`)."""
 
@@ -79,20 +77,19 @@ def trials_frame(runs: Iterable) -> pd.DataFrame:
 
 
 def _is_test_metric(key: str) -> bool:
-    return key.startswith(f"{MAIN_METRIC.split('/')[0]}/") or (
-        key.startswith(SHIFTED_PREFIX) and "/" in key
-    )
+    return key.startswith("test/") or _is_shifted(key)
 
 
 def shifted_metrics(trials: pd.DataFrame, metric: str = MAIN_METRIC) -> dict[str, str]:
     """Shift name -> the column holding ``metric`` on that shifted test split, for the shifts
     some of ``trials`` were scored on (``lighting`` -> ``test_lighting/auc``)."""
-    name = metric.split("/", 1)[1]
-    return {
-        c.split("/")[0].removeprefix(SHIFTED_PREFIX): c
-        for c in sorted(trials)
-        if c.startswith(SHIFTED_PREFIX) and c.split("/", 1)[1:] == [name]
-    }
+    shifts = {c.split("/")[0].removeprefix(SHIFTED_PREFIX) for c in trials if _is_shifted(c)}
+    named = {shift: shifted_metric(metric, shift) for shift in sorted(shifts)}
+    return {shift: column for shift, column in named.items() if column in trials}
+
+
+def _is_shifted(key: str) -> bool:
+    return key.startswith(SHIFTED_PREFIX) and "/" in key
 
 
 def scorers_logged(trials: pd.DataFrame) -> list[str]:
@@ -126,10 +123,12 @@ def scored_by(trials: pd.DataFrame, scorer: str) -> pd.DataFrame:
             f"{', '.join(logged) or 'no scorer'}"
         )
     out = trials
-    for metric in (MAIN_METRIC, *(MAP_METRICS[name] for name in own_map_tables(trials, scorer))):
+    own = (MAIN_METRIC, *(MAP_METRICS[name] for name in own_map_tables(trials, scorer)))
+    for metric in own:
         out = _read_as(out, trials, metric, f"{metric}_{scorer}")
-    for metric in shifted_metrics(trials).values():
-        out = _read_as(out, trials, metric, f"{metric}_{scorer}")
+        for shift in shifted_metrics(trials):  # the same metrics on each shifted split
+            moved = shifted_metric(metric, shift)
+            out = _read_as(out, trials, moved, f"{moved}_{scorer}")
     return out.assign(score_used=scorer)
 
 
