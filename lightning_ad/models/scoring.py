@@ -75,9 +75,10 @@ def standardised_sum(features: Features) -> np.ndarray:
     """PatchCore's distances and the patch head's probabilities (N, h, w), each standardised
     by the mean and standard deviation of held-out normal images' patches, added: on one
     scale, neither grid's units decide, and a patch either finds unusual counts."""
+    stats = features.map_stats
     return sum(
-        (getattr(features, grid) - mean) / max(std, 1e-12)
-        for grid, (mean, std) in ((g, features.map_stats[g]) for g in STANDARDISED_GRIDS)
+        (getattr(features, grid) - stats[grid][0]) / max(stats[grid][1], 1e-12)
+        for grid in STANDARDISED_GRIDS
     )
 
 

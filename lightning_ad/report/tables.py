@@ -13,13 +13,13 @@ import pandas as pd
 
 from lightning_ad.data.classes import TwinClasses
 from lightning_ad.grid import CELL_KEYS, NO_HEAD, cell_label
-from lightning_ad.metrics import SHIFTED_PREFIX
 from lightning_ad.report.formats import render
 from lightning_ad.report.trials import (
     MAIN_METRIC,
     MAP_METRICS,
     RUN_FACTS,
     Sweep,
+    is_test_metric,
     shifted_metrics,
 )
 from lightning_ad.report.verdicts import Verdicts, verdict_display, verdict_sentences
@@ -121,9 +121,7 @@ def tidy_medians(trials: pd.DataFrame, spec: Sweep) -> pd.DataFrame:
     depend on the class count: its ``classes`` is ``any``."""
     columns = ["sweep", *CELL_KEYS, "n_seeds", "median", "min", "max"]
     other = sorted(
-        c
-        for c in trials.columns
-        if c.startswith(("test/", SHIFTED_PREFIX)) and c.count("/") == 1 and c != MAIN_METRIC
+        c for c in trials.columns if is_test_metric(c) and c.count("/") == 1 and c != MAIN_METRIC
     )
     groups = dict(iter(trials.groupby(list(CELL_KEYS)))) if not trials.empty else {}
     rows = []

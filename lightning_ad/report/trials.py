@@ -67,7 +67,7 @@ def trials_frame(runs: Iterable) -> pd.DataFrame:
     rows = []
     for run in runs:
         row = {key: run.data.params.get(key) for key in (*GRID_KEYS, *RUN_FACTS)}
-        row |= {k: v for k, v in run.data.metrics.items() if _is_test_metric(k)}
+        row |= {k: v for k, v in run.data.metrics.items() if is_test_metric(k)}
         rows.append(row | {"run_id": run.info.run_id, "artifact_uri": run.info.artifact_uri})
     if not rows:
         return pd.DataFrame(columns=[*GRID_KEYS, MAIN_METRIC, "run_id", "artifact_uri"])
@@ -76,7 +76,8 @@ def trials_frame(runs: Iterable) -> pd.DataFrame:
     return table.drop_duplicates(subset=list(GRID_KEYS), keep="last").reset_index(drop=True)
 
 
-def _is_test_metric(key: str) -> bool:
+def is_test_metric(key: str) -> bool:
+    """A metric of the test split (``test/...``) or of a shifted one (``test_<shift>/...``)."""
     return key.startswith("test/") or _is_shifted(key)
 
 
