@@ -63,6 +63,18 @@ LEVERS: dict[str, dict] = {
         **PATCH_HEAD_X4,
         "patch_head_lr": 1e-2,
     },
+    "arcface3-patch-head-x4-backbone-lr-1e-4": {
+        "head": "arcface",
+        "classes": 3,
+        **PATCH_HEAD_X4,
+        "backbone_lr": 1e-4,
+    },
+    "arcface3-patch-head-x4-backbone-lr-1e-3": {
+        "head": "arcface",
+        "classes": 3,
+        **PATCH_HEAD_X4,
+        "backbone_lr": 1e-3,
+    },
     "arcface3-patch-head-x16": {
         "head": "arcface",
         "classes": 3,
@@ -73,8 +85,8 @@ LEVERS: dict[str, dict] = {
 COLUMNS = {
     "test/auc_patch": "patch AUROC",
     "test/auc_knn": "kNN AUROC",
-    "test/pixel_auc": "pixel AUROC",
-    "test/aupro": "AUPRO",
+    "test/pixel_auc_patch": "pixel AUROC",
+    "test/aupro_patch": "AUPRO",
     "test/auc_twinseg": "twinseg AUROC",
     "test/pixel_auc_twinseg": "twinseg pixel AUROC",
     "test/aupro_twinseg": "twinseg AUPRO",

@@ -168,7 +168,8 @@ class TrialConfig:
     @functools.cached_property
     def scoring(self) -> ScoringConfig:
         """What scores the test split. Its scorer is ``score``, unless that needs a trained head
-        and this is the frozen baseline: then kNN (logged as the run's ``score_used``)."""
+        and this is the frozen baseline: then its fallback, kNN or for a scorer with maps PatchCore
+        (logged as the run's ``score_used``)."""
         from lightning_ad.models.scoring import scorer_for
 
         return ScoringConfig(

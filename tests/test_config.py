@@ -47,6 +47,8 @@ def test_the_frozen_baseline_with_a_trained_scorer_is_an_explicit_logged_choice(
     frozen = TrialConfig(head="none", score="fused")
     assert frozen.score == "fused" and frozen.scoring.scorer == "knn"
     assert frozen.params()["score"] == "fused" and frozen.params()["score_used"] == "knn"
+    mapped = TrialConfig(head="none", score="patch-twinseg")  # PatchCore: maps for maps
+    assert mapped.params()["score_used"] == "patch"
     trained = TrialConfig(head="arcface", score="fused")
     assert trained.scoring.scorer == "fused"
 

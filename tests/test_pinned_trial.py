@@ -30,7 +30,7 @@ PINNED_TRIAL = TINY | dict(
     coreset_fraction=0.1,
 )
 PINNED = {
-    "0.3.2": {
+    "0.3.3": {
         "test/auc_knn": 0.548,
         "test/auc_lof": 0.456,
         "test/auc_patch": 0.252,
@@ -39,6 +39,7 @@ PINNED = {
         "test/detection_rate": 0.58,
         "test/false_alarm_rate": 1.0,
         "test/pixel_auc": 0.74583,
+        "test/pixel_auc_patch": 0.74583,
         "val/threshold": 31.826054,
     },
 }
@@ -75,6 +76,7 @@ _PINNED_KEYS = (
     "test/auc_prob",
     "test/auc_patch",
     "test/pixel_auc",
+    "test/pixel_auc_patch",
     "test/aupro",
     "val/threshold",
     "test/detection_rate",

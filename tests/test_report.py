@@ -194,6 +194,7 @@ def test_out_file_as_csv_is_one_table_pandas_parses(
         "class3_vs_class2.parquet",
         "class3_vs_class2_by_defect.parquet",
         "median_auc.parquet",
+        "trained_vs_frozen.parquet",
     ]
 
 
@@ -220,20 +221,24 @@ def test_another_scorer_reads_the_same_runs_as_its_own(
 
 
 def test_a_scorer_with_its_own_maps_is_read_with_its_pixel_and_aupro_values() -> None:
-    """twinseg logs its maps' metrics: read by twinseg, the pixel and AUPRO tables are its
-    own; read by knn (no maps of its own), they stay PatchCore's."""
+    """Runs scored by twinseg log its maps' metrics as their own (``test/pixel_auc``) and
+    PatchCore's beside them (``_patch``): read by twinseg, the pixel and AUPRO tables are
+    twinseg's; read by knn (no maps of its own: it serves PatchCore's), PatchCore's."""
     trials = pd.DataFrame(
         {
-            "test/auc": [0.9, 0.8],
+            "test/auc": [0.7, 0.6],
             "test/auc_knn": [0.9, 0.8],
             "test/auc_twinseg": [0.7, 0.6],
-            "test/pixel_auc": [0.99, 0.98],
-            "test/pixel_auc/scratch": [0.97, 0.96],
+            "test/pixel_auc": [0.91, 0.92],
+            "test/pixel_auc/scratch": [0.81, 0.82],
             "test/pixel_auc_twinseg": [0.91, 0.92],
             "test/pixel_auc_twinseg/scratch": [0.81, 0.82],
-            "test/aupro": [0.95, 0.94],
+            "test/pixel_auc_patch": [0.99, 0.98],
+            "test/pixel_auc_patch/scratch": [0.97, 0.96],
+            "test/aupro": [0.75, 0.74],
             "test/aupro_twinseg": [0.75, 0.74],
-            "score_used": ["knn", "knn"],
+            "test/aupro_patch": [0.95, 0.94],
+            "score_used": ["twinseg", "twinseg"],
         }
     )
     by_twinseg = report.scored_by(trials, "twinseg")
@@ -242,8 +247,42 @@ def test_a_scorer_with_its_own_maps_is_read_with_its_pixel_and_aupro_values() ->
     assert list(by_twinseg["test/pixel_auc/scratch"]) == [0.81, 0.82]
     assert list(by_twinseg["test/aupro"]) == [0.75, 0.74]
     by_knn = report.scored_by(trials, "knn")
+    assert list(by_knn["test/auc"]) == [0.9, 0.8]
     assert list(by_knn["test/pixel_auc"]) == [0.99, 0.98]
     assert list(by_knn["test/pixel_auc/scratch"]) == [0.97, 0.96]
+    assert list(by_knn["test/aupro"]) == [0.95, 0.94]
+
+
+def test_each_trained_cell_is_compared_with_the_frozen_baseline_over_seeds(
+    logged: tuple[str, list[dict]], tmp_path: Path
+) -> None:
+    """class3's kNN scores separate the test images, the frozen baseline's hardly: trained
+    class3 - frozen has an interval above 0. A scorer the frozen runs lack (twinseg) is
+    compared with their PatchCore; the table is written beside the others."""
+    trials = _trials(logged[0])
+    scores = []
+    for head, frame in zip(trials["head"], trials[report.SCORES], strict=True):
+        noise = np.random.default_rng(1).random(len(frame))  # the same in every run
+        frame = frame.assign(patch=noise)
+        if head != "none":
+            frame = frame.assign(twinseg=frame["label"] + noise)
+        scores.append(frame)
+    trials[report.SCORES] = scores
+    table = report.frozen_verdicts(trials)
+    cells = {(r["head"], r["classes"], r["scorer"]): r for r in table.to_dict("records")}
+    assert set(cells) == {
+        ("arcface", c, s) for c in ("class2", "class3") for s in ("knn", "patch", "twinseg")
+    } | {("adacos", "class3", s) for s in ("knn", "patch", "twinseg")}
+    knn3 = cells[("arcface", "class3", "knn")]
+    assert knn3["frozen_scorer"] == "knn" and knn3["claim"] == "better" and knn3["ci_low"] > 0
+    assert knn3["seeds"] == 2
+    twinseg = cells[("arcface", "class2", "twinseg")]
+    assert twinseg["frozen_scorer"] == "patch" and twinseg["claim"] == "better"
+    report.write_report(trials, SweepSpec.load(QUICK), _SETTINGS, tmp_path / "out")
+    written = pd.read_csv(tmp_path / "out" / "trained_vs_frozen.csv")
+    assert len(written) == len(table) and set(written["sweep"]) == {"quick"}
+    text = report.summary_text(trials, SweepSpec.load(QUICK), "md", ("frozen",))
+    assert "trained − frozen [95 % CI]" in text and "| better |" in text
 
 
 def test_table_score_prints_that_scorers_medians_and_names_the_logged_ones_otherwise(

@@ -21,7 +21,7 @@ from lightning_ad.errors import LightningADError
 TABLE_FORMATS = ("md", "html", "latex", "csv", "parquet")
 """``report.FORMATS``, spelled out here so that ``--help`` need not import pandas (a test keeps
 the two the same)."""
-TABLE_NAMES = ("median", "pixel", "aupro", "shift", "delta", "defects")
+TABLE_NAMES = ("median", "pixel", "aupro", "shift", "delta", "defects", "frozen")
 """``report.TABLES``, likewise."""
 
 
@@ -59,8 +59,9 @@ def add_table(commands: Commands) -> None:
         action="append",
         choices=TABLE_NAMES,
         help="only this table (repeatable): median AUC, pixel AUROC or AUPRO per cell, median "
-        "AUC on a shifted test split, class3 - class2, or per defect type (default: all; one "
-        "table, median, for --out FILE and for csv on stdout)",
+        "AUC on a shifted test split, class3 - class2 (per scorer, or per defect type), or "
+        "each trained cell - the frozen baseline (default: all; one table, median, for --out "
+        "FILE and for csv on stdout)",
     )
     table.add_argument(
         "--score",

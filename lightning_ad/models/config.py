@@ -105,7 +105,8 @@ class ScoringConfig:
 
     Attributes:
         scorer: the scorer behind ``test/auc`` and the detector's verdicts; one that applies to
-            the network (``TrialConfig.scoring`` falls back to kNN for the frozen baseline).
+            the network (``TrialConfig.scoring`` scores the frozen baseline with the scorer's
+            fallback).
         image_size: side of the images the detector scores (``DataConfig.scoring_size``).
         coreset_fraction: share of train/good patches in PatchCore's memory bank.
         false_alarm_rate: the decision threshold's share of held-out normals above it.

@@ -36,8 +36,8 @@ class TestScores:
     metrics: dict[str, float] = field(default_factory=dict)
     """Every logged test metric: the test split's (``test/*``) and any shifted split's."""
     maps: np.ndarray | None = None
-    """The anomaly maps (N, S, S) the detector serves: PatchCore's patch distances, or the
-    patch head's probabilities for ``twinseg``."""
+    """The anomaly maps (N, S, S) the detector serves: its scorer's own (``patch``,
+    ``twinseg``, ``patch-twinseg``), else PatchCore's."""
 
 
 class AnomalyModule(pl.LightningModule):
@@ -204,19 +204,15 @@ class AnomalyModule(pl.LightningModule):
             results[f"test/auc_{name}"] = metrics.auroc(labels, values)
             for defect, value in metrics.auroc_per_defect(defects, values, names).items():
                 results[f"test/auc_{name}/{defect}"] = value
-        main = f"test/auc_{self.scoring.scorer}"
-        results |= {
-            "test/auc" + k.removeprefix(main): v for k, v in results.items() if k.startswith(main)
-        }
-        maps = {"patch": anomaly_maps(features.patch_distances, masks.shape[-1])}
-        results |= pixel_metrics(maps["patch"], masks, defects, names)
+        maps = {}
         for name in scores:
             if (grid := scoring.SCORERS[name].grid) is not None:
                 maps[name] = anomaly_maps(grid(features), masks.shape[-1])
                 results |= pixel_metrics(maps[name], masks, defects, names, scorer=name)
+        served = self.scoring.scorer if self.scoring.scorer in maps else "patch"
+        results |= main_metrics(results, self.scoring.scorer, served)
         results |= threshold_metrics(threshold, scores[self.scoring.scorer], labels)
-        served = maps.get(self.scoring.scorer, maps["patch"])
-        return TestScores(labels, defects, names, scores, results, served)
+        return TestScores(labels, defects, names, scores, results, maps[served])
 
 
 def _concatenated(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -237,16 +233,34 @@ def threshold_metrics(
     }
 
 
+def main_metrics(results: dict[str, float], scorer: str, served: str) -> dict[str, float]:
+    """The trial's own metrics under their plain names, overall and per defect type:
+    ``scorer``'s image AUROC as ``test/auc``, and the pixel AUROC and AUPRO of the maps the
+    detector serves (``served``'s: the scorer's own, or PatchCore's for a scorer without maps)
+    as ``test/pixel_auc`` and ``test/aupro``."""
+    sources = {
+        "test/auc": f"test/auc_{scorer}",
+        "test/pixel_auc": f"test/pixel_auc_{served}",
+        "test/aupro": f"test/aupro_{served}",
+    }
+    return {
+        plain + key.removeprefix(source): value
+        for plain, source in sources.items()
+        for key, value in results.items()
+        if key == source or key.startswith(f"{source}/")
+    }
+
+
 def pixel_metrics(
     maps: np.ndarray,
     masks: np.ndarray,
     defects: np.ndarray,
     names: tuple[str, ...],
-    scorer: str | None = None,
+    scorer: str,
 ) -> dict[str, float]:
-    """``test/pixel_auc`` and ``test/aupro`` of the anomaly maps, overall and per defect type;
-    for another ``scorer``'s maps than PatchCore's, ``test/pixel_auc_<scorer>`` and so on."""
-    suffix = f"_{scorer}" if scorer else ""
+    """``test/pixel_auc_<scorer>`` and ``test/aupro_<scorer>`` of ``scorer``'s anomaly maps,
+    overall and per defect type."""
+    suffix = f"_{scorer}"
     results = {
         f"test/pixel_auc{suffix}": metrics.pixel_auroc(maps, masks),
         f"test/aupro{suffix}": metrics.aupro(maps, masks),

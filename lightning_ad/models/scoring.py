@@ -97,6 +97,10 @@ class Scorer:
     grid: Callable[[Features], np.ndarray] | None = None
     """The patch grid (N, h, w) of the scorer's own anomaly map, whose largest value is its
     score; None: it has none, and is served with PatchCore's."""
+    fallback: str = "knn"
+    """What scores the frozen baseline in this scorer's place when it needs a trained head:
+    kNN on the pooled embedding, or PatchCore for a scorer with maps, so that every cell of a
+    sweep serves maps and a map table compares map with map."""
 
     def map_grid(self, features: Features) -> np.ndarray:
         """The patch grid (N, h, w) upsampled into the anomaly map served with this score."""
@@ -104,8 +108,9 @@ class Scorer:
 
 
 def map_scorer(grid: Callable[[Features], np.ndarray], **needs: bool) -> Scorer:
-    """A scorer with a map of its own: an image scores its largest patch value."""
-    return Scorer(lambda f: largest(grid(f)), grid=grid, **needs)
+    """A scorer with a map of its own: an image scores its largest patch value; the frozen
+    baseline is scored by PatchCore in its place."""
+    return Scorer(lambda f: largest(grid(f)), grid=grid, fallback="patch", **needs)
 
 
 def largest(maps: np.ndarray) -> np.ndarray:
@@ -122,16 +127,13 @@ SCORERS: dict[str, Scorer] = {
         lambda f: fused_scores(f.model, f.frozen), needs_training=True, needs_frozen=True
     ),
     # PatchCore's image score: the largest patch distance (lightning_ad.models.patchcore).
-    "patch": Scorer(lambda f: largest(f.patch_distances), needs_training=False),
+    "patch": map_scorer(lambda f: f.patch_distances, needs_training=False),
     # The patch head's image score: its most twin-like patch, as PatchCore's score is its most
     # distant one. No mean of the k largest (k 3-50) beat it on all three development seeds,
     # for either map scorer (python -m benchmarks.topk; README, "The patch head").
     "twinseg": map_scorer(lambda f: f.twinseg, needs_training=True, needs_patch_head=True),
     "patch-twinseg": map_scorer(standardised_sum, needs_training=True, needs_patch_head=True),
 }
-UNTRAINED_FALLBACK = "knn"
-"""What the frozen baseline is scored with when the chosen scorer needs a trained head (a
-choice ``TrialConfig`` makes and logs as ``score_used``)."""
 
 
 def check_scorer(name: str) -> None:
@@ -140,7 +142,8 @@ def check_scorer(name: str) -> None:
 
 
 def scorer_for(name: str, trained: bool, patch_head: bool = False) -> str:
-    """``name``, or the fallback when ``name`` needs a trained head and there is none.
+    """``name``, or its :attr:`Scorer.fallback` when ``name`` needs a trained head and there
+    is none (a choice ``TrialConfig`` makes and logs as ``score_used``).
 
     Raises:
         LightningADError: ``name`` is no scorer, or reads a patch head a trained network lacks.
@@ -151,7 +154,7 @@ def scorer_for(name: str, trained: bool, patch_head: bool = False) -> str:
             f"score '{name}' reads the patch head's map: set patch_head_weight above 0 "
             "(e.g. 1.0) or pick another score"
         )
-    return UNTRAINED_FALLBACK if SCORERS[name].needs_training and not trained else name
+    return SCORERS[name].fallback if SCORERS[name].needs_training and not trained else name
 
 
 def needs_frozen_view(name: str, trained: bool) -> bool:

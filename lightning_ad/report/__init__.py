@@ -1,5 +1,6 @@
 """Comparison tables from MLflow: median AUC per cell (image, pixel, AUPRO), class3 - class2
-deltas overall and per defect type, each with two paired tests.
+overall and per defect type, and each trained cell - the frozen baseline, each an interval over
+training runs and the shared test images.
 
 Everything is read back from the tracking server (runs, and each trial's per-image test scores
 artifact), never from local state, so a table can be made from any server that holds the sweep's
@@ -9,7 +10,8 @@ Markdown, HTML, LaTeX, for people).
 
 - ``trials``: the trial runs of one settings fingerprint as a table, with their scores.
 - ``formats``: the file formats; a display table rendered as Markdown, HTML or LaTeX.
-- ``verdicts``: class3 - class2 per pair and scorer, per defect type; sentences, metrics.
+- ``verdicts``: class3 - class2 per pair and scorer, per defect type; sentences, metrics;
+  trained - frozen per cell and scorer.
 - ``tables``: the median and verdict tables, tidy and display; the parent run's medians.
 - ``files``: a report's folder: every table, the plots, ``settings.json``, ``latest``.
 - ``page``: the report as one HTML page.
@@ -49,6 +51,7 @@ from lightning_ad.report.trials import (
 from lightning_ad.report.verdicts import (
     Verdicts,
     defect_verdicts,
+    frozen_verdicts,
     paired_verdicts,
     verdict_metrics,
 )
@@ -63,6 +66,7 @@ __all__ = [
     "defect_verdicts",
     "display_table",
     "fetch_trials",
+    "frozen_verdicts",
     "main_table",
     "median_metric",
     "median_metrics",

@@ -31,13 +31,15 @@ FILE_NAMES = {
     "shift": "median_auc_shifted",
     "delta": "class3_vs_class2",
     "defects": "class3_vs_class2_by_defect",
+    "frozen": "trained_vs_frozen",
 }
 SCORER_FOLDER = "by_scorer"
 """``<fingerprint>/by_scorer/<scorer>/``: the tables as another scorer reads the same runs
 (:func:`~lightning_ad.report.trials.scored_by`); the folder's own are the runs' own scorer's."""
 SCORER_TABLES = ("median", "defects")
-"""What changes with the scorer: the class3 - class2 table already has a row per scorer; the
-pixel AUROC and AUPRO tables change only for a scorer with maps of its own (``twinseg``)."""
+"""What changes with the scorer: the class3 - class2 and trained - frozen tables already have
+a row per scorer; the pixel AUROC and AUPRO tables change only for a scorer with maps of its
+own (``patch``, ``twinseg``)."""
 SETTINGS_FILE = "settings.json"
 LATEST = "latest"
 """``reports/<sweep>/<category>/latest``: a link to the fingerprint folder written last."""

@@ -59,7 +59,7 @@ def write_page(
         *(f"<li>{html.escape(line)}</li>" for line in sentences),
         "</ul>",
     ]
-    for name in tables_for(trials, ("median", "delta", "pixel", "aupro", "shift")):
+    for name in tables_for(trials, ("median", "delta", "frozen", "pixel", "aupro", "shift")):
         table, bold = display_table(trials, spec, name, "html", verdicts)
         title = html.escape(TITLES[name])
         parts += [f"<h2>{title}</h2>", render(table, "html", bold_best=bold)]

@@ -22,13 +22,19 @@ from lightning_ad.report.trials import (
     is_test_metric,
     shifted_metrics,
 )
-from lightning_ad.report.verdicts import Verdicts, verdict_display, verdict_sentences
+from lightning_ad.report.verdicts import (
+    VERDICT_TABLES,
+    Verdicts,
+    verdict_display,
+    verdict_sentences,
+)
 
-TABLES = ("median", "pixel", "aupro", "shift", "delta", "defects")
+TABLES = ("median", "pixel", "aupro", "shift", "delta", "defects", "frozen")
 """``median``: median test AUC per cell; ``pixel``, ``aupro``: the median pixel AUROC and AUPRO
 of its anomaly maps; ``shift``: the median test AUC on each shifted test split (only where the
 runs were scored on one: ``data synth --shift``); ``delta``: class3 - class2 per (backbone,
-head); ``defects``: class3 - class2 per defect type."""
+head); ``defects``: class3 - class2 per defect type; ``frozen``: each trained cell - the frozen
+baseline (only where the runs have both)."""
 TITLES = {
     "median": "Median test AUC over seeds (n seeds)",
     "pixel": "Median pixel AUROC of the anomaly maps (n seeds)",
@@ -38,6 +44,9 @@ TITLES = {
     "runs and the shared test images (ceiling: every run at AUROC 1, no information)",
     "defects": "class3 - class2 per defect type (the trials' own scorer; p Holm-adjusted "
     "over the defect types)",
+    "frozen": "trained - frozen per cell and scorer: mean over seeds, 95 % interval over "
+    "training runs and the shared test images (the frozen baseline scored by the same scorer, "
+    "or in its place by PatchCore or kNN)",
 }
 """Each table's title, as ``table`` prints it and the report page shows it."""
 PARENT_MEDIANS = {
@@ -195,8 +204,14 @@ def shift_table(trials: pd.DataFrame, spec: Sweep, long: bool = False) -> pd.Dat
 
 
 def tables_for(trials: pd.DataFrame, tables: tuple[str, ...] = TABLES) -> tuple[str, ...]:
-    """``tables`` less ``shift`` when no run was scored on a shifted test split."""
-    return tuple(t for t in tables if t != "shift" or shifted_metrics(trials))
+    """``tables`` less ``shift`` when no run was scored on a shifted test split, and less
+    ``frozen`` when the runs hold no frozen baseline or no trained cell beside it."""
+    heads = set(trials["head"]) if "head" in trials else set()
+    skip = {
+        "shift": not shifted_metrics(trials),
+        "frozen": NO_HEAD not in heads or heads <= {NO_HEAD},
+    }
+    return tuple(t for t in tables if not skip.get(t, False))
 
 
 def _head_problem(head: str, classes: str) -> str | None:
@@ -213,8 +228,7 @@ def tidy_table(
     when the caller has them."""
     if name in ("median", "shift", *MAP_METRICS):
         return tidy_medians(trials, spec)
-    verdicts = verdicts or Verdicts(trials)
-    table = (verdicts.pairs if name == "delta" else verdicts.defects).copy()
+    table = getattr(verdicts or Verdicts(trials), VERDICT_TABLES[name]).copy()
     table.insert(0, "sweep", spec.name)
     return table
 
@@ -230,8 +244,10 @@ def display_table(
         return main_table(trials, spec, long=fmt == "html", metric=MAP_METRICS[name]), True
     if name == "shift":
         return shift_table(trials, spec, long=fmt == "html"), True
-    verdicts = verdicts or Verdicts(trials)
-    return verdict_display(verdicts.pairs if name == "delta" else verdicts.defects), False
+    table = getattr(verdicts or Verdicts(trials), VERDICT_TABLES[name])
+    return verdict_display(
+        table, "trained − frozen" if name == "frozen" else "class3 − class2"
+    ), False
 
 
 def summary_text(

@@ -104,8 +104,7 @@ def scored_by(trials: pd.DataFrame, scorer: str) -> pd.DataFrame:
     """``trials`` read as if ``scorer`` were every run's own: its image AUROC, overall and per
     defect type, as ``test/auc`` (NaN where a run did not log it: ``prob`` has no frozen
     baseline), and as the ``score_used`` the verdicts by defect type read. ``MAP_METRICS``
-    become ``scorer``'s own where the runs logged them (``test/pixel_auc_twinseg``: a scorer
-    with its own map); otherwise they stay PatchCore's, the map every trial has.
+    become those of the maps ``scorer`` serves (:func:`served_maps`).
 
     Args:
         trials: the runs of one fingerprint (:func:`fetch_trials`).
@@ -124,13 +123,20 @@ def scored_by(trials: pd.DataFrame, scorer: str) -> pd.DataFrame:
             f"{', '.join(logged) or 'no scorer'}"
         )
     out = trials
-    own = (MAIN_METRIC, *(MAP_METRICS[name] for name in own_map_tables(trials, scorer)))
-    for metric in own:
-        out = _read_as(out, trials, metric, f"{metric}_{scorer}")
+    maps = served_maps(trials, scorer)
+    sources = {MAIN_METRIC: scorer} | {metric: maps for metric in MAP_METRICS.values()}
+    for metric, source in sources.items():
+        out = _read_as(out, trials, metric, f"{metric}_{source}")
         for shift in shifted_metrics(trials):  # the same metrics on each shifted split
             moved = shifted_metric(metric, shift)
-            out = _read_as(out, trials, moved, f"{moved}_{scorer}")
+            out = _read_as(out, trials, moved, f"{moved}_{source}")
     return out.assign(score_used=scorer)
+
+
+def served_maps(trials: pd.DataFrame, scorer: str) -> str:
+    """Whose anomaly maps a detector scored by ``scorer`` serves: its own where the runs
+    logged maps of it (``test/pixel_auc_twinseg``), else PatchCore's, the map every trial has."""
+    return scorer if own_map_tables(trials, scorer) else "patch"
 
 
 def own_map_tables(trials: pd.DataFrame, scorer: str) -> tuple[str, ...]:
@@ -139,7 +145,10 @@ def own_map_tables(trials: pd.DataFrame, scorer: str) -> tuple[str, ...]:
 
 
 def _read_as(out: pd.DataFrame, trials: pd.DataFrame, metric: str, own: str) -> pd.DataFrame:
-    """``out`` with ``metric`` and its per-defect columns replaced by those of ``own``."""
+    """``out`` with ``metric`` and its per-defect columns replaced by those of ``own``; as it
+    is where no run logged ``own``."""
+    if own not in trials:
+        return out
     out = out.drop(columns=[c for c in out if c == metric or c.startswith(f"{metric}/")])
     for column in [c for c in trials if c == own or c.startswith(f"{own}/")]:
         out[metric + column.removeprefix(own)] = trials[column]

@@ -1,7 +1,7 @@
 """class3 - class2 from the runs' per-image test scores: the verdict per (category, backbone,
 head) and scorer, per defect type with Holm's adjustment, and the same as sentences, display
-tables and the parent run's metrics. :class:`Verdicts` computes each table once for everything
-made from one set of trials."""
+tables and the parent run's metrics; and each trained cell against the frozen baseline.
+:class:`Verdicts` computes each table once for everything made from one set of trials."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import pandas as pd
 
 from lightning_ad import verdict
 from lightning_ad.data.classes import CLASS2, CLASS3
+from lightning_ad.grid import NO_HEAD
+from lightning_ad.models.scoring import scorer_for
 from lightning_ad.report.formats import format_value
 from lightning_ad.report.trials import SCORES
 
@@ -24,6 +26,13 @@ DELTA_COLUMNS = [
 freedom); at the ``ceiling`` all four are NaN; ``p_delong_by_seed``: each seed's DeLong p, the
 test set's noise alone."""
 DEFECT_COLUMNS = [*DELTA_COLUMNS[:4], "defect", *DELTA_COLUMNS[4:], "p_holm"]
+FROZEN_COLUMNS = [*DELTA_COLUMNS[:3], "classes", "scorer", "frozen_scorer", *DELTA_COLUMNS[4:]]
+"""A trained cell against the frozen baseline (:func:`frozen_verdicts`): ``mean_delta`` is
+trained - frozen, the frozen runs scored by ``frozen_scorer``."""
+
+
+VERDICT_TABLES = {"delta": "pairs", "defects": "defects", "frozen": "frozen"}
+"""A verdict table's name (``report.TABLES``) -> the :class:`Verdicts` property holding it."""
 
 
 class Verdicts:
@@ -49,6 +58,11 @@ class Verdicts:
         """:func:`defect_verdicts`."""
         return defect_verdicts(self.trials)
 
+    @functools.cached_property
+    def frozen(self) -> pd.DataFrame:
+        """:func:`frozen_verdicts`."""
+        return frozen_verdicts(self.trials)
+
 
 def paired_verdicts(
     trials: pd.DataFrame,
@@ -65,19 +79,47 @@ def paired_verdicts(
     if trials.empty or SCORES not in trials:
         return pd.DataFrame(rows, columns=DELTA_COLUMNS)
     for (category, backbone, head), group in trials.groupby(["category", "backbone", "head"]):
-        pairs = _pairs(group, a, b)
+        pairs = _pairs(group[group["classes"] == a], group[group["classes"] == b])
         scorers = _scorers(pairs, main_only)
         for scorer in scorers:
-            labels, scores_a, scores_b = _aligned(pairs, scorer, defect)
+            labels, scores_a, scores_b = _aligned(pairs, scorer, scorer, defect)
             result = verdict.compare(labels, scores_a, scores_b)
             if result.seeds:
-                rows.append(_verdict_row((category, backbone, head, scorer), result))
+                key = dict(category=category, backbone=backbone, head=head, scorer=scorer)
+                rows.append(key | _verdict_fields(result))
     return pd.DataFrame(rows, columns=DELTA_COLUMNS)
 
 
-def _verdict_row(key: tuple[str, str, str, str], result: verdict.Verdict) -> dict:
+def frozen_verdicts(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per trained cell (category, backbone, head, classes) and scorer: the verdict on
+    trained - frozen over the seeds that ran both (:func:`lightning_ad.verdict.compare`), the
+    frozen baseline scored by the same scorer where it has it (``knn``, ``patch``), else by the
+    scorer's fallback (PatchCore in place of a scorer with maps, kNN in place of ``prob``):
+    whether training on the twins beat not training at all, and by how much."""
+    rows = []
+    if trials.empty or SCORES not in trials:
+        return pd.DataFrame(rows, columns=FROZEN_COLUMNS)
+    for (category, backbone), group in trials.groupby(["category", "backbone"]):
+        frozen = group[group["head"] == NO_HEAD]
+        trained = group[group["head"] != NO_HEAD]
+        for (head, classes), cell in trained.groupby(["head", "classes"]):
+            pairs = _pairs(frozen, cell)
+            for scorer in _scorers(pairs, main_only=False, side="b"):
+                frozen_logged = _scorers(pairs, main_only=False, side="a")
+                baseline = scorer if scorer in frozen_logged else scorer_for(scorer, False)
+                labels, scores_a, scores_b = _aligned(pairs, baseline, scorer)
+                result = verdict.compare(labels, scores_a, scores_b)
+                if result.seeds:
+                    key = dict(category=category, backbone=backbone, head=head, classes=classes)
+                    key |= {"scorer": scorer, "frozen_scorer": baseline}
+                    rows.append(key | _verdict_fields(result))
+    return pd.DataFrame(rows, columns=FROZEN_COLUMNS)
+
+
+def _verdict_fields(result: verdict.Verdict) -> dict:
+    """A verdict as the columns every verdict table shares (``DELTA_COLUMNS[4:]``)."""
     deltas = np.array(result.deltas)
-    return dict(zip(DELTA_COLUMNS[:4], key, strict=True)) | {
+    return {
         "seeds": result.seeds,
         "wins": int((deltas > 0).sum()),
         "losses": int((deltas < 0).sum()),
@@ -93,44 +135,47 @@ def _verdict_row(key: tuple[str, str, str, str], result: verdict.Verdict) -> dic
     }
 
 
-def _pairs(group: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
-    """One row per seed that ran both class counts with scores: ``scores_a``, ``scores_b`` and
-    ``score_used``."""
-    runs = group[group[SCORES].notna()][["classes", "seed", SCORES, "score_used"]]
+def _pairs(runs_a: pd.DataFrame, runs_b: pd.DataFrame) -> pd.DataFrame:
+    """One row per seed that ran both recipes with scores: ``scores_a``, ``scores_b``,
+    ``score_used_a`` and ``score_used_b``."""
+    columns = ["seed", SCORES, "score_used"]
     pairs = pd.merge(
-        runs[runs["classes"] == a].drop(columns="classes"),
-        runs[runs["classes"] == b].drop(columns=["classes", "score_used"]),
+        runs_a[runs_a[SCORES].notna()][columns],
+        runs_b[runs_b[SCORES].notna()][columns],
         on="seed",
         suffixes=("_a", "_b"),
     )
     return pairs.sort_values("seed")
 
 
-def _scorers(pairs: pd.DataFrame, main_only: bool) -> list[str]:
-    """The scorers every paired run logged scores for (or the runs' own one)."""
+def _scorers(pairs: pd.DataFrame, main_only: bool, side: str = "ab") -> list[str]:
+    """The scorers every paired run of ``side`` (``a``, ``b`` or both) logged scores for, or
+    recipe a's own one (``main_only``)."""
     if pairs.empty:
         return []
     if main_only:
-        return sorted(set(pairs["score_used"].dropna()))
-    frames = [*pairs[f"{SCORES}_a"], *pairs[f"{SCORES}_b"]]
+        return sorted(set(pairs["score_used_a"].dropna()))
+    frames = [frame for s in side for frame in pairs[f"{SCORES}_{s}"]]
     common = set.intersection(*(set(f.columns) for f in frames)) - {"image", "defect", "label"}
     return sorted(common)
 
 
 def _aligned(
-    pairs: pd.DataFrame, scorer: str, defect: str | None
+    pairs: pd.DataFrame, scorer_a: str, scorer_b: str, defect: str | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Labels (n,) and scores of both class counts (seeds, n) on the test images every paired
-    run scored, in one order; good images and ``defect`` only when given."""
-    frames = [f for f in (*pairs[f"{SCORES}_a"], *pairs[f"{SCORES}_b"]) if scorer in f]
-    if len(frames) < 2 * len(pairs) or pairs.empty:
+    """Labels (n,) and the scores (seeds, n) of recipe a by ``scorer_a`` and of recipe b by
+    ``scorer_b`` on the test images every paired run scored, in one order; good images and
+    ``defect`` only when given."""
+    sides = [(frame, scorer_a) for frame in pairs[f"{SCORES}_a"] if scorer_a in frame]
+    sides += [(frame, scorer_b) for frame in pairs[f"{SCORES}_b"] if scorer_b in frame]
+    if len(sides) < 2 * len(pairs) or pairs.empty:
         return np.array([]), np.empty((0, 0)), np.empty((0, 0))
-    images = set.intersection(*(set(f["image"]) for f in frames))
-    kept = [f[f["image"].isin(images)].sort_values("image") for f in frames]
+    images = set.intersection(*(set(f["image"]) for f, _ in sides))
+    kept = [(f[f["image"].isin(images)].sort_values("image"), s) for f, s in sides]
     if defect is not None:
-        kept = [f[f["defect"].isin(["good", defect])] for f in kept]
-    labels = kept[0]["label"].to_numpy(int)
-    scores = np.array([f[scorer].to_numpy(float) for f in kept])
+        kept = [(f[f["defect"].isin(["good", defect])], s) for f, s in kept]
+    labels = kept[0][0]["label"].to_numpy(int)
+    scores = np.array([f[s].to_numpy(float) for f, s in kept])
     return labels, scores[: len(pairs)], scores[len(pairs) :]
 
 
@@ -152,9 +197,11 @@ def defect_verdicts(trials: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values([*family, "defect"])[DEFECT_COLUMNS].reset_index(drop=True)
 
 
-def verdict_display(table: pd.DataFrame) -> pd.DataFrame:
-    """A verdict table for people: the interval in one column, ``ceiling`` spelled out."""
-    shown = [c for c in ("category", "backbone", "head", "scorer", "defect") if c in table]
+def verdict_display(table: pd.DataFrame, delta: str = "class3 − class2") -> pd.DataFrame:
+    """A verdict table for people: the interval of ``delta`` in one column, ``ceiling``
+    spelled out."""
+    keys = ("category", "backbone", "head", "classes", "scorer", "frozen_scorer", "defect")
+    shown = [c for c in keys if c in table]
     rows = []
     for row in table.to_dict("records"):
         interval = (
@@ -165,7 +212,7 @@ def verdict_display(table: pd.DataFrame) -> pd.DataFrame:
         out = {c: row[c] for c in shown}
         out |= {
             "seeds (won/lost)": f"{row['seeds']} ({row['wins']}/{row['losses']})",
-            "class3 − class2 [95 % CI]": interval,
+            f"{delta} [95 % CI]": interval,
             "p": "–" if row["ceiling"] else format_value("p", row["p"]),
         }
         if "p_holm" in row:

@@ -211,6 +211,14 @@ def test_a_registered_twinseg_detector_predicts_the_trials_scores(
     for name in ("test/auc_twinseg", "test/pixel_auc_twinseg", "test/aupro_twinseg/scratch_head"):
         assert 0 <= trial.metrics[name] <= 1, name
     assert trial.metrics["test/auc"] == trial.metrics["test/auc_twinseg"]
+    # The maps it serves are its own: the plain map metrics are twinseg's, PatchCore's beside.
+    for metric, own in [
+        ("test/pixel_auc", "test/pixel_auc_twinseg"),
+        ("test/aupro", "test/aupro_twinseg"),
+        ("test/aupro/scratch_head", "test/aupro_twinseg/scratch_head"),
+    ]:
+        assert trial.metrics[metric] == trial.metrics[own], metric
+    assert trial.metrics["test/pixel_auc_patch"] != trial.metrics["test/pixel_auc"]
     run = mlflow.MlflowClient(store).get_run(trial.run_id)
     assert "train/patch_loss" in run.data.metrics
     done = invoke("register", trial.run_id, "--name", "twinseg", "--tracking-uri", store,

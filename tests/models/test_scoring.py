@@ -82,7 +82,10 @@ def test_prob_is_one_minus_p_normal(features) -> None:
 
 
 def test_scorer_choice_for_an_untrained_network() -> None:
-    assert scoring.scorer_for("fused", trained=False) == scoring.UNTRAINED_FALLBACK == "knn"
+    assert scoring.scorer_for("fused", trained=False) == "knn"
+    # A map scorer's frozen baseline serves maps too: PatchCore's.
+    assert scoring.scorer_for("twinseg", trained=False) == "patch"
+    assert scoring.scorer_for("patch-twinseg", trained=False) == "patch"
     assert scoring.scorer_for("lof", trained=False) == "lof"
     assert scoring.scorer_for("prob", trained=True) == "prob"
     with pytest.raises(LightningADError, match="unknown score 'fusd'"):

@@ -107,8 +107,8 @@ def test_the_frozen_baseline_is_never_searched() -> None:
 
 
 def test_a_sweep_with_a_patch_head_keeps_its_frozen_baseline() -> None:
-    """The frozen baseline has no head to put a patch head beside: it is scored as always
-    (kNN in place of twinseg), and the trained cells get the patch head."""
+    """The frozen baseline has no head to put a patch head beside: it is scored by PatchCore
+    in place of twinseg (maps for maps), and the trained cells get the patch head."""
     spec = SweepSpec.from_dict(
         {
             "grid": {"category": ["screw"], "backbone": ["mobilenet_v2"],
@@ -118,5 +118,5 @@ def test_a_sweep_with_a_patch_head_keeps_its_frozen_baseline() -> None:
         default_name="s",
     )  # fmt: skip
     configs = {c["head"]: spec.trial_config(c) for c in spec.runnable_cells()}
-    assert not configs["none"].patch_head and configs["none"].scoring.scorer == "knn"
+    assert not configs["none"].patch_head and configs["none"].scoring.scorer == "patch"
     assert configs["arcface"].net.patch_head and configs["arcface"].scoring.scorer == "twinseg"
