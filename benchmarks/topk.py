@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from lightning_ad.data.mvtec import MVTecCategory, read_image
 from lightning_ad.data.synthetic import generate_category
 from lightning_ad.deploy.predict import load_detector
 from lightning_ad.models import scoring
-from lightning_ad.train import run_trial
+from lightning_ad.train import TrialResult, run_trial
 
 LEVER = "arcface3-patch-head-x4"
 TOP_K = (1, 3, 5, 10, 20, 50)
@@ -39,11 +40,11 @@ def top_k_mean(grid: np.ndarray, k: int) -> np.ndarray:
     return np.sort(flat, axis=1)[:, -k:].mean(axis=1)
 
 
-def grids(
+def test_features(
     run_id: str, tracking_uri: str, category: Path
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The trial's detector on the category's test images: each map scorer's patch grid
-    (N, h, w) by name, and the images' 0/1 labels."""
+) -> tuple[scoring.Features, np.ndarray]:
+    """The trial's logged detector on the category's test images: what its scorers read
+    (:class:`~lightning_ad.models.scoring.Features`), and the images' 0/1 labels."""
     detector = load_detector(f"runs:/{run_id}/model", tracking_uri)
     samples = MVTecCategory.load(category).test
     features: dict[str, list[np.ndarray]] = {}
@@ -55,37 +56,48 @@ def grids(
         for key, value in detector.features(images).items():
             features.setdefault(key, []).append(value.float().cpu().numpy())
     scored = detector.scoring_features({k: np.concatenate(v) for k, v in features.items()})
-    named = {name: scoring.SCORERS[name].grid(scored) for name in ("twinseg", "patch-twinseg")}
-    return named, np.array([s.label for s in samples])
+    return scored, np.array([s.label for s in samples])
+
+
+def patch_head_trials(
+    category: str, seeds: list[int]
+) -> Iterator[tuple[int, TrialResult, scoring.Features, np.ndarray]]:
+    """Train ``LEVER`` on the development ``category`` per seed, into a store of its own;
+    yield each seed, its trial and its detector's :func:`test_features` with the labels."""
+    folder = generate_category(category, DEV_ROOT, seed=DEV_RENDER_SEED)
+    with tempfile.TemporaryDirectory(prefix="lightning_ad-patch-head-") as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        for seed in seeds:
+            settings = BASE | LEVERS[LEVER] | {"log_model": True}
+            config = TrialConfig(**settings, category=category, seed=seed, data_root=str(DEV_ROOT))
+            result = run_trial(config, tracking_uri=uri, progress_bar=False)
+            yield seed, result, *test_features(result.run_id, uri, folder)
+
+
+def study_arguments(doc: str, out: str, argv: list[str] | None) -> argparse.Namespace:
+    """A development study's command line: ``--category``, ``--seeds`` (a list of ints),
+    ``--out``."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--category", default="screw")
+    parser.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--out", type=Path, default=Path(out))
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Train, reduce every way, print the medians and write ``topk.csv``; returns 0."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--category", default="screw")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--out", type=Path, default=Path("reports/topk"))
-    args = parser.parse_args(argv)
-    folder = generate_category(args.category, DEV_ROOT, seed=DEV_RENDER_SEED)
+    args = study_arguments(__doc__, "reports/topk", argv)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="lightning_ad-topk-") as tmp:
-        uri = f"sqlite:///{tmp}/mlflow.db"
-        for seed in map(int, args.seeds.split(",")):
-            settings = BASE | LEVERS[LEVER] | {"log_model": True}
-            config = TrialConfig(
-                **settings, category=args.category, seed=seed, data_root=str(DEV_ROOT)
-            )
-            result = run_trial(config, tracking_uri=uri, progress_bar=False)
-            named, labels = grids(result.run_id, uri, folder)
-            for scorer, grid in named.items():
-                for k in TOP_K:
-                    auc = metrics.auroc(labels, top_k_mean(grid, k))
-                    rows.append({"seed": seed, "scorer": scorer, "k": k, "AUROC": auc})
-            # k = 1 is the scorers' own reduction: it must reproduce the trial's logged AUROC.
-            for scorer, grid in named.items():
-                logged = result.metrics[f"test/auc_{scorer}"]
-                assert np.isclose(metrics.auroc(labels, top_k_mean(grid, 1)), logged), scorer
-            print(seed, rows[-len(TOP_K) * len(named) :], file=sys.stderr, flush=True)
+    for seed, result, features, labels in patch_head_trials(args.category, args.seeds):
+        named = {n: scoring.SCORERS[n].grid(features) for n in ("twinseg", "patch-twinseg")}
+        for scorer, grid in named.items():
+            # k = 1 is the scorers' own reduction: it must reproduce the logged AUROC.
+            logged = result.metrics[f"test/auc_{scorer}"]
+            assert np.isclose(metrics.auroc(labels, top_k_mean(grid, 1)), logged), scorer
+            for k in TOP_K:
+                auc = metrics.auroc(labels, top_k_mean(grid, k))
+                rows.append({"seed": seed, "scorer": scorer, "k": k, "AUROC": auc})
+        print(seed, rows[-len(TOP_K) * len(named) :], file=sys.stderr, flush=True)
     table = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "topk.csv", index=False)

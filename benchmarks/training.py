@@ -1,9 +1,11 @@
 """Rows about training: Lightning's overhead (B1), waiting for batches (B3), how an epoch grows
-with pixels and images (B6), the memory format (B8) and ``torch.compile`` (B9)."""
+with pixels and images (B6), the memory format (B8), ``torch.compile`` (B9) and the patch head's
+crops at the scoring scale (B12)."""
 
 from __future__ import annotations
 
 import copy
+import statistics
 import time
 
 import torch
@@ -182,4 +184,42 @@ def torch_compile(setup: Setup) -> Row:
         None,
     )
     row.result += f" after {compile_seconds:.0f} s of compiling"
+    return row
+
+
+@benchmark("B12")
+def patch_head_epoch(setup: Setup) -> Row:
+    """One training epoch of the default sweep's network with the patch head (``image_size``
+    crops of the images at the scoring side, twins drawn on the crops, their masks, the patch
+    loss) against one without it (the pooled head's path: whole images at ``image_size``),
+    the same samples per epoch."""
+    scoring_size = 64 if setup.tiny else 256
+    settings = dict(backbone="efficientnet_lite0", head="arcface", classes=3)
+    settings |= dict(image_size=setup.image_size, score_image_size=scoring_size)
+    runs = {}
+    for patch_head in (False, True):
+        config = TrialConfig(**settings, patch_head_weight=1.0 if patch_head else 0.0)
+        dm = AnomalyDataModule(setup.data_root / "screw", config.data, num_workers=0)
+        dm.setup("fit")
+        module = AnomalyModule(config.net, config.optimizer, config.scoring)
+        runs[patch_head] = (dm, module)
+    seconds: dict[bool, list[float]] = {False: [], True: []}
+
+    def epoch(patch_head: bool) -> None:
+        dm, module = runs[patch_head]
+        started = time.perf_counter()
+        one_epoch_trainer().fit(copy.deepcopy(module), train_dataloaders=dm.train_dataloader())
+        seconds[patch_head].append(time.perf_counter() - started)
+
+    row = ratio_row(
+        "B12",
+        f"efficientnet_lite0 epoch with the patch head ({setup.image_size}-px crops of "
+        f"{scoring_size}-px images, masks, patch loss) / without ({setup.image_size}-px images)",
+        "report",
+        side_by_side(lambda: epoch(False), lambda: epoch(True), setup.repeats),
+        "{:.2f}x",
+        None,
+    )
+    medians = {k: statistics.median(v) for k, v in seconds.items()}
+    row.result += f" ({medians[True]:.1f} s against {medians[False]:.1f} s)"
     return row

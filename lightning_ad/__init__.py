@@ -1,3 +1,3 @@
 """lightning_ad: which self-supervised anomaly detector works on *your* parts."""
 
-__version__ = "0.3.3"
+__version__ = "0.3.4"

@@ -15,6 +15,7 @@ from benchmarks.run import main
     [
         pytest.param("B1,B2,B3", marks=pytest.mark.e2e),
         pytest.param("B4,B6,B8", marks=pytest.mark.e2e),
+        pytest.param("B12", marks=pytest.mark.e2e),  # the patch head's epoch
         # the orchestration of a whole sweep of no-op trials: seconds on 10 and 30 cells
         pytest.param("B10", marks=pytest.mark.e2e),
         pytest.param("B11", marks=pytest.mark.e2e),  # predict: a detector saved, loaded, run
@@ -33,7 +34,7 @@ def test_plain_make_bench_runs_every_default_row_on_tiny_inputs(tmp_path: Path) 
     """``make bench``'s own code path (no --only), every default row, on minimal inputs."""
     assert main(["--tiny", "--out", str(tmp_path)]) == 0
     ids = {r["id"] for r in json.loads((tmp_path / "latest.json").read_text())["rows"]}
-    assert {"B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B11"} <= ids
+    assert {"B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B11", "B12"} <= ids
 
 
 def test_bench_data_folder_is_absolute_for_rows_that_change_folder(

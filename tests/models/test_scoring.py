@@ -66,9 +66,10 @@ def test_twinseg_is_the_most_twin_like_patch(features) -> None:
 
 
 def test_patch_twinseg_adds_both_grids_on_the_held_out_normals_scale(features) -> None:
-    """Each grid is standardised by its own normal mean and spread, then added: a patch that
-    is 2 spreads out in one grid and 1 in the other scores 3."""
-    expected = (features.patch_distances - 0.5) / 0.25 + (features.twinseg - 0.25) / 0.1
+    """Each grid is standardised by its own normal mean and spread, then added, the head's at
+    a quarter: a patch that is 2 spreads out in PatchCore's grid and 4 in the head's scores 3."""
+    assert scoring.TWINSEG_WEIGHT == 0.25
+    expected = (features.patch_distances - 0.5) / 0.25 + 0.25 * (features.twinseg - 0.25) / 0.1
     scores = scoring.score_all(features, trained=True)["patch-twinseg"]
     np.testing.assert_allclose(scores, expected.max(axis=(1, 2)))
     np.testing.assert_allclose(scoring.SCORERS["patch-twinseg"].map_grid(features), expected)
