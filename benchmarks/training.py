@@ -220,6 +220,6 @@ def patch_head_epoch(setup: Setup) -> Row:
         "{:.2f}x",
         None,
     )
-    medians = {k: statistics.median(v) for k, v in seconds.items()}
+    medians = {k: statistics.median(v[1:]) for k, v in seconds.items()}  # past the warm-up
     row.result += f" ({medians[True]:.1f} s against {medians[False]:.1f} s)"
     return row

@@ -294,8 +294,9 @@ def _log_artifacts(
         # One colour scale for the whole test split: a good image's map should look calm.
         low, high = scores.maps.min(), scores.maps.max()
         served = (scores.maps - low) / max(high - low, 1e-12)
-        own = scoring.SCORERS[config.scoring.scorer].grid is not None
-        title = f"{config.scoring.scorer} map" if own else "PatchCore map"
+        scorer = config.scoring.scorer
+        own = scorer != "patch" and scoring.SCORERS[scorer].grid is not None
+        title = f"{scorer} map" if own else "PatchCore map"
         paths.append(sheet({title: served}, folder / "anomaly_maps.png"))
         if module.net.trains:
             maps = explain.gradcam_maps(

@@ -251,6 +251,27 @@ def test_a_scorer_with_its_own_maps_is_read_with_its_pixel_and_aupro_values() ->
     assert list(by_knn["test/pixel_auc"]) == [0.99, 0.98]
     assert list(by_knn["test/pixel_auc/scratch"]) == [0.97, 0.96]
     assert list(by_knn["test/aupro"]) == [0.95, 0.94]
+    old = trials.drop(columns=[c for c in trials if "_patch" in c])  # runs of code < 0.3.3
+    assert list(report.scored_by(old, "knn")["test/pixel_auc"]) == [0.91, 0.92]
+
+
+def test_the_frozen_baseline_is_read_by_patchcore_in_a_map_scorers_place() -> None:
+    """The frozen run scored itself by PatchCore in twinseg's place: read by twinseg, its
+    row keeps PatchCore's numbers and says so, the trained row gets twinseg's."""
+    trials = pd.DataFrame(
+        {
+            "head": ["none", "arcface"],
+            "test/auc_patch": [0.95, 0.96],
+            "test/auc_twinseg": [np.nan, 0.7],
+            "test/aupro_patch": [0.94, 0.93],
+            "test/aupro_twinseg": [np.nan, 0.75],
+            "score_used": ["patch", "twinseg"],
+        }
+    )
+    by_twinseg = report.scored_by(trials, "twinseg")
+    assert list(by_twinseg["test/auc"]) == [0.95, 0.7]
+    assert list(by_twinseg["test/aupro"]) == [0.94, 0.75]
+    assert list(by_twinseg["score_used"]) == ["patch", "twinseg"]
 
 
 def test_each_trained_cell_is_compared_with_the_frozen_baseline_over_seeds(
@@ -283,6 +304,10 @@ def test_each_trained_cell_is_compared_with_the_frozen_baseline_over_seeds(
     assert len(written) == len(table) and set(written["sweep"]) == {"quick"}
     text = report.summary_text(trials, SweepSpec.load(QUICK), "md", ("frozen",))
     assert "trained − frozen [95 % CI]" in text and "| better |" in text
+    unscored = [None if h == "none" else f for h, f in zip(trials["head"], scores, strict=True)]
+    frozen_unscored = trials.assign(**{report.SCORES: unscored})
+    assert report.frozen_verdicts(frozen_unscored).empty
+    assert "frozen" not in report.tables_for(frozen_unscored)
 
 
 def test_table_score_prints_that_scorers_medians_and_names_the_logged_ones_otherwise(

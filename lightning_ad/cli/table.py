@@ -66,9 +66,10 @@ def add_table(commands: Commands) -> None:
     table.add_argument(
         "--score",
         metavar="SCORER",
-        help="read the runs as scored by SCORER (lof, knn, prob, fused, patch: any the runs "
-        "logged), e.g. knn for the article's measure on the pooled embedding (default: each "
-        "run's own, the sweep's score); reports/.../by_scorer/ holds the other scorers' tables",
+        help="read the runs as scored by SCORER (lof, knn, prob, fused, patch, twinseg, "
+        "patch-twinseg: any the runs logged), e.g. knn for the article's measure on the "
+        "pooled embedding (default: each run's own, the sweep's score); "
+        "reports/.../by_scorer/ holds the other scorers' tables",
     )
     table.add_argument(
         "--out",

@@ -12,6 +12,7 @@ from typing import Protocol
 import pandas as pd
 
 from lightning_ad import plots
+from lightning_ad.grid import NO_HEAD
 from lightning_ad.report.formats import DATA_FORMATS, DISPLAY_FORMATS, FORMATS, render
 from lightning_ad.report.tables import TABLES, display_table, tables_for, tidy_table
 from lightning_ad.report.trials import (
@@ -39,7 +40,7 @@ SCORER_FOLDER = "by_scorer"
 SCORER_TABLES = ("median", "defects")
 """What changes with the scorer: the class3 - class2 and trained - frozen tables already have
 a row per scorer; the pixel AUROC and AUPRO tables change only for a scorer with maps of its
-own (``patch``, ``twinseg``)."""
+own (``patch``, ``twinseg``, ``patch-twinseg``)."""
 SETTINGS_FILE = "settings.json"
 LATEST = "latest"
 """``reports/<sweep>/<category>/latest``: a link to the fingerprint folder written last."""
@@ -151,8 +152,10 @@ def _write_tables(
 
 
 def _other_scorers(trials: pd.DataFrame) -> list[str]:
-    """The scorers the runs logged, but the one every run reports as its own (if they agree)."""
-    own = set(trials["score_used"].dropna()) if "score_used" in trials else set()
+    """The scorers the runs logged, but the one every trained run reports as its own (if they
+    agree; the frozen baseline's may be a fallback)."""
+    trained = trials[trials["head"] != NO_HEAD] if "head" in trials else trials
+    own = set(trained["score_used"].dropna()) if "score_used" in trials else set()
     return [s for s in scorers_logged(trials) if own != {s}]
 
 

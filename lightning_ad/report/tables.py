@@ -18,6 +18,7 @@ from lightning_ad.report.trials import (
     MAIN_METRIC,
     MAP_METRICS,
     RUN_FACTS,
+    SCORES,
     Sweep,
     is_test_metric,
     shifted_metrics,
@@ -205,8 +206,9 @@ def shift_table(trials: pd.DataFrame, spec: Sweep, long: bool = False) -> pd.Dat
 
 def tables_for(trials: pd.DataFrame, tables: tuple[str, ...] = TABLES) -> tuple[str, ...]:
     """``tables`` less ``shift`` when no run was scored on a shifted test split, and less
-    ``frozen`` when the runs hold no frozen baseline or no trained cell beside it."""
-    heads = set(trials["head"]) if "head" in trials else set()
+    ``frozen`` unless both frozen and trained runs have per-image scores to pair."""
+    scored = trials[trials[SCORES].notna()] if SCORES in trials else trials.iloc[:0]
+    heads = set(scored["head"]) if "head" in scored else set()
     skip = {
         "shift": not shifted_metrics(trials),
         "frozen": NO_HEAD not in heads or heads <= {NO_HEAD},

@@ -11,8 +11,9 @@ import pandas as pd
 
 from lightning_ad import tracking
 from lightning_ad.errors import LightningADError
-from lightning_ad.grid import GRID_KEYS
+from lightning_ad.grid import GRID_KEYS, NO_HEAD
 from lightning_ad.metrics import SHIFTED_PREFIX, shifted_metric
+from lightning_ad.models.scoring import SCORERS, scorer_for
 
 RUN_FACTS = ("dataset", "data_root", "git_commit", "score_used")
 """Run parameters that say where a cell's numbers came from; the tidy table carries them."""
@@ -102,9 +103,10 @@ def scorers_logged(trials: pd.DataFrame) -> list[str]:
 
 def scored_by(trials: pd.DataFrame, scorer: str) -> pd.DataFrame:
     """``trials`` read as if ``scorer`` were every run's own: its image AUROC, overall and per
-    defect type, as ``test/auc`` (NaN where a run did not log it: ``prob`` has no frozen
-    baseline), and as the ``score_used`` the verdicts by defect type read. ``MAP_METRICS``
-    become those of the maps ``scorer`` serves (:func:`served_maps`).
+    defect type, as ``test/auc`` (NaN where a run did not log it), and as the ``score_used``
+    the verdicts by defect type read. ``MAP_METRICS`` become those of the maps ``scorer``
+    serves (:func:`served_maps`). The frozen baseline's runs are read with
+    :func:`frozen_reader`'s scorer, as its trials scored themselves in ``scorer``'s place.
 
     Args:
         trials: the runs of one fingerprint (:func:`fetch_trials`).
@@ -122,6 +124,23 @@ def scored_by(trials: pd.DataFrame, scorer: str) -> pd.DataFrame:
             f"--score {scorer}: no run of this table logged it; the runs logged "
             f"{', '.join(logged) or 'no scorer'}"
         )
+    frozen = trials["head"] == NO_HEAD if "head" in trials else pd.Series(False, trials.index)
+    reader = frozen_reader(scorer)
+    if reader == scorer or not frozen.any():
+        return _read_as_scorer(trials, scorer)
+    read = [_read_as_scorer(trials, scorer)[~frozen], _read_as_scorer(trials, reader)[frozen]]
+    return pd.concat(read).loc[trials.index]
+
+
+def frozen_reader(scorer: str) -> str:
+    """What the frozen baseline is read with in ``scorer``'s place: ``scorer``, or its fallback
+    when it needs a trained head (:func:`lightning_ad.models.scoring.scorer_for`: PatchCore
+    for a scorer with maps, kNN otherwise); a name no longer among the scorers stays itself."""
+    return scorer_for(scorer, trained=False) if scorer in SCORERS else scorer
+
+
+def _read_as_scorer(trials: pd.DataFrame, scorer: str) -> pd.DataFrame:
+    """``trials`` with ``scorer``'s metrics under the plain names (see :func:`scored_by`)."""
     out = trials
     maps = served_maps(trials, scorer)
     sources = {MAIN_METRIC: scorer} | {metric: maps for metric in MAP_METRICS.values()}

@@ -13,9 +13,8 @@ import pandas as pd
 from lightning_ad import verdict
 from lightning_ad.data.classes import CLASS2, CLASS3
 from lightning_ad.grid import NO_HEAD
-from lightning_ad.models.scoring import scorer_for
 from lightning_ad.report.formats import format_value
-from lightning_ad.report.trials import SCORES
+from lightning_ad.report.trials import SCORES, frozen_reader
 
 DELTA_COLUMNS = [
     "category", "backbone", "head", "scorer", "seeds", "wins", "losses", "mean_delta",
@@ -93,8 +92,9 @@ def paired_verdicts(
 def frozen_verdicts(trials: pd.DataFrame) -> pd.DataFrame:
     """Per trained cell (category, backbone, head, classes) and scorer: the verdict on
     trained - frozen over the seeds that ran both (:func:`lightning_ad.verdict.compare`), the
-    frozen baseline scored by the same scorer where it has it (``knn``, ``patch``), else by the
-    scorer's fallback (PatchCore in place of a scorer with maps, kNN in place of ``prob``):
+    frozen baseline scored by the same scorer where it has it (``knn``, ``lof``, ``patch``),
+    else as :func:`~lightning_ad.report.trials.frozen_reader` says (PatchCore in place of a
+    scorer with maps, kNN in place of ``prob``):
     whether training on the twins beat not training at all, and by how much."""
     rows = []
     if trials.empty or SCORES not in trials:
@@ -104,9 +104,9 @@ def frozen_verdicts(trials: pd.DataFrame) -> pd.DataFrame:
         trained = group[group["head"] != NO_HEAD]
         for (head, classes), cell in trained.groupby(["head", "classes"]):
             pairs = _pairs(frozen, cell)
+            frozen_logged = _scorers(pairs, main_only=False, side="a")
             for scorer in _scorers(pairs, main_only=False, side="b"):
-                frozen_logged = _scorers(pairs, main_only=False, side="a")
-                baseline = scorer if scorer in frozen_logged else scorer_for(scorer, False)
+                baseline = scorer if scorer in frozen_logged else frozen_reader(scorer)
                 labels, scores_a, scores_b = _aligned(pairs, baseline, scorer)
                 result = verdict.compare(labels, scores_a, scores_b)
                 if result.seeds:

@@ -7,7 +7,7 @@ import torch
 
 from lightning_ad.config import TrialConfig
 from lightning_ad.data.datamodule import AnomalyDataModule
-from lightning_ad.models.module import AnomalyModule
+from lightning_ad.models.module import AnomalyModule, main_metrics
 
 
 def _config(**settings) -> TrialConfig:
@@ -117,3 +117,31 @@ def test_fit_keeps_the_batchnorm_statistics_only_when_bn_mode_is_frozen(
     ).fit(module, datamodule=dm)
     after = module.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before) == moves
+
+
+def test_the_own_metrics_take_the_plain_names_and_no_prefix_of_another_scorer() -> None:
+    """``test/auc`` is the scorer's, ``test/pixel_auc`` and ``test/aupro`` the served maps',
+    per defect type too; ``patch-twinseg``'s keys never pass for ``patch``'s."""
+    results = {
+        "test/auc_patch": 0.9,
+        "test/auc_patch/scratch": 0.8,
+        "test/auc_patch-twinseg": 0.7,
+        "test/auc_knn": 0.6,
+        "test/pixel_auc_patch": 0.95,
+        "test/aupro_patch": 0.85,
+        "test/aupro_patch/scratch": 0.75,
+        "test/aupro_patch-twinseg": 0.65,
+    }
+    assert main_metrics(results, "patch", "patch") == {
+        "test/auc": 0.9,
+        "test/auc/scratch": 0.8,
+        "test/pixel_auc": 0.95,
+        "test/aupro": 0.85,
+        "test/aupro/scratch": 0.75,
+    }
+    knn = main_metrics(results, "knn", "patch")  # no maps of its own: it serves PatchCore's
+    assert knn["test/auc"] == 0.6 and knn["test/aupro"] == 0.85 and "test/auc/scratch" not in knn
+    assert main_metrics(results, "patch-twinseg", "patch-twinseg") == {
+        "test/auc": 0.7,
+        "test/aupro": 0.65,
+    }
