@@ -92,10 +92,10 @@ def paired_verdicts(
 def frozen_verdicts(trials: pd.DataFrame) -> pd.DataFrame:
     """Per trained cell (category, backbone, head, classes) and scorer: the verdict on
     trained - frozen over the seeds that ran both (:func:`lightning_ad.verdict.compare`), the
-    frozen baseline scored by the same scorer where it has it (``knn``, ``lof``, ``patch``),
-    else as :func:`~lightning_ad.report.trials.frozen_reader` says (PatchCore in place of a
-    scorer with maps, kNN in place of ``prob``):
-    whether training on the twins beat not training at all, and by how much."""
+    frozen baseline read as :func:`~lightning_ad.report.trials.frozen_reader` says (by the
+    same scorer where it needs no training: ``knn``, ``lof``, ``patch``; PatchCore in place of
+    a scorer with maps, kNN in place of ``prob``): whether training on the twins beat not
+    training at all, and by how much."""
     rows = []
     if trials.empty or SCORES not in trials:
         return pd.DataFrame(rows, columns=FROZEN_COLUMNS)
@@ -104,9 +104,8 @@ def frozen_verdicts(trials: pd.DataFrame) -> pd.DataFrame:
         trained = group[group["head"] != NO_HEAD]
         for (head, classes), cell in trained.groupby(["head", "classes"]):
             pairs = _pairs(frozen, cell)
-            frozen_logged = _scorers(pairs, main_only=False, side="a")
             for scorer in _scorers(pairs, main_only=False, side="b"):
-                baseline = scorer if scorer in frozen_logged else frozen_reader(scorer)
+                baseline = frozen_reader(scorer)
                 labels, scores_a, scores_b = _aligned(pairs, baseline, scorer)
                 result = verdict.compare(labels, scores_a, scores_b)
                 if result.seeds:
@@ -149,7 +148,7 @@ def _pairs(runs_a: pd.DataFrame, runs_b: pd.DataFrame) -> pd.DataFrame:
 
 
 def _scorers(pairs: pd.DataFrame, main_only: bool, side: str = "ab") -> list[str]:
-    """The scorers every paired run of ``side`` (``a``, ``b`` or both) logged scores for, or
+    """The scorers every paired run of ``side`` (``ab`` both, or ``b``) logged scores for, or
     recipe a's own one (``main_only``)."""
     if pairs.empty:
         return []
